@@ -1,0 +1,306 @@
+"""Typed settings: one pydantic ``Settings`` with a section per area, loaded from YAML.
+
+``load_settings(path)`` reads ``configs/default.yaml``, deep-merges the user's file on top (so a
+user file holds only what it changes), expands ``${VAR}`` / ``${VAR:-default}`` from the
+environment, and validates. Any unknown key or bad value raises :class:`ConfigError` naming the
+file, the key and the expected type. Secrets (the API key) come from the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from retentio.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
+TABLE_NAMES = ("transactions", "customers", "surveys", "interactions")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TableSource(_Section):
+    """Where one input table comes from and how its columns map onto the contract."""
+
+    file: str | None = Field(
+        None, description="File name or glob inside the data folder; default <table>.csv/.parquet"
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="contract column -> source column, or a DuckDB SQL expression over them",
+    )
+
+
+class DataConfig(_Section):
+    name: str | None = Field(None, description="Dataset name (MLflow experiment); default: folder")
+    tables: dict[Literal["transactions", "customers", "surveys", "interactions"], TableSource] = (
+        Field(default_factory=dict)
+    )
+    strict: bool = Field(False, description="Treat fixable problems (duplicates, ...) as fatal")
+    csv_delimiter: str | None = Field(None, description="CSV delimiter; default: sniffed")
+
+
+class RfmNoteConfig(_Section):
+    """The weighted RFM note: points per purchase by age, capped F and M, weighted sum."""
+
+    window_months: int = Field(24, gt=0)
+    recency_brackets: list[tuple[int, float]] = Field(
+        default_factory=lambda: [(3, 20.0), (6, 5.0), (12, 3.0)],
+        description="(max age in months, points per purchase), ascending",
+    )
+    recency_points_else: float = 1.0
+    frequency_points_per_purchase: float = 4.0
+    frequency_cap: float = 20.0
+    monetary_rate: float = 0.10
+    monetary_cap: float = 20.0
+    weights: tuple[float, float, float] = (5.0, 3.0, 2.0)
+
+    @field_validator("recency_brackets")
+    @classmethod
+    def _ascending(cls, v: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        months = [m for m, _ in v]
+        if months != sorted(months) or len(set(months)) != len(months):
+            raise ValueError("brackets must have strictly ascending month limits")
+        return v
+
+
+class AbcConfig(_Section):
+    """Pareto classes on trailing revenue: A up to ``a_revenue_share`` of cumulative revenue."""
+
+    window_days: int = Field(365, gt=0)
+    a_revenue_share: float = Field(0.65, gt=0, lt=1)
+    b_revenue_share: float = Field(0.90, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AbcConfig:
+        if self.a_revenue_share >= self.b_revenue_share:
+            raise ValueError("a_revenue_share must be below b_revenue_share")
+        return self
+
+
+class LifecycleConfig(_Section):
+    new_days: int = Field(90, gt=0, description="first purchase within this many days: new")
+    lapsed_overdue_ratio: float = Field(
+        2.0, gt=0, description="days since last / usual gap above this: lapsed"
+    )
+    lost_days: int = Field(365, gt=0, description="no purchase for this many days: lost")
+    declining_trend: float = Field(
+        -0.33, lt=0, description="90-day revenue trend ((a-b)/(a+b)) below this: declining"
+    )
+
+
+class FeaturesConfig(_Section):
+    windows_days: list[int] = Field(default_factory=lambda: [30, 90, 180, 365])
+    rfm_note: RfmNoteConfig = Field(default_factory=RfmNoteConfig)
+    abc: AbcConfig = Field(default_factory=AbcConfig)
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+
+
+class LabelsConfig(_Section):
+    active_days: int = Field(365, gt=0, description="churn is defined among customers active here")
+    churn_horizon_days: int = Field(90, gt=0)
+    next_purchase_horizon_days: int = Field(90, gt=0)
+    ltv_horizon_days: int = Field(365, gt=0)
+    ltv_target: Literal["revenue", "margin"] = "revenue"
+    annual_discount_rate: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainingConfig(_Section):
+    step_days: int = Field(30, gt=0, description="days between rolling snapshot cutoffs")
+    n_snapshots: int = Field(4, ge=2, description="snapshots stacked (last one validates)")
+    random_state: int = 42
+    min_customers: int = Field(200, gt=0)
+    min_purchasers: int = Field(50, gt=0)
+    lightgbm: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "n_estimators": 300,
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "min_child_samples": 50,
+            "subsample": 0.8,
+            "subsample_freq": 1,
+            "colsample_bytree": 0.8,
+            "reg_lambda": 1.0,
+            "verbose": -1,
+        }
+    )
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    artifact_location: str = "mlruns/artifacts"
+    experiment: str | None = Field(None, description="default: retentio-<dataset name>")
+
+
+class ActionRule(_Section):
+    risk_bands: list[Literal["low", "medium", "high"]]
+    value: Literal["high", "low", "any"] = "any"
+    potential: Literal["high", "low", "any"] = "any"
+    action: str
+
+
+class ActionsConfig(_Section):
+    risk_bands: dict[Literal["medium", "high"], float] = Field(
+        default_factory=lambda: {"medium": 0.3, "high": 0.6},
+        description="churn probability at or above which a band starts",
+    )
+    high_value_quantile: float = Field(0.8, gt=0, lt=1)
+    high_potential_quantile: float = Field(0.8, gt=0, lt=1)
+    strategies: dict[str, str] = Field(
+        default_factory=lambda: {
+            "high_value_high_potential": "retain",
+            "low_value_high_potential": "develop / cross-sell",
+            "high_value_low_potential": "maintain at low cost",
+            "low_value_low_potential": "let go",
+        }
+    )
+    rules: list[ActionRule] = Field(default_factory=list)
+
+
+class ServingConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(3000, gt=0, lt=65536)
+    max_batch: int = Field(10_000, gt=0)
+    at_risk_page_size: int = Field(100, gt=0)
+    reload_interval_s: float = Field(10.0, gt=0)
+    prediction_log_max_bytes: int = Field(50_000_000, gt=0)
+    prediction_log_backups: int = Field(5, ge=0)
+
+
+class DriftPolicy(_Section):
+    max_drift_share: float = Field(0.3, gt=0, le=1)
+    key_features: list[str] = Field(
+        default_factory=lambda: ["recency_days", "frequency", "monetary_value", "n_orders_365d"]
+    )
+    max_auc_drop: float = Field(0.05, ge=0)
+    max_model_age_days: int = Field(90, gt=0)
+
+
+class MonitoringConfig(_Section):
+    policy: DriftPolicy = Field(default_factory=DriftPolicy)
+    drift_threshold: float = Field(0.1, gt=0, description="per-column drift score threshold")
+
+
+class PathsConfig(_Section):
+    artifacts: str = "artifacts"
+    data: str = "data/synthetic"
+
+
+class SynthConfig(_Section):
+    n_customers: int = Field(5_000, gt=0)
+    start: str = "2023-01-01"
+    end: str = "2025-06-30"
+    seed: int = 7
+
+
+class Settings(_Section):
+    """All of retentio's configuration, one section per area."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    actions: ActionsConfig = Field(default_factory=ActionsConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, source: Path) -> Any:
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{source}: environment variable {name} is not set; "
+                f"export it or write ${{{name}:-default}}"
+            )
+
+        return _ENV.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, source) for v in value]
+    return value
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; pass --config with a real path")
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {raw!r:.60}")
+    return _expand(raw, path)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load the defaults, merge the file at ``path`` on top, then ``overrides`` (section dicts).
+
+    Parameters
+    ----------
+    path
+        A YAML file holding only the keys to change; ``None`` means the defaults alone.
+    **overrides
+        Section name -> dict of values, merged last (used by CLI flags and tests).
+
+    Returns
+    -------
+    Settings
+        The validated, frozen settings.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or not YAML, a key is unknown, or a value has the wrong type;
+        the message names the file, the dotted key and what was expected.
+    """
+    raw = _read_yaml(DEFAULT_CONFIG)
+    source = DEFAULT_CONFIG
+    if path is not None:
+        source = Path(path)
+        raw = _merge(raw, _read_yaml(source))
+    if overrides:
+        raw = _merge(raw, overrides)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            got = err.get("input")
+            if err["type"] == "extra_forbidden":
+                lines.append(f"unknown key '{key}' (remove it or check its spelling)")
+            else:
+                lines.append(f"'{key}': {err['msg']} (got {got!r:.60})")
+        raise ConfigError(f"{source}: invalid configuration\n  " + "\n  ".join(lines)) from None

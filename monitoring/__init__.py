@@ -1,0 +1,1 @@
+"""Monitoring: Evidently drift and quality, realised-vs-predicted, the pure retrain policy."""

@@ -1,0 +1,39 @@
+"""Exception hierarchy shared by every layer (a leaf module: it imports nothing of the project)."""
+
+from __future__ import annotations
+
+
+class RetentioError(Exception):
+    """Root of every error retentio raises on purpose; the CLI turns it into a clear message."""
+
+    exit_code = 1
+
+
+class ConfigError(RetentioError):
+    """A configuration file or value is wrong (file, key and expected type in the message)."""
+
+    exit_code = 2
+
+
+class ContractError(RetentioError):
+    """Input data break the data contract (table, column, row count and example in the message)."""
+
+    exit_code = 2
+
+
+class InsufficientDataError(RetentioError):
+    """Too few customers, purchases or history for what was asked (minimum in the message)."""
+
+    exit_code = 2
+
+
+class ModelNotFoundError(RetentioError):
+    """A registered model, version or alias does not exist (the fix is in the message)."""
+
+    exit_code = 3
+
+
+class CustomerNotFoundError(RetentioError):
+    """A customer id is unknown to the feature store."""
+
+    exit_code = 4

@@ -1,0 +1,1 @@
+"""Serving: the plain Scorer and the BentoML service that delegates to it."""

@@ -1,0 +1,1 @@
+"""Training: rolling snapshots, models, baselines, evaluation, MLflow tracking and registry."""
