@@ -254,7 +254,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; pass --config with a real path")
+        raise ConfigError(
+            f"config file {path} does not exist; pass --config with a real path"
+        ) from None
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

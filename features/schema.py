@@ -18,7 +18,7 @@ i.e. the ``H`` whole days after the cutoff day.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
@@ -94,10 +94,18 @@ TABLES: dict[str, Table] = {
             Column("satisfaction", "float", False, _LIKERT),
             Column("nps", "float", False, "likelihood to recommend, 0-10"),
             Column("repurchase_intention", "float", False, _LIKERT),
-            *(Column(f"credibility_{i}", "float", False, f"trust: credibility item {i}, {_LIKERT}")
-              for i in (1, 2, 3)),
-            *(Column(f"benevolence_{i}", "float", False, f"trust: benevolence item {i}, {_LIKERT}")
-              for i in (1, 2, 3)),
+            *(
+                Column(
+                    f"credibility_{i}", "float", False, f"trust: credibility item {i}, {_LIKERT}"
+                )
+                for i in (1, 2, 3)
+            ),
+            *(
+                Column(
+                    f"benevolence_{i}", "float", False, f"trust: benevolence item {i}, {_LIKERT}"
+                )
+                for i in (1, 2, 3)
+            ),
             Column("switching_cost", "float", False, _LIKERT),
             Column("attractiveness", "float", False, "attractiveness of alternatives, " + _LIKERT),
         ),
@@ -121,7 +129,13 @@ TABLES: dict[str, Table] = {
 }
 
 INTERACTION_TYPES = (
-    "complaint", "support", "email_sent", "email_open", "email_click", "visit", "call"
+    "complaint",
+    "support",
+    "email_sent",
+    "email_open",
+    "email_click",
+    "visit",
+    "call",
 )
 
 
@@ -230,7 +244,9 @@ ATTITUDINAL_FEATURES: tuple[Feature, ...] = (
     Feature("att_switching_cost", "float", "attitudinal", "last switching cost answer"),
     Feature("att_attractiveness", "float", "attitudinal", "last attractiveness of alternatives"),
     Feature(
-        "att_engagement", "float", "attitudinal",
+        "att_engagement",
+        "float",
+        "attitudinal",
         "mean of satisfaction, switching cost and (reversed) attractiveness, last survey",
     ),
     Feature("att_days_since_survey", "float", "attitudinal", "days since the last survey"),
@@ -241,7 +257,9 @@ RELATIONAL_FEATURES: tuple[Feature, ...] = (
     Feature("rel_complaints_90d", "int", "relational", "complaints in the last 90 days"),
     Feature("rel_complaints_365d", "int", "relational", "complaints in the last 365 days"),
     Feature(
-        "rel_unresolved_complaints_365d", "int", "relational",
+        "rel_unresolved_complaints_365d",
+        "int",
+        "relational",
         "complaints not resolved, last 365 days",
     ),
     Feature("rel_support_365d", "int", "relational", "support contacts and calls, last 365 days"),
@@ -259,8 +277,14 @@ FEATURE_NAMES: list[str] = [f.name for f in FEATURES]
 STATIC_PREFIX = "cust_"  # static attributes from the customers table become cust_<column>
 
 # Features that depend on the wall clock and are recomputed at request time by serving.
-TIME_DEPENDENT = ("recency_days", "T_days", "overdue_ratio", "tenure_days",
-                  "att_days_since_survey", "rel_days_since_contact")
+TIME_DEPENDENT = (
+    "recency_days",
+    "T_days",
+    "overdue_ratio",
+    "tenure_days",
+    "att_days_since_survey",
+    "rel_days_since_contact",
+)
 
 # ---------------------------------------------------------------------------------------------
 # Labels (for a cutoff t and horizons from config)

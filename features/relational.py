@@ -1,0 +1,151 @@
+"""Relational features from interactions, as of a cutoff: complaints, support, email, visits.
+
+Only interactions with ``timestamp < cutoff + 1 day`` are read (:func:`features.cutoff.history`).
+A window of ``w`` days is the ``w`` days ending with the cutoff day (an event on the cutoff day
+is 0 days old and belongs to every window; one ``w`` days old does not).
+
+Definitions (per customer; ``type`` compared case-insensitively)
+----------------------------------------------------------------
+- ``rel_complaints_90d`` / ``_365d``: ``complaint`` events in the window.
+- ``rel_unresolved_complaints_365d``: complaints in 365 days whose ``resolved`` is False
+  (a missing ``resolved`` value counts as resolved-unknown, not unresolved); NaN for everyone
+  when the table has no ``resolved`` column.
+- ``rel_support_365d``: ``support`` and ``call`` events in 365 days.
+- ``rel_email_open_rate`` / ``rel_email_click_rate``: ``email_open`` / ``email_click`` events
+  divided by ``email_sent`` events over 365 days, capped at 1 (an email opened twice counts
+  once at most in the rate); NaN when no email was sent.
+- ``rel_visits_90d``: ``visit`` events in 90 days.
+- ``rel_n_contact_channels``: distinct non-missing ``channel`` values in 365 days (0 without the
+  column).
+- ``rel_days_since_contact``: whole days from the last interaction of any type to the cutoff
+  day; NaN without interactions.
+
+Without an ``interactions`` table the counts are 0 and the rates, the days since contact and
+the unresolved complaints are NaN.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import numpy as np
+import pandas as pd
+
+from features.cutoff import as_cutoff, history
+from features.schema import RELATIONAL_FEATURES
+from retentio.errors import ContractError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_relational_features"]
+
+_NAMES = [f.name for f in RELATIONAL_FEATURES]
+_COUNTS = (
+    "rel_complaints_90d",
+    "rel_complaints_365d",
+    "rel_support_365d",
+    "rel_visits_90d",
+    "rel_n_contact_channels",
+)
+
+
+def _empty(customer_ids: pd.Index) -> pd.DataFrame:
+    index = pd.Index(customer_ids, name="customer_id")
+    out = pd.DataFrame(np.nan, index=index, columns=_NAMES, dtype="float64")
+    for name in _COUNTS:
+        out[name] = np.zeros(len(index), dtype="int64")
+    return out
+
+
+def build_relational_features(
+    interactions: pd.DataFrame | None,
+    customer_ids: pd.Index,
+    cutoff: str | dt.date | pd.Timestamp,
+) -> pd.DataFrame:
+    """Relational features (``rel_*``) of ``customer_ids`` from interactions visible at ``cutoff``.
+
+    Parameters
+    ----------
+    interactions
+        The ``interactions`` table in canonical form (``customer_id``, ``timestamp``, ``type``;
+        optional ``channel``, ``resolved``), or ``None`` when the dataset has none.
+    customer_ids
+        The customers to describe (the output index, in this order).
+    cutoff
+        The cutoff date; interactions with ``timestamp >= cutoff + 1 day`` are ignored.
+
+    Returns
+    -------
+    pd.DataFrame
+        Index ``customer_id`` (= ``customer_ids``), exactly the columns of
+        :data:`features.schema.RELATIONAL_FEATURES` in order. Counts are ``int64``;
+        ``rel_unresolved_complaints_365d`` is ``int64`` when ``resolved`` exists, else NaN.
+
+    Raises
+    ------
+    ContractError
+        ``interactions`` lacks ``customer_id``, ``timestamp`` or ``type``.
+    """
+    cutoff = as_cutoff(cutoff)
+    out = _empty(customer_ids)
+    if interactions is None or len(interactions) == 0 or len(customer_ids) == 0:
+        return out
+    missing = [c for c in ("customer_id", "timestamp", "type") if c not in interactions.columns]
+    if missing:
+        raise ContractError(
+            f"interactions table lacks required column(s) {missing}; map them in the config "
+            "(data.tables.interactions.columns) or drop the table"
+        )
+    hist = history(interactions, cutoff)
+    pos = pd.Index(customer_ids).get_indexer(hist["customer_id"])
+    known = pos >= 0
+    hist = hist[known]
+    pos = pos[known]
+    n = len(customer_ids)
+    has_resolved = "resolved" in hist.columns
+    if len(hist) == 0:
+        if has_resolved:
+            out["rel_unresolved_complaints_365d"] = np.zeros(n, dtype="int64")
+        return out
+
+    codes, uniques = pd.factorize(hist["type"])
+    lowered = np.asarray(pd.Index(uniques).astype(str).str.strip().str.lower(), dtype=object)
+    kind = np.where(codes >= 0, lowered[codes], "")
+    age = ((cutoff - hist["timestamp"].dt.floor("D")) / pd.Timedelta(days=1)).to_numpy(float)
+    in90 = age < 90
+    in365 = age < 365
+
+    def count(flag: np.ndarray) -> np.ndarray:
+        return np.bincount(pos, weights=flag.astype("float64"), minlength=n).astype("int64")
+
+    complaint = kind == "complaint"
+    out["rel_complaints_90d"] = count(complaint & in90)
+    out["rel_complaints_365d"] = count(complaint & in365)
+    if has_resolved:
+        unresolved = hist["resolved"].eq(False).to_numpy(dtype=bool)  # NaN is not False
+        out["rel_unresolved_complaints_365d"] = count(complaint & in365 & unresolved)
+    out["rel_support_365d"] = count(np.isin(kind, ("support", "call")) & in365)
+    out["rel_visits_90d"] = count((kind == "visit") & in90)
+
+    sent = count((kind == "email_sent") & in365).astype("float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for event, name in (("email_open", "rel_email_open_rate"),
+                            ("email_click", "rel_email_click_rate")):
+            rate = count((kind == event) & in365) / sent
+            out[name] = np.where(sent > 0, np.minimum(rate, 1.0), np.nan)
+
+    if "channel" in hist.columns:
+        channel_codes, _ = pd.factorize(hist["channel"])
+        pairs = pd.DataFrame({"pos": pos, "channel": channel_codes})
+        pairs = pairs[(channel_codes >= 0) & in365].drop_duplicates()
+        out["rel_n_contact_channels"] = np.bincount(
+            pairs["pos"].to_numpy(), minlength=n
+        ).astype("int64")
+
+    youngest = pd.Series(age).groupby(pos).min()
+    days = np.full(n, np.nan)
+    days[youngest.index.to_numpy()] = youngest.to_numpy()
+    out["rel_days_since_contact"] = days
+    logger.debug("relational features from %d interactions for %d customers", len(hist), n)
+    return out

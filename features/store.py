@@ -1,0 +1,208 @@
+"""Feature store: offline Parquet per cutoff, online SQLite keyed by customer id.
+
+The online store is one SQLite file. It is never updated in place by a rebuild: a new file is
+written beside it and moved over the old one with ``os.replace`` (atomic on POSIX), so a crash
+mid-write leaves the previous store intact and readers always see a whole store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.cutoff import as_cutoff
+from features.schema import AS_OF, ENTITY, FEATURE_SET_VERSION
+from retentio.errors import ContractError, CustomerNotFoundError
+
+logger = logging.getLogger(__name__)
+
+FEATURES_TABLE = "features"
+META_TABLE = "meta"
+
+
+def offline_path(root: Path, cutoff: Any) -> Path:
+    """Where the offline feature snapshot of ``cutoff`` lives under ``root``."""
+    return Path(root) / f"features_{as_cutoff(cutoff).date().isoformat()}.parquet"
+
+
+def write_offline(features: pd.DataFrame, root: Path) -> Path:
+    """Write one snapshot (a single ``as_of``) to ``root/features_<as_of>.parquet`` atomically."""
+    if features.empty:
+        raise ContractError("refusing to write an empty feature snapshot; check the cutoff")
+    as_ofs = features[AS_OF].unique()
+    if len(as_ofs) != 1:
+        raise ContractError(f"a snapshot holds one as_of, got {len(as_ofs)}: {as_ofs[:3]}")
+    path = offline_path(root, as_ofs[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    features.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def read_offline(root: Path, cutoff: Any | None = None) -> pd.DataFrame:
+    """Read the snapshot of ``cutoff``, or the newest one under ``root`` when ``cutoff`` is None.
+
+    Raises
+    ------
+    ContractError
+        No snapshot exists (the message says which command builds one).
+    """
+    root = Path(root)
+    if cutoff is not None:
+        path = offline_path(root, cutoff)
+        if not path.exists():
+            raise ContractError(f"no feature snapshot {path}; run `retentio features build`")
+    else:
+        paths = sorted(root.glob("features_*.parquet"))
+        if not paths:
+            raise ContractError(f"no feature snapshot under {root}; run `retentio features build`")
+        path = paths[-1]
+    return pd.read_parquet(path)
+
+
+def _sqlite_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Make a frame SQLite-friendly: categoricals to str, datetimes to ISO text."""
+    out = frame.copy()
+    for col in out.columns:
+        s = out[col]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            out[col] = s.astype(object).where(s.notna(), None)
+        elif pd.api.types.is_datetime64_any_dtype(s):
+            out[col] = s.dt.strftime("%Y-%m-%d").where(s.notna(), None)
+        elif pd.api.types.is_bool_dtype(s):
+            out[col] = s.astype(int)
+    return out
+
+
+def write_online(
+    features: pd.DataFrame,
+    path: Path,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    extra_tables: Mapping[str, pd.DataFrame] | None = None,
+) -> Path:
+    """Replace the online store at ``path`` atomically with ``features`` (one row per customer).
+
+    Parameters
+    ----------
+    features
+        The feature frame (``customer_id`` unique).
+    path
+        The SQLite file to replace.
+    meta
+        JSON-serialisable facts stored in the ``meta`` table (as_of, versions, thresholds).
+    extra_tables
+        More tables written into the same file (e.g. raw events for request-time features).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ContractError
+        ``customer_id`` is missing or not unique.
+    """
+    if ENTITY not in features.columns:
+        raise ContractError(f"online store rows need a {ENTITY!r} column")
+    dup = features[ENTITY].duplicated()
+    if dup.any():
+        raise ContractError(
+            f"online store rows must be unique per customer; {int(dup.sum())} duplicates "
+            f"(e.g. {features.loc[dup, ENTITY].iloc[0]!r})"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        con = sqlite3.connect(tmp)
+        try:
+            con.execute("PRAGMA journal_mode=OFF")
+            con.execute("PRAGMA synchronous=OFF")
+            _sqlite_frame(features).to_sql(FEATURES_TABLE, con, index=False, chunksize=50_000)
+            con.execute(f"CREATE UNIQUE INDEX idx_features_id ON {FEATURES_TABLE}({ENTITY})")
+            facts = {"feature_set_version": FEATURE_SET_VERSION, **(meta or {})}
+            pd.DataFrame(
+                {"key": list(facts), "value": [json.dumps(v, default=str) for v in facts.values()]}
+            ).to_sql(META_TABLE, con, index=False)
+            for name, frame in (extra_tables or {}).items():
+                _sqlite_frame(frame).to_sql(name, con, index=False, chunksize=50_000)
+                if ENTITY in frame.columns:
+                    con.execute(f"CREATE INDEX idx_{name}_id ON {name}({ENTITY})")
+            con.commit()
+        finally:
+            con.close()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    logger.info("online store %s: %d customers", path, len(features))
+    return path
+
+
+class OnlineStore:
+    """Read access to an online store file (one connection per instance; read-only)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ContractError(
+                f"online store {self.path} does not exist; run `retentio features build` "
+                "(or `make run`) first"
+            )
+        self._con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        cur = self._con.execute(f"SELECT * FROM {FEATURES_TABLE} LIMIT 0")
+        self.columns: list[str] = [d[0] for d in cur.description]
+
+    def meta(self) -> dict[str, Any]:
+        """The store's ``meta`` facts."""
+        rows = self._con.execute(f"SELECT key, value FROM {META_TABLE}").fetchall()
+        return {k: json.loads(v) for k, v in rows}
+
+    def __len__(self) -> int:
+        return int(self._con.execute(f"SELECT COUNT(*) FROM {FEATURES_TABLE}").fetchone()[0])
+
+    def get(self, customer_ids: list[str]) -> pd.DataFrame:
+        """Feature rows of ``customer_ids`` in the order asked.
+
+        Raises
+        ------
+        CustomerNotFoundError
+            Some ids are unknown; the message lists up to five of them.
+        """
+        ids = [str(c) for c in customer_ids]
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+            chunk = ids[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            rows += self._con.execute(
+                f"SELECT * FROM {FEATURES_TABLE} WHERE {ENTITY} IN ({marks})", chunk
+            ).fetchall()
+        frame = pd.DataFrame.from_records(rows, columns=self.columns)
+        found = set(frame[ENTITY])
+        missing = [c for c in ids if c not in found]
+        if missing:
+            raise CustomerNotFoundError(
+                f"unknown customer id(s): {', '.join(map(repr, missing[:5]))}"
+                + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            )
+        return frame.set_index(ENTITY).loc[ids].reset_index()
+
+    def all(self) -> pd.DataFrame:
+        """Every row (for batch work and at-risk lists)."""
+        return pd.read_sql_query(f"SELECT * FROM {FEATURES_TABLE}", self._con)
+
+    def close(self) -> None:
+        self._con.close()

@@ -1,0 +1,470 @@
+"""Data drift and data quality: Evidently reports on a reference and a current feature frame.
+
+:func:`check_drift` compares the training reference with the newest feature snapshot column by
+column (Evidently ``DataDriftPreset`` for drift, ``DataSummaryPreset`` for the quality section of
+the HTML report) and returns a typed :class:`DriftResult`; :func:`prediction_drift` does the same
+on logged model scores. Column roles (numerical vs categorical) come from ``features.schema``.
+
+By default every column is tested with a distance, so that a score means the same thing at any
+sample size and *higher is more drift*: the normed Wasserstein distance (Wasserstein-1 divided by
+the reference standard deviation) for numerical columns and the Jensen-Shannon distance for
+categorical ones; a column drifts when its score reaches the threshold (0.1 by default, the
+``monitoring.drift_threshold`` setting). Sampling noise alone gives a normed Wasserstein distance of
+roughly ``1.1 / sqrt(n)`` for two samples of ``n`` rows each, so keep samples above ~1000 rows.
+
+References
+----------
+Evidently, "Data drift": https://docs.evidentlyai.com/metrics/explainer_drift
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from evidently import DataDefinition, Dataset, Report
+from evidently.presets import DataDriftPreset, DataSummaryPreset
+
+from features.schema import AS_OF, ENTITY, FEATURES, LABELS, STATIC_PREFIX
+from retentio.errors import ContractError
+
+logger = logging.getLogger(__name__)
+
+NUMERICAL_DTYPES = frozenset({"float", "int"})
+CATEGORICAL_DTYPES = frozenset({"category", "str", "bool"})
+SCORE_COLUMNS: tuple[str, ...] = ("churn_probability", "predicted_ltv")
+DEFAULT_NUM_METHOD = "wasserstein"
+DEFAULT_CAT_METHOD = "jensenshannon"
+# Columns that are keys or outcomes, never monitored as inputs.
+_NOT_MONITORED = frozenset({ENTITY, AS_OF, *LABELS})
+_FEATURE_DTYPES = {f.name: f.dtype for f in FEATURES}
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """What one drift check found.
+
+    Attributes
+    ----------
+    drift_share
+        Share of the tested columns that drifted, in [0, 1].
+    drifted_columns
+        The drifted columns, in the order they were tested.
+    column_scores
+        Column -> drift score (distance by default: higher means more drift).
+    n_reference, n_current
+        Rows of the reference and current frames (before sampling).
+    missing_share_current
+        Column -> share of missing values in the current frame (data quality).
+    new_categories
+        Categorical column -> values of the current frame never seen in the reference.
+    html_path, json_path
+        The Evidently HTML report and the JSON summary, when written.
+    drift_threshold
+        The per-column threshold used (``None``: Evidently's default for the method).
+    methods
+        Column -> drift method Evidently used.
+    skipped_columns
+        Columns not tested because they are empty in one of the frames.
+    """
+
+    drift_share: float
+    drifted_columns: list[str]
+    column_scores: dict[str, float]
+    n_reference: int
+    n_current: int
+    missing_share_current: dict[str, float]
+    new_categories: dict[str, list[str]]
+    html_path: Path | None = None
+    json_path: Path | None = None
+    drift_threshold: float | None = None
+    methods: dict[str, str] = field(default_factory=dict)
+    skipped_columns: list[str] = field(default_factory=list)
+
+    @property
+    def n_columns(self) -> int:
+        """Number of columns tested for drift."""
+        return len(self.column_scores)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy (paths as strings, plus ``n_columns``).
+
+        Returns
+        -------
+        dict
+            Every field of the result.
+        """
+        out = asdict(self)
+        out["html_path"] = None if self.html_path is None else str(self.html_path)
+        out["json_path"] = None if self.json_path is None else str(self.json_path)
+        out["n_columns"] = self.n_columns
+        return out
+
+
+def column_roles(frame: pd.DataFrame, columns: list[str]) -> tuple[list[str], list[str]]:
+    """Split columns into numerical and categorical ones, from the contract first.
+
+    Contract features take their role from their ``Feature.dtype`` (``float``/``int`` numerical,
+    ``category``/``str``/``bool`` categorical). Static ``cust_*`` attributes are categorical unless
+    the column is numeric (a static ``cust_age`` stays numerical). Any other column (model scores)
+    is numerical if its pandas dtype is numeric and not boolean, else categorical. Datetime columns
+    are left out (Evidently does not test their drift here).
+
+    Parameters
+    ----------
+    frame
+        A frame holding the columns.
+    columns
+        The columns to classify.
+
+    Returns
+    -------
+    tuple of list of str
+        (numerical columns, categorical columns), each in the order of ``columns``.
+    """
+    numerical: list[str] = []
+    categorical: list[str] = []
+    for col in columns:
+        series = frame[col]
+        is_numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(
+            series
+        )
+        dtype = _FEATURE_DTYPES.get(col)
+        if dtype in NUMERICAL_DTYPES:
+            numerical.append(col)
+        elif dtype in CATEGORICAL_DTYPES:
+            categorical.append(col)
+        elif pd.api.types.is_datetime64_any_dtype(series):
+            logger.warning("column %s is a datetime; it is not tested for drift", col)
+        elif is_numeric:
+            numerical.append(col)
+        elif col.startswith(STATIC_PREFIX) or not is_numeric:
+            categorical.append(col)
+    return numerical, categorical
+
+
+def _select_columns(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str] | None, what: str
+) -> list[str]:
+    if reference.empty or len(reference.columns) == 0:
+        raise ContractError(
+            f"{what}: the reference frame is empty ({len(reference)} rows); "
+            "pass the training snapshot's feature frame as reference"
+        )
+    if current.empty or len(current.columns) == 0:
+        raise ContractError(
+            f"{what}: the current frame is empty ({len(current)} rows); "
+            "build the current feature snapshot first (`retentio features build`)"
+        )
+    if columns is not None:
+        missing = {
+            name: [c for c in columns if c not in frame.columns]
+            for name, frame in (("reference", reference), ("current", current))
+        }
+        problems = [f"{name} lacks {cols}" for name, cols in missing.items() if cols]
+        if problems:
+            raise ContractError(
+                f"{what}: requested columns are absent: {'; '.join(problems)}; "
+                "pass only columns both frames share"
+            )
+        if not columns:
+            raise ContractError(f"{what}: the list of columns to check is empty")
+        return list(dict.fromkeys(columns))
+    shared = [c for c in reference.columns if c in current.columns and c not in _NOT_MONITORED]
+    if not shared:
+        raise ContractError(
+            f"{what}: reference and current frames share no feature column "
+            f"(reference has {list(reference.columns)[:8]}, current has "
+            f"{list(current.columns)[:8]}); build both with the same feature set"
+        )
+    return shared
+
+
+def _sample(frame: pd.DataFrame, sample_size: int | None, rng: np.random.Generator) -> pd.DataFrame:
+    if sample_size is None or len(frame) <= sample_size:
+        return frame
+    rows = np.sort(rng.choice(len(frame), size=sample_size, replace=False))
+    return frame.iloc[rows]
+
+
+def _prepare(frame: pd.DataFrame, numerical: list[str], categorical: list[str]) -> pd.DataFrame:
+    """Evidently-friendly dtypes: float64 numerics (nullable ints break it), object categoricals."""
+    out = pd.DataFrame(index=pd.RangeIndex(len(frame)))
+    for col in numerical:
+        out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64").to_numpy()
+    for col in categorical:
+        values = frame[col].astype(object).to_numpy()
+        out[col] = pd.Series(values).where(pd.notna(values), None).astype(object).to_numpy()
+        out[col] = out[col].map(lambda v: v if v is None else str(v))
+    return out
+
+
+def _new_categories(
+    reference: pd.DataFrame, current: pd.DataFrame, categorical: list[str]
+) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for col in categorical:
+        seen = pd.Index(reference[col].dropna().astype(str).unique())
+        now = pd.Index(current[col].dropna().astype(str).unique())
+        new = now.difference(seen)
+        if len(new):
+            found[col] = sorted(new.tolist())
+    return found
+
+
+def _parse_snapshot(snapshot_dict: dict[str, Any]) -> tuple[dict[str, float], dict[str, bool],
+                                                            dict[str, str], float | None]:
+    """Column scores, drifted flags, methods and the drift share out of ``Snapshot.dict()``."""
+    scores: dict[str, float] = {}
+    methods: dict[str, str] = {}
+    column_of: dict[str, str] = {}
+    share: float | None = None
+    for metric in snapshot_dict.get("metrics", []):
+        config = metric.get("config", {})
+        kind = str(config.get("type", ""))
+        if kind.endswith(":ValueDrift"):
+            col = config["column"]
+            scores[col] = float(metric["value"])
+            methods[col] = str(config.get("method"))
+            column_of[metric["id"]] = col
+        elif kind.endswith(":DriftedColumnsCount"):
+            share = float(metric["value"]["share"])
+    drifted: dict[str, bool] = {}
+    for test in snapshot_dict.get("tests", []):
+        col = column_of.get(test.get("metric_config", {}).get("metric_id"))
+        if col is not None:
+            drifted[col] = test.get("status") == "FAIL"
+    return scores, drifted, methods, share
+
+
+def _run_check(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    columns: list[str] | None,
+    drift_threshold: float | None,
+    out_dir: Path | None,
+    sample_size: int | None,
+    seed: int,
+    stem: str,
+    num_method: str,
+    cat_method: str,
+) -> DriftResult:
+    what = stem.replace("_", " ")
+    if sample_size is not None and sample_size <= 0:
+        raise ContractError(f"{what}: sample_size must be positive or None, got {sample_size}")
+    if drift_threshold is not None and drift_threshold <= 0:
+        raise ContractError(f"{what}: drift_threshold must be positive, got {drift_threshold}")
+    selected = _select_columns(reference, current, columns, what)
+    numerical, categorical = column_roles(reference, selected)
+
+    missing_share = {
+        c: float(current[c].isna().mean()) for c in [*numerical, *categorical]
+    }
+    new_categories = _new_categories(reference, current, categorical)
+
+    rng = np.random.default_rng(seed)
+    ref = _prepare(_sample(reference, sample_size, rng), numerical, categorical)
+    cur = _prepare(_sample(current, sample_size, rng), numerical, categorical)
+
+    empty = [c for c in [*numerical, *categorical] if ref[c].isna().all() or cur[c].isna().all()]
+    if empty:
+        logger.warning("%s: columns empty in one frame, not tested: %s", what, empty)
+    numerical = [c for c in numerical if c not in empty]
+    categorical = [c for c in categorical if c not in empty]
+    tested = [*numerical, *categorical]
+    if not tested:
+        raise ContractError(
+            f"{what}: no column left to test ({len(empty)} columns are empty in the reference or "
+            "the current frame); check that the feature snapshots were built"
+        )
+
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
+    report = Report(
+        [
+            DataDriftPreset(
+                columns=tested,
+                num_method=num_method,
+                cat_method=cat_method,
+                threshold=drift_threshold,
+            ),
+            DataSummaryPreset(columns=tested),
+        ],
+        include_tests=True,
+    )
+    logger.info(
+        "%s: %d columns, %d reference and %d current rows (sampled from %d and %d)",
+        what, len(tested), len(ref), len(cur), len(reference), len(current),
+    )
+    with warnings.catch_warnings():
+        # constant columns make numpy/scipy warn inside Evidently's correlation and chi-square
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = report.run(
+            Dataset.from_pandas(cur[tested], data_definition=definition),
+            Dataset.from_pandas(ref[tested], data_definition=definition),
+        )
+    scores, drifted_flags, methods, share = _parse_snapshot(snapshot.dict())
+    absent = [c for c in tested if c not in scores]
+    if absent:
+        raise ContractError(
+            f"{what}: Evidently returned no drift score for {absent}; "
+            "check the evidently version (0.7.x expected)"
+        )
+    drifted = [c for c in tested if drifted_flags.get(c, False)]
+    drift_share = share if share is not None else len(drifted) / len(tested)
+
+    html_path = json_path = None
+    result = DriftResult(
+        drift_share=float(drift_share),
+        drifted_columns=drifted,
+        column_scores={c: scores[c] for c in tested},
+        n_reference=len(reference),
+        n_current=len(current),
+        missing_share_current=missing_share,
+        new_categories=new_categories,
+        drift_threshold=drift_threshold,
+        methods={c: methods[c] for c in tested},
+        skipped_columns=empty,
+    )
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        html_path = out_dir / f"{stem}_report.html"
+        json_path = out_dir / f"{stem}_summary.json"
+        snapshot.save_html(str(html_path))
+        result = _with_paths(result, html_path, json_path)
+        json_path.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False,
+                                        default=_json_default))
+        logger.info("%s: wrote %s and %s", what, html_path, json_path)
+    logger.info(
+        "%s: %d of %d columns drifted (share %.3f)", what, len(drifted), len(tested), drift_share
+    )
+    return result
+
+
+def _with_paths(result: DriftResult, html_path: Path, json_path: Path) -> DriftResult:
+    values = {k: getattr(result, k) for k in result.__dataclass_fields__}
+    values.update(html_path=html_path, json_path=json_path)
+    return DriftResult(**values)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def check_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    columns: list[str] | None = None,
+    drift_threshold: float | None = None,
+    out_dir: Path | None = None,
+    sample_size: int | None = 50_000,
+    seed: int = 0,
+    num_method: str = DEFAULT_NUM_METHOD,
+    cat_method: str = DEFAULT_CAT_METHOD,
+) -> DriftResult:
+    """Compare a current feature frame with the reference, column by column, with Evidently.
+
+    Parameters
+    ----------
+    reference
+        The training reference (e.g. the validation snapshot's features).
+    current
+        The newest feature snapshot.
+    columns
+        Columns to test; default: every column both frames share except ``customer_id``,
+        ``as_of`` and label columns.
+    drift_threshold
+        Per-column threshold on the drift score (``monitoring.drift_threshold``); ``None`` uses
+        Evidently's default for the method (0.1 for the default distances).
+    out_dir
+        When given, ``drift_report.html`` (Evidently: drift and data summary) and
+        ``drift_summary.json`` (:meth:`DriftResult.to_dict`) are written there.
+    sample_size
+        Rows drawn (without replacement, reproducibly) from each frame larger than this;
+        ``None`` uses every row. Missing shares and new categories use the full frames.
+    seed
+        Seed of the sampling.
+    num_method, cat_method
+        Evidently drift methods for numerical and categorical columns.
+
+    Returns
+    -------
+    DriftResult
+        Drift share, drifted columns, scores, data-quality figures and report paths.
+
+    Raises
+    ------
+    ContractError
+        A frame is empty, the frames share no column, a requested column is absent, or every
+        column is empty.
+    """
+    return _run_check(
+        reference,
+        current,
+        columns=columns,
+        drift_threshold=drift_threshold,
+        out_dir=out_dir,
+        sample_size=sample_size,
+        seed=seed,
+        stem="drift",
+        num_method=num_method,
+        cat_method=cat_method,
+    )
+
+
+def prediction_drift(
+    reference_scores: pd.DataFrame,
+    current_scores: pd.DataFrame,
+    columns: tuple[str, ...] | list[str] = SCORE_COLUMNS,
+    *,
+    drift_threshold: float | None = None,
+    out_dir: Path | None = None,
+    sample_size: int | None = 50_000,
+    seed: int = 0,
+) -> DriftResult:
+    """Compare the distribution of model scores now with the scores at training time.
+
+    Parameters
+    ----------
+    reference_scores
+        Scores on the reference (e.g. validation) customers.
+    current_scores
+        Scores logged recently (e.g. the prediction log).
+    columns
+        Score columns to compare.
+    drift_threshold, out_dir, sample_size, seed
+        As in :func:`check_drift`; files are ``prediction_drift_report.html`` and
+        ``prediction_drift_summary.json``.
+
+    Returns
+    -------
+    DriftResult
+        The same result as :func:`check_drift`, on the score columns.
+
+    Raises
+    ------
+    ContractError
+        A frame is empty or lacks a score column.
+    """
+    return _run_check(
+        reference_scores,
+        current_scores,
+        columns=list(columns),
+        drift_threshold=drift_threshold,
+        out_dir=out_dir,
+        sample_size=sample_size,
+        seed=seed,
+        stem="prediction_drift",
+        num_method=DEFAULT_NUM_METHOD,
+        cat_method=DEFAULT_CAT_METHOD,
+    )

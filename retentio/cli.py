@@ -1,0 +1,260 @@
+"""The retentio command line: one Typer app, area verbs, each taking ``--config``.
+
+Library code never prints; this shell configures logging once, turns ``RetentioError`` into a
+one-line message with the right exit code, and drives rich progress bars on long work.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from retentio.errors import RetentioError
+
+if TYPE_CHECKING:  # keeps `retentio --help` free of heavy imports
+    from configs.settings import Settings
+
+app = typer.Typer(
+    help="retentio: churn risk, next purchase and lifetime value for every CRM customer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Synthesise and check input data.", no_args_is_help=True)
+features_app = typer.Typer(help="Build point-in-time features.", no_args_is_help=True)
+models_app = typer.Typer(help="Manage registered models (promotion).", no_args_is_help=True)
+runs_app = typer.Typer(help="Compare training runs tracked in MLflow.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+app.add_typer(models_app, name="models")
+app.add_typer(runs_app, name="runs")
+
+console = Console(stderr=True)
+out = Console()
+logger = logging.getLogger("retentio")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML file with the settings to change (see configs/)."),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", "-d", help="Folder of CSV/Parquet tables (default: paths.data)."),
+]
+CutoffOpt = Annotated[
+    str | None,
+    typer.Option(help="Cutoff date YYYY-MM-DD (default: the last event date in the data)."),
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+T = TypeVar("T")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "bentoml", "evidently", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Call ``fn``; a ``RetentioError`` becomes a clear message and its exit code."""
+    try:
+        return fn()
+    except RetentioError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _settings(config: Path | None) -> Settings:
+    from configs.settings import load_settings
+
+    return _run(lambda: load_settings(config))
+
+
+@contextmanager
+def progress_steps(total: int, label: str) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar advanced by calling the yielded function with a step name."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+
+        def step(name: str) -> None:
+            progress.update(task, advance=1, description=f"{label}: {name}")
+
+        yield step
+
+
+def _data_dir(settings: Settings, data: Path | None) -> Path:
+    return Path(data) if data is not None else Path(settings.paths.data)
+
+
+def _load(settings: Settings, data: Path | None) -> Any:
+    """Load and validate the data folder; print fixes; stop (exit 2) on fatal problems."""
+    from features.io import load_tables
+
+    folder = _data_dir(settings, data)
+    tables, report = _run(lambda: load_tables(folder, settings.data))
+    for line in report.summary_lines():
+        logger.info(line)
+    _run(report.raise_if_fatal)
+    return tables
+
+
+def _cutoff(tables: Any, cutoff: str | None) -> Any:
+    from features.cutoff import as_cutoff
+
+    return _run(lambda: as_cutoff(cutoff if cutoff is not None else tables.last_timestamp))
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+
+@data_app.command("synth")
+def data_synth(
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder.")] = None,
+    customers: Annotated[int | None, typer.Option(help="Number of customers.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same files).")] = None,
+    start: Annotated[str | None, typer.Option(help="First date YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option(help="Last date YYYY-MM-DD.")] = None,
+    drift: Annotated[
+        str | None, typer.Option(help="Date after which behaviour shifts (for drift demos).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Generate a realistic synthetic CRM (transactions, customers, surveys, interactions)."""
+    _setup_logging(verbose)
+    settings = _settings(config)
+    from features.synth import generate_crm, write_tables
+
+    if fmt not in ("csv", "parquet"):
+        console.print(f"[bold red]error:[/] --format must be csv or parquet, got {fmt!r}")
+        raise typer.Exit(2)
+    folder = out_dir or Path(settings.paths.data)
+    with console.status("generating synthetic CRM data"):
+        tables = _run(
+            lambda: generate_crm(
+                n_customers=customers or settings.synth.n_customers,
+                start=start or settings.synth.start,
+                end=end or settings.synth.end,
+                seed=settings.synth.seed if seed is None else seed,
+                drift_date=drift,
+            )
+        )
+        paths = write_tables(tables, folder, fmt=fmt)  # type: ignore[arg-type]
+    for name, path in paths.items():
+        frame = getattr(tables, name)
+        out.print(f"{name:<13} {len(frame):>12,} rows  -> {path}")
+
+
+@data_app.command("check")
+def data_check(data: DataOpt = None, config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
+    """Validate a data folder against the contract; exit 2 on fatal problems."""
+    _setup_logging(verbose)
+    settings = _settings(config)
+    from features.io import load_tables
+
+    folder = _data_dir(settings, data)
+    tables, report = _run(lambda: load_tables(folder, settings.data))
+    for line in report.summary_lines():
+        out.print(line, highlight=False)
+    if report.fatal:
+        console.print(f"[bold red]{len(report.fatal)} fatal problem(s)[/] in {folder}")
+        raise typer.Exit(2)
+    rows = ", ".join(f"{name} {len(frame):,}" for name, frame in tables.items())
+    out.print(f"[green]ok[/]: {folder} ({rows} rows after cleaning)")
+
+
+# ---------------------------------------------------------------------------------------------
+# features
+# ---------------------------------------------------------------------------------------------
+
+
+@features_app.command("build")
+def features_build(
+    data: DataOpt = None,
+    cutoff: CutoffOpt = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="Parquet file (default: the offline store under artifacts)."),
+    ] = None,
+    online: Annotated[
+        bool, typer.Option(help="Also replace the online store (SQLite) with these rows.")
+    ] = True,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Build one row of point-in-time features per customer known at the cutoff."""
+    _setup_logging(verbose)
+    settings = _settings(config)
+    from features.build import build_features, feature_summary
+    from features.store import write_offline, write_online
+
+    with progress_steps(4, "features") as step:
+        tables = _load(settings, data)
+        step("loaded")
+        t = _cutoff(tables, cutoff)
+        frame = _run(lambda: build_features(tables, t, settings.features))
+        step("built")
+        artifacts = Path(settings.paths.artifacts)
+        if out_file is not None:
+            out_file.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_parquet(out_file, index=False)
+            path = out_file
+        else:
+            path = write_offline(frame, artifacts / "features")
+        step("offline store")
+        if online:
+            write_online(frame, artifacts / "online.sqlite", meta={"as_of": str(t.date())})
+        step("online store")
+    _print_summary(feature_summary(frame))
+    out.print(f"features: {len(frame):,} customers x {frame.shape[1]} columns -> {path}")
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title="feature summary", show_header=True)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(
+                f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in value.items()
+            )
+        elif isinstance(value, float):
+            value = f"{value:,.2f}"
+        table.add_row(str(key), str(value))
+    out.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
