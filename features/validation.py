@@ -16,12 +16,15 @@ Every check is vectorised (pandas/NumPy); the whole pass is meant for tens of mi
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.schema import ENTITY, TABLES
 from retentio.errors import ContractError
@@ -29,6 +32,7 @@ from retentio.errors import ContractError
 logger = logging.getLogger(__name__)
 
 NPS_RANGE = (0.0, 10.0)
+ROW_HASH = "_source_row_hash"  # optional: hash of the whole source row, for exact duplicates
 _EVENT_TABLES = ("surveys", "interactions")
 _ID_TABLES = ("transactions", "customers")
 _TRUE = ("true", "t", "yes", "y", "1", "1.0")
@@ -150,6 +154,10 @@ def _rows(n: int) -> str:
 
 def _show(value: Any) -> str:
     """Format one example value for a message."""
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value)
+    elif isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, pd.Timestamp):
         return f"'{value}'"
     if isinstance(value, float):
@@ -161,13 +169,14 @@ def _show(value: Any) -> str:
 def _show_row(frame: pd.DataFrame, position: int) -> str:
     """Format row ``position`` (0-based) of ``frame`` as ``row N (col=value, ...)``."""
     row = frame.iloc[position]
-    cells = ", ".join(f"{c}={_show(row[c])}" for c in list(frame.columns)[:6])
+    shown = [c for c in frame.columns if c != ROW_HASH][:6]
+    cells = ", ".join(f"{c}={_show(row[c])}" for c in shown)
     return f"row {position + 1} ({cells})"
 
 
 def _first(values: pd.Series, mask: np.ndarray) -> str:
     """The first value of ``values`` where ``mask`` holds, formatted."""
-    return _show(values.to_numpy()[np.flatnonzero(mask)[0]])
+    return _show(values.iloc[int(np.flatnonzero(mask)[0])])
 
 
 class _Checker:
@@ -209,7 +218,7 @@ class _Checker:
 
 
 def _to_id(values: pd.Series) -> pd.Series:
-    """Customer/order ids as ``str`` (object); whole-number floats lose their ``.0``; blank = NaN."""
+    """Ids as ``str`` (object); whole-number floats lose their ``.0``; blank = NaN."""
     index = values.index
     if pd.api.types.is_bool_dtype(values.dtype):
         values = values.astype(object)
@@ -227,11 +236,30 @@ def _to_id(values: pd.Series) -> pd.Series:
         out = np.full(len(values), np.nan, dtype=object)
         out[present] = values[present].astype("int64").astype(str).to_numpy()
         return pd.Series(out, index=index, dtype=object)
-    # strings (or mixed objects): trim, "" -> NaN, "17850.0" -> "17850"; pyarrow does it fast
-    text = values.astype("string[pyarrow]").str.strip()
-    text = text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
-    text = text.mask(text == "")
-    return text.astype(object).where(text.notna(), np.nan)
+    return _clean_text(values, fix_ids=True)
+
+
+def _clean_text(values: pd.Series, *, fix_ids: bool) -> pd.Series:
+    """Trim text, blank -> NaN and, with ``fix_ids``, ``"17850.0"`` -> ``"17850"``.
+
+    Runs on pyarrow compute and returns ``values`` untouched when nothing needs a change (the
+    usual case on large files: converting back to Python strings is the expensive step).
+    """
+    try:
+        arr = pa.array(values.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):  # mixed objects (ints, floats, ...): as text
+        arr = pa.array(values.astype("string[pyarrow]"))
+    trimmed = pc.utf8_trim_whitespace(arr)
+    change = pc.any(pc.not_equal(trimmed, arr)).as_py() or pc.any(pc.equal(arr, "")).as_py()
+    whole = pc.match_substring(trimmed, ".0") if fix_ids else None
+    if fix_ids and pc.any(whole).as_py():
+        fixed = pc.replace_substring_regex(trimmed, pattern=r"^(-?\d+)\.0+$", replacement=r"\1")
+        change = change or pc.any(pc.not_equal(fixed, trimmed)).as_py()
+        trimmed = fixed
+    if not change and values.dtype == object:
+        return values
+    trimmed = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+    return pd.Series(trimmed.to_numpy(zero_copy_only=False), index=values.index, dtype=object)
 
 
 def _to_datetime(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -250,10 +278,16 @@ def _to_datetime(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     text = values.astype("string[pyarrow]").str.strip()
     text = text.mask(text == "")
     present = text.notna().to_numpy()
-    parsed = pd.to_datetime(text, errors="coerce", utc=True)
+    # ISO 8601 first (fast, mixed dates/datetimes/offsets), then the remaining values with an
+    # inferred format, then value by value: only the leftovers pay for the slower parsers
+    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
     bad = present & parsed.isna().to_numpy()
-    if bad.any():  # formats differing from the first value's: retry just those, value by value
-        retry = pd.to_datetime(text[bad], errors="coerce", utc=True, format="mixed")
+    for fmt in (None, "mixed"):
+        if not bad.any():
+            break
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Could not infer format", UserWarning)
+            retry = pd.to_datetime(text[bad], errors="coerce", utc=True, format=fmt)
         parsed = parsed.copy()
         parsed[bad] = retry
         bad = present & parsed.isna().to_numpy()
@@ -291,14 +325,12 @@ def _to_str(values: pd.Series) -> pd.Series:
     """Free-text columns as ``str`` (object), blank = NaN."""
     if pd.api.types.is_float_dtype(values.dtype) or pd.api.types.is_integer_dtype(values.dtype):
         return _to_id(values)
-    text = values.astype("string[pyarrow]").str.strip()
-    text = text.mask(text == "")
-    return text.astype(object).where(text.notna(), np.nan)
+    return _clean_text(values, fix_ids=False)
 
 
 def _coerce(name: str, frame: pd.DataFrame, check: _Checker) -> pd.DataFrame:
     """Coerce every contract column of ``frame``; record unparsable values as fatal problems."""
-    out = frame.copy()
+    out = frame.copy(deep=False)  # columns are replaced, never written into: no data copy
     for column in TABLES[name].columns:
         col = column.name
         if col not in out.columns:
@@ -330,8 +362,28 @@ def _coerce(name: str, frame: pd.DataFrame, check: _Checker) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 
 
+def _renumber(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a 0..n-1 index, without copying the data (unlike ``reset_index``)."""
+    out = frame.copy(deep=False)
+    out.index = pd.RangeIndex(len(out))
+    return out
+
+
 def _exclude(frame: pd.DataFrame, drop: np.ndarray) -> pd.DataFrame:
     return frame[~drop] if drop.any() else frame
+
+
+def _duplicated(frame: pd.DataFrame) -> np.ndarray:
+    """Rows equal to an earlier row: hashes find candidates, exact comparison confirms."""
+    if ROW_HASH in frame.columns:
+        hashes = frame[ROW_HASH]
+    else:
+        hashes = pd.util.hash_pandas_object(frame, index=False)
+    candidates = hashes.duplicated(keep=False).to_numpy()
+    drop = np.zeros(len(frame), dtype=bool)
+    if candidates.any():
+        drop[candidates] = frame[candidates].duplicated(keep="first").to_numpy()
+    return drop
 
 
 def _check_table(
@@ -383,14 +435,18 @@ def _check_table(
         return None
 
     n_fatal = len(check.report.fatal)
-    frame = _coerce(name, raw.reset_index(drop=True), check)
+    frame = _coerce(name, raw, check)
     if len(check.report.fatal) > n_fatal:
         return None  # unusable values: no cleaning on top (nothing would be meaningful)
 
     # rows without a customer id
     drop = frame[ENTITY].isna().to_numpy()
     if drop.any() and check.fixable(
-        name, ENTITY, "missing_id", int(drop.sum()), _show_row(raw, int(np.flatnonzero(drop)[0])),
+        name,
+        ENTITY,
+        "missing_id",
+        int(drop.sum()),
+        _show_row(raw, int(np.flatnonzero(drop)[0])),
         done="rows excluded",
     ):
         frame, raw = _exclude(frame, drop), _exclude(raw, drop)
@@ -401,8 +457,12 @@ def _check_table(
             continue
         drop = frame[col].isna().to_numpy()
         if drop.any() and check.fixable(
-            name, col, "missing_value", int(drop.sum()),
-            _show_row(raw, int(np.flatnonzero(drop)[0])), done="rows excluded",
+            name,
+            col,
+            "missing_value",
+            int(drop.sum()),
+            _show_row(raw, int(np.flatnonzero(drop)[0])),
+            done="rows excluded",
         ):
             frame, raw = _exclude(frame, drop), _exclude(raw, drop)
 
@@ -410,18 +470,25 @@ def _check_table(
     if "timestamp" in frame.columns:
         drop = (frame["timestamp"] > now).to_numpy()
         if drop.any() and check.fixable(
-            name, "timestamp", "future_timestamp", int(drop.sum()),
-            _first(frame["timestamp"], drop), detail=(
-                f"{_rows(int(drop.sum()))} with timestamps after now ({now})"
-            ), done="rows excluded",
+            name,
+            "timestamp",
+            "future_timestamp",
+            int(drop.sum()),
+            _first(frame["timestamp"], drop),
+            detail=(f"{_rows(int(drop.sum()))} with timestamps after now ({now})"),
+            done="rows excluded",
         ):
             frame, raw = _exclude(frame, drop), _exclude(raw, drop)
 
-    # exact duplicate rows (on the canonical values)
-    drop = frame.duplicated(keep="first").to_numpy()
+    # exact duplicate rows (on the canonical values and, when given, the whole source row)
+    drop = _duplicated(frame)
     if drop.any() and check.fixable(
-        name, "", "duplicate_rows", int(drop.sum()), _show_row(raw, int(np.flatnonzero(drop)[0])),
-        done="duplicates dropped (first kept)",
+        name,
+        "",
+        "duplicate_rows",
+        int(drop.sum()),
+        _show_row(raw, int(np.flatnonzero(drop)[0])),
+        done="duplicates dropped, first kept",
     ):
         frame, raw = _exclude(frame, drop), _exclude(raw, drop)
 
@@ -429,8 +496,12 @@ def _check_table(
     if name == "customers":
         drop = frame[ENTITY].duplicated(keep="first").to_numpy()
         if drop.any() and check.fixable(
-            name, ENTITY, "duplicate_id", int(drop.sum()), _first(frame[ENTITY], drop),
-            done="later rows dropped (first kept)",
+            name,
+            ENTITY,
+            "duplicate_id",
+            int(drop.sum()),
+            _first(frame[ENTITY], drop),
+            done="later rows dropped, first kept",
         ):
             frame = _exclude(frame, drop)
 
@@ -440,12 +511,18 @@ def _check_table(
         bad = (nps < NPS_RANGE[0]) | (nps > NPS_RANGE[1])
         if bad.any():
             check.fatal(
-                name, "nps", "out_of_range", int(bad.sum()), _show(float(nps[bad][0])),
+                name,
+                "nps",
+                "out_of_range",
+                int(bad.sum()),
+                _show(float(nps[bad][0])),
                 detail=f"{_rows(int(bad.sum()))} with NPS outside 0–10",
                 action="fix the file (NPS is 0-10) or map another column in "
                 "data.tables.surveys.columns.nps",
             )
-    return frame.reset_index(drop=True)
+    if ROW_HASH in frame.columns:
+        frame = frame.drop(columns=ROW_HASH)
+    return _renumber(frame)
 
 
 def validate_tables(
@@ -459,7 +536,9 @@ def validate_tables(
         Table name -> frame with contract column names (extra columns are kept as they are;
         for ``customers`` they are static attributes). ``transactions`` is required; other
         tables may be absent or None. ``frame.attrs["source_columns"]``, when set, is quoted
-        in missing-column messages.
+        in missing-column messages. A ``_source_row_hash`` column (a hash of the whole source
+        row, added by ``features.io``) makes "exact duplicate" mean the whole source row, not
+        only its contract columns; it is dropped from the output.
     strict
         True: every fixable problem (missing ids, duplicates, future rows, unknown ids, empty
         optional table) is fatal instead of cleaned.
@@ -480,9 +559,7 @@ def validate_tables(
     """
     unknown = sorted(set(raw) - set(TABLES))
     if unknown:
-        raise ContractError(
-            f"unknown table(s) {unknown}; the contract's tables are {list(TABLES)}"
-        )
+        raise ContractError(f"unknown table(s) {unknown}; the contract's tables are {list(TABLES)}")
     now = pd.Timestamp(now)
     if now.tzinfo is not None:
         now = now.tz_convert("UTC").tz_localize(None)
@@ -490,8 +567,13 @@ def validate_tables(
     check = _Checker(report, strict=strict)
     if raw.get("transactions") is None:
         check.fatal(
-            "transactions", "", "missing_table", 0, "",
-            detail="the table is missing", action="provide a transactions table",
+            "transactions",
+            "",
+            "missing_table",
+            0,
+            "",
+            detail="the table is missing",
+            action="provide a transactions table",
         )
 
     clean: dict[str, pd.DataFrame] = {}
@@ -504,25 +586,30 @@ def validate_tables(
         if result is not None:
             clean[name] = result
 
-    known = pd.Index(
-        pd.concat([clean[t][ENTITY] for t in _ID_TABLES if t in clean], ignore_index=True)
-        .dropna()
-        .unique()
-    ) if any(t in clean for t in _ID_TABLES) else pd.Index([])
+    id_frames = [clean[t][ENTITY] for t in _ID_TABLES if t in clean]
+    known = pd.Index(pd.concat(id_frames, ignore_index=True).unique()) if id_frames else None
     for name in _EVENT_TABLES:
-        if name not in clean or not any(t in clean for t in _ID_TABLES):
+        if name not in clean or known is None:  # nothing to compare with (already fatal)
             continue
         frame = clean[name]
         drop = ~frame[ENTITY].isin(known).to_numpy()
         if drop.any() and check.fixable(
-            name, ENTITY, "unknown_id", int(drop.sum()), _first(frame[ENTITY], drop),
+            name,
+            ENTITY,
+            "unknown_id",
+            int(drop.sum()),
+            _first(frame[ENTITY], drop),
             done="rows excluded",
         ):
-            clean[name] = frame[~drop].reset_index(drop=True)
+            clean[name] = _renumber(frame[~drop])
 
     if "transactions" in clean and len(clean["transactions"]) == 0:
         check.fatal(
-            "transactions", "", "no_rows_left", 0, "",
+            "transactions",
+            "",
+            "no_rows_left",
+            0,
+            "",
             detail="no rows left after cleaning",
             action="see the problems above; the file has no usable transaction",
         )

@@ -31,7 +31,7 @@ import pandas as pd
 from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset, DataSummaryPreset
 
-from features.schema import AS_OF, ENTITY, FEATURES, LABELS, STATIC_PREFIX
+from features.schema import AS_OF, ENTITY, FEATURES, LABELS
 from retentio.errors import ContractError
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def column_roles(frame: pd.DataFrame, columns: list[str]) -> tuple[list[str], li
             logger.warning("column %s is a datetime; it is not tested for drift", col)
         elif is_numeric:
             numerical.append(col)
-        elif col.startswith(STATIC_PREFIX) or not is_numeric:
+        else:  # strings, booleans, categoricals; static cust_* strings land here
             categorical.append(col)
     return numerical, categorical
 
@@ -199,9 +199,8 @@ def _prepare(frame: pd.DataFrame, numerical: list[str], categorical: list[str]) 
     for col in numerical:
         out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64").to_numpy()
     for col in categorical:
-        values = frame[col].astype(object).to_numpy()
-        out[col] = pd.Series(values).where(pd.notna(values), None).astype(object).to_numpy()
-        out[col] = out[col].map(lambda v: v if v is None else str(v))
+        values = frame[col].astype(object)
+        out[col] = values.astype(str).where(values.notna(), np.nan).to_numpy()
     return out
 
 
@@ -218,8 +217,9 @@ def _new_categories(
     return found
 
 
-def _parse_snapshot(snapshot_dict: dict[str, Any]) -> tuple[dict[str, float], dict[str, bool],
-                                                            dict[str, str], float | None]:
+def _parse_snapshot(
+    snapshot_dict: dict[str, Any],
+) -> tuple[dict[str, float], dict[str, bool], dict[str, str], float | None]:
     """Column scores, drifted flags, methods and the drift share out of ``Snapshot.dict()``."""
     scores: dict[str, float] = {}
     methods: dict[str, str] = {}
@@ -255,6 +255,7 @@ def _run_check(
     stem: str,
     num_method: str,
     cat_method: str,
+    include_summary: bool,
 ) -> DriftResult:
     what = stem.replace("_", " ")
     if sample_size is not None and sample_size <= 0:
@@ -264,9 +265,7 @@ def _run_check(
     selected = _select_columns(reference, current, columns, what)
     numerical, categorical = column_roles(reference, selected)
 
-    missing_share = {
-        c: float(current[c].isna().mean()) for c in [*numerical, *categorical]
-    }
+    missing_share = {c: float(current[c].isna().mean()) for c in [*numerical, *categorical]}
     new_categories = _new_categories(reference, current, categorical)
 
     rng = np.random.default_rng(seed)
@@ -278,7 +277,8 @@ def _run_check(
         logger.warning("%s: columns empty in one frame, not tested: %s", what, empty)
     numerical = [c for c in numerical if c not in empty]
     categorical = [c for c in categorical if c not in empty]
-    tested = [*numerical, *categorical]
+    roles = {*numerical, *categorical}
+    tested = [c for c in selected if c in roles]  # the caller's (or the frame's) column order
     if not tested:
         raise ContractError(
             f"{what}: no column left to test ({len(empty)} columns are empty in the reference or "
@@ -286,21 +286,22 @@ def _run_check(
         )
 
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
-    report = Report(
-        [
-            DataDriftPreset(
-                columns=tested,
-                num_method=num_method,
-                cat_method=cat_method,
-                threshold=drift_threshold,
-            ),
-            DataSummaryPreset(columns=tested),
-        ],
-        include_tests=True,
-    )
+    presets: list[Any] = [
+        DataDriftPreset(
+            columns=tested, num_method=num_method, cat_method=cat_method, threshold=drift_threshold
+        )
+    ]
+    if include_summary:
+        presets.append(DataSummaryPreset(columns=tested))
+    report = Report(presets, include_tests=True)
     logger.info(
         "%s: %d columns, %d reference and %d current rows (sampled from %d and %d)",
-        what, len(tested), len(ref), len(cur), len(reference), len(current),
+        what,
+        len(tested),
+        len(ref),
+        len(cur),
+        len(reference),
+        len(current),
     )
     with warnings.catch_warnings():
         # constant columns make numpy/scipy warn inside Evidently's correlation and chi-square
@@ -319,7 +320,6 @@ def _run_check(
     drifted = [c for c in tested if drifted_flags.get(c, False)]
     drift_share = share if share is not None else len(drifted) / len(tested)
 
-    html_path = json_path = None
     result = DriftResult(
         drift_share=float(drift_share),
         drifted_columns=drifted,
@@ -339,8 +339,7 @@ def _run_check(
         json_path = out_dir / f"{stem}_summary.json"
         snapshot.save_html(str(html_path))
         result = _with_paths(result, html_path, json_path)
-        json_path.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False,
-                                        default=_json_default))
+        json_path.write_text(json.dumps(_finite(result.to_dict()), indent=2, allow_nan=False))
         logger.info("%s: wrote %s and %s", what, html_path, json_path)
     logger.info(
         "%s: %d of %d columns drifted (share %.3f)", what, len(drifted), len(tested), drift_share
@@ -354,10 +353,17 @@ def _with_paths(result: DriftResult, html_path: Path, json_path: Path) -> DriftR
     return DriftResult(**values)
 
 
-def _json_default(value: Any) -> Any:
+def _finite(value: Any) -> Any:
+    """Strict-JSON copy: NumPy scalars to Python, NaN/inf to ``None``."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def check_drift(
@@ -371,6 +377,7 @@ def check_drift(
     seed: int = 0,
     num_method: str = DEFAULT_NUM_METHOD,
     cat_method: str = DEFAULT_CAT_METHOD,
+    include_summary: bool = True,
 ) -> DriftResult:
     """Compare a current feature frame with the reference, column by column, with Evidently.
 
@@ -396,6 +403,10 @@ def check_drift(
         Seed of the sampling.
     num_method, cat_method
         Evidently drift methods for numerical and categorical columns.
+    include_summary
+        Add Evidently's ``DataSummaryPreset`` (per-column statistics) to the report. It costs
+        about as much as the drift itself (its plots, per column), so turn it off when only the
+        numbers matter.
 
     Returns
     -------
@@ -419,6 +430,7 @@ def check_drift(
         stem="drift",
         num_method=num_method,
         cat_method=cat_method,
+        include_summary=include_summary,
     )
 
 
@@ -431,6 +443,7 @@ def prediction_drift(
     out_dir: Path | None = None,
     sample_size: int | None = 50_000,
     seed: int = 0,
+    include_summary: bool = True,
 ) -> DriftResult:
     """Compare the distribution of model scores now with the scores at training time.
 
@@ -442,7 +455,7 @@ def prediction_drift(
         Scores logged recently (e.g. the prediction log).
     columns
         Score columns to compare.
-    drift_threshold, out_dir, sample_size, seed
+    drift_threshold, out_dir, sample_size, seed, include_summary
         As in :func:`check_drift`; files are ``prediction_drift_report.html`` and
         ``prediction_drift_summary.json``.
 
@@ -467,4 +480,5 @@ def prediction_drift(
         stem="prediction_drift",
         num_method=DEFAULT_NUM_METHOD,
         cat_method=DEFAULT_CAT_METHOD,
+        include_summary=include_summary,
     )
