@@ -170,6 +170,11 @@ class ServingConfig(_Section):
     max_batch: int = Field(10_000, gt=0)
     at_risk_page_size: int = Field(100, gt=0)
     reload_interval_s: float = Field(10.0, gt=0)
+    clock: Literal["data", "wall"] = Field(
+        "data",
+        description="scoring date: 'data' = the store's as_of, moved on by events received; "
+        "'wall' = today (UTC)",
+    )
     prediction_log_max_bytes: int = Field(50_000_000, gt=0)
     prediction_log_backups: int = Field(5, ge=0)
 

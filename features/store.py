@@ -77,7 +77,7 @@ def _sqlite_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if isinstance(s.dtype, pd.CategoricalDtype):
             out[col] = s.astype(object).where(s.notna(), None)
         elif pd.api.types.is_datetime64_any_dtype(s):
-            out[col] = s.dt.strftime("%Y-%m-%d").where(s.notna(), None)
+            out[col] = s.dt.strftime("%Y-%m-%dT%H:%M:%S").where(s.notna(), None)
         elif pd.api.types.is_bool_dtype(s):
             out[col] = s.astype(int)
     return out
@@ -199,6 +199,17 @@ class OnlineStore:
                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             )
         return frame.set_index(ENTITY).loc[ids].reset_index()
+
+    def events(self, table: str, customer_id: str) -> pd.DataFrame | None:
+        """Raw rows of one customer from an extra table (None when the store has no such table)."""
+        exists = self._con.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        if exists is None:
+            return None
+        return pd.read_sql_query(
+            f"SELECT * FROM {table} WHERE {ENTITY} = ?", self._con, params=(str(customer_id),)
+        )
 
     def all(self) -> pd.DataFrame:
         """Every row (for batch work and at-risk lists)."""

@@ -252,6 +252,246 @@ def _print_summary(summary: dict[str, Any]) -> None:
     out.print(table)
 
 
+TASK_CHOICES = ("all", "churn", "next-purchase", "ltv")
+
+
+def _tasks(task: str) -> tuple[str, ...]:
+    if task not in TASK_CHOICES:
+        console.print(f"[bold red]error:[/] --task must be one of {', '.join(TASK_CHOICES)}")
+        raise typer.Exit(2)
+    return ("churn", "next-purchase", "ltv") if task == "all" else (task,)
+
+
+def _with_horizons(settings: Settings, horizon: int | None, ltv_horizon: int | None) -> Settings:
+    labels = {}
+    if horizon is not None:
+        labels.update(churn_horizon_days=horizon, next_purchase_horizon_days=horizon)
+    if ltv_horizon is not None:
+        labels["ltv_horizon_days"] = ltv_horizon
+    if not labels:
+        return settings
+    from configs.settings import Settings as _Settings
+
+    data = settings.model_dump()
+    data["labels"].update(labels)
+    return _run(lambda: _Settings.model_validate(data))
+
+
+def _metrics_table(result: Any) -> Table:
+    table = Table(title=f"holdout metrics (evaluation snapshot {result.eval_cutoff.date()})")
+    for col in ("task", "candidate", "served", "metrics"):
+        table.add_column(col)
+    for task, cands in result.metrics.items():
+        for name, values in cands.items():
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if v == v)
+            served = "*" if result.served.get(task) == name else ""
+            table.add_row(task, name, served, shown)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# training and models
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command("train")
+def train(
+    data: DataOpt = None,
+    task: Annotated[str, typer.Option(help="all, churn, next-purchase or ltv.")] = "all",
+    cutoff: CutoffOpt = None,
+    horizon: Annotated[
+        int | None, typer.Option(help="Churn and next-purchase horizon in days.")
+    ] = None,
+    ltv_horizon: Annotated[int | None, typer.Option(help="LTV horizon in days.")] = None,
+    promote_now: Annotated[
+        bool, typer.Option("--promote", help="Run the promotion gate right after training.")
+    ] = False,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train churn, next-purchase and LTV models beside their baselines; register @candidate."""
+    _setup_logging(verbose)
+    settings = _with_horizons(_settings(config), horizon, ltv_horizon)
+    tasks = _tasks(task)
+    from retentio.jobs import promote_job, train_job
+
+    tables = _load(settings, data)
+    with progress_steps(12 + 2 * len(tasks), "train") as step:
+        job = _run(lambda: train_job(tables, settings, tasks=tasks, cutoff=cutoff, progress=step))
+    out.print(_metrics_table(job.result))
+    for t, boot in job.result.bootstrap.items():
+        if boot:
+            out.print(
+                f"{t}: {boot['a_name']} - {boot['b_name']} on {boot['metric']}: "
+                f"{boot['diff']:+.4f} (95% CI {boot['lo']:+.4f} .. {boot['hi']:+.4f})"
+            )
+    out.print(f"report: {job.report_path}")
+    out.print(f"MLflow run {job.run_id}; @candidate versions: {job.versions}")
+    if promote_now:
+        for d in _run(lambda: promote_job(tasks, settings, tables=tables)):
+            out.print(f"{d.task}: {'promoted' if d.promoted else 'kept champion'} ({d.reason})")
+    else:
+        out.print("next: retentio models promote all")
+
+
+@models_app.command("promote")
+def models_promote(
+    task: Annotated[str, typer.Argument(help="all, churn, next-purchase or ltv.")] = "all",
+    data: DataOpt = None,
+    force: Annotated[
+        bool, typer.Option(help="Promote even if the candidate is worse (logged).")
+    ] = False,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Move @champion to @candidate only if the candidate is at least as good on the same data."""
+    _setup_logging(verbose)
+    settings = _settings(config)
+    tasks = _tasks(task)
+    from retentio.jobs import promote_job
+
+    folder = _data_dir(settings, data)
+    tables = _load(settings, data) if folder.exists() else None
+    failed = False
+    for d in _run(lambda: promote_job(tasks, settings, tables=tables, force=force)):
+        verdict = "promoted" if d.promoted else "kept champion"
+        out.print(f"{d.task}: {verdict} - {d.reason}")
+        failed |= not d.promoted
+    if failed and not force:
+        raise typer.Exit(1)
+
+
+@runs_app.command("compare")
+def runs_compare(
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+    all_metrics: Annotated[
+        bool, typer.Option("--all", help="Every metric, not only key ones.")
+    ] = False,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Print a table of training runs and their metrics, newest first."""
+    _setup_logging(verbose)
+    settings = _settings(config)
+    from training.registry import compare_runs
+
+    frame = _run(lambda: compare_runs(settings, experiment, key_only=not all_metrics))
+    if frame.empty:
+        out.print("no runs yet: run `retentio train`")
+        return
+    table = Table(show_lines=False)
+    for col in frame.columns:
+        table.add_column(str(col), overflow="fold")
+    for _, row in frame.iterrows():
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    out.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command("score")
+def score(
+    data: DataOpt = None,
+    cutoff: CutoffOpt = None,
+    out_file: Annotated[Path, typer.Option("--out", help="CSV or Parquet file to write.")] = Path(
+        "artifacts/scores.csv"
+    ),
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Batch-score every customer with the champions (churn, next purchase, LTV, action)."""
+    _setup_logging(verbose)
+    settings = _settings(config)
+    from retentio.jobs import score_job
+
+    tables = _load(settings, data)
+    t = _cutoff(tables, cutoff)
+    with console.status(f"scoring customers as of {t.date()}"):
+        scores, ctx = _run(lambda: score_job(tables, settings, cutoff=t))
+    _write_frame(scores, out_file)
+    out.print(f"{len(scores):,} customers scored with versions {ctx['versions']} -> {out_file}")
+
+
+@app.command("at-risk")
+def at_risk(
+    data: DataOpt = None,
+    top: Annotated[int, typer.Option(help="How many customers.")] = 100,
+    min_value: Annotated[
+        float | None, typer.Option(help="Only customers worth at least this if retained.")
+    ] = None,
+    cutoff: CutoffOpt = None,
+    out_file: Annotated[Path, typer.Option("--out", help="CSV file to write.")] = Path(
+        "artifacts/at_risk.csv"
+    ),
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """The ranked list of at-risk customers by value at risk, with reasons and an action."""
+    _setup_logging(verbose)
+    settings = _settings(config)
+    from retentio.jobs import at_risk_job
+
+    tables = _load(settings, data)
+    t = _cutoff(tables, cutoff)
+    with console.status("ranking customers by value at risk"):
+        frame = _run(lambda: at_risk_job(tables, settings, cutoff=t, top=top, min_value=min_value))
+    _write_frame(frame, out_file)
+    table = Table(title=f"top {min(len(frame), 10)} of {len(frame)} at-risk customers")
+    for col in (
+        "customer_id",
+        "churn_probability",
+        "value_at_risk",
+        "recommended_action",
+        "reasons",
+    ):
+        table.add_column(col, overflow="fold")
+    for _, row in frame.head(10).iterrows():
+        table.add_row(
+            str(row["customer_id"]),
+            f"{row['churn_probability']:.2f}",
+            f"{row['value_at_risk']:,.0f}",
+            str(row["recommended_action"]),
+            str(row["reasons"]),
+        )
+    out.print(table)
+    out.print(f"-> {out_file}")
+
+
+def _write_frame(frame: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+@app.command("serve")
+def serve(
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.port, 3000).")] = None,
+    host: Annotated[str | None, typer.Option(help="Host (default: serving.host).")] = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Serve the champions over HTTP (BentoML): /score, /score_batch, /at_risk, /events, ..."""
+    import os
+    import subprocess
+
+    _setup_logging(verbose)
+    settings = _settings(config)
+    env = dict(os.environ)
+    if config is not None:
+        env["RETENTIO_CONFIG"] = str(Path(config).resolve())
+    cmd = [
+        sys.executable, "-m", "bentoml", "serve", "serving.service:Retentio",
+        "--host", host or settings.serving.host,
+        "--port", str(port or settings.serving.port),
+    ]  # fmt: skip
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
