@@ -5,7 +5,6 @@ Each job takes loaded tables and settings and returns plain results; the CLI pri
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from configs.settings import Settings
 from features.build import build_features
@@ -86,8 +84,6 @@ def train_job(
     )
     if progress:
         progress("report")
-    config_path = artifacts / "reports" / "config.yaml"
-    config_path.write_text(yaml.safe_dump(json.loads(settings.model_dump_json()), sort_keys=False))
     params = {
         "tasks": ",".join(tasks),
         "labels": settings.labels.model_dump(),
@@ -99,7 +95,7 @@ def train_job(
         settings=settings,
         dataset_name=tables.name,
         params=params,
-        artifacts={"report": report, "config": config_path},
+        artifacts={"report": report},
     )
     versions = {}
     for task, model in result.models.items():
