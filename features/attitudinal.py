@@ -61,12 +61,23 @@ _LAST = {
 }
 
 
-def _empty(customer_ids: pd.Index) -> pd.DataFrame:
-    index = pd.Index(customer_ids, name="customer_id")
-    out = pd.DataFrame(np.nan, index=index, columns=_NAMES, dtype="float64")
-    out["att_n_surveys"] = np.zeros(len(customer_ids), dtype="int64")
-    out["att_nps_class"] = pd.Categorical([np.nan] * len(customer_ids), categories=NPS_CLASSES)
-    return out
+def _as_index(customer_ids: pd.Index) -> pd.Index:
+    """``customer_ids`` itself when it is an Index (its cached hash table is reused)."""
+    return customer_ids if isinstance(customer_ids, pd.Index) else pd.Index(customer_ids)
+
+
+def _frame(customer_ids: pd.Index, values: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The output frame from the computed columns; absent ones are NaN (count 0)."""
+    n = len(customer_ids)
+    columns: dict[str, object] = {}
+    for name in _NAMES:
+        if name == "att_n_surveys":
+            columns[name] = values.get(name, np.zeros(n, dtype="int64"))
+        elif name == "att_nps_class":
+            columns[name] = _nps_class(values.get("att_nps_last", np.full(n, np.nan)))
+        else:
+            columns[name] = values.get(name, np.full(n, np.nan))
+    return pd.DataFrame(columns, index=_as_index(customer_ids).rename("customer_id"), copy=False)
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -86,9 +97,10 @@ def _scaled(values: pd.Series) -> pd.Series:
     return (values - lo) / (hi - lo)
 
 
-def _nps_class(nps: pd.Series) -> pd.Categorical:
-    labels = np.select([nps >= 9, nps >= 7, nps >= 0], list(NPS_CLASSES), "")
-    return pd.Categorical(np.where(labels == "", None, labels), categories=NPS_CLASSES)
+def _nps_class(nps: np.ndarray) -> pd.Categorical:
+    """promoter (>= 9), passive (>= 7), detractor (>= 0); NaN stays missing."""
+    codes = np.select([nps >= 9, nps >= 7, nps >= 0], [0, 1, 2], -1).astype("int8")
+    return pd.Categorical.from_codes(codes, categories=list(NPS_CLASSES))
 
 
 def build_attitudinal_features(
@@ -120,9 +132,8 @@ def build_attitudinal_features(
         ``surveys`` lacks ``customer_id`` or ``timestamp``.
     """
     cutoff = as_cutoff(cutoff)
-    out = _empty(customer_ids)
     if surveys is None or len(surveys) == 0 or len(customer_ids) == 0:
-        return out[_NAMES]
+        return _frame(customer_ids, {})
     missing = [c for c in ("customer_id", "timestamp") if c not in surveys.columns]
     if missing:
         raise ContractError(
@@ -131,43 +142,50 @@ def build_attitudinal_features(
         )
     hist = history(surveys, cutoff)
     work = pd.DataFrame({"customer_id": hist["customer_id"], "timestamp": hist["timestamp"]})
-    for col in ("satisfaction", "nps", "repurchase_intention", "switching_cost",
-                "attractiveness"):
+    for col in ("satisfaction", "nps", "repurchase_intention", "switching_cost", "attractiveness"):
         work[col] = _numeric(hist, col)
     for trust in ("credibility", "benevolence"):
         items = [c for c in (f"{trust}_{i}" for i in (1, 2, 3)) if c in hist.columns]
         work[f"trust_{trust}"] = (
-            hist[items].apply(pd.to_numeric, errors="coerce").mean(axis=1)
-            if items else np.nan
+            hist[items].apply(pd.to_numeric, errors="coerce").mean(axis=1) if items else np.nan
         )
     components = pd.concat(
-        [_scaled(work["satisfaction"]), _scaled(work["switching_cost"]),
-         1.0 - _scaled(work["attractiveness"])],
+        [
+            _scaled(work["satisfaction"]),
+            _scaled(work["switching_cost"]),
+            1.0 - _scaled(work["attractiveness"]),
+        ],
         axis=1,
     )
     work["engagement"] = components.mean(axis=1)  # NaN when no component answered
 
-    work = work[work["customer_id"].isin(customer_ids)]
-    if len(work) == 0:
-        return out[_NAMES]
-    work = work.sort_values(["customer_id", "timestamp"], kind="mergesort")
-    grouped = work.groupby("customer_id", sort=False)
+    pos = _as_index(customer_ids).get_indexer(work["customer_id"])
+    known = pos >= 0
+    if not known.any():
+        return _frame(customer_ids, {})
+    work = work[known].drop(columns="customer_id")
+    work["pos"] = pos[known]
+    work = work.sort_values(["pos", "timestamp"], kind="mergesort")
+    grouped = work.groupby("pos", sort=False)
     last = grouped[list(_LAST)].last()  # last non-missing answer per question
     sat = grouped["satisfaction"].agg(["sum", "count", "mean"])
     n_surveys = grouped.size()
     last_seen = grouped["timestamp"].max()
+    rows = last.index.to_numpy()  # positions in customer_ids; same order in every aggregate
 
-    def aligned(values: pd.Series) -> np.ndarray:
-        return values.reindex(customer_ids).to_numpy(dtype="float64")
+    def aligned(values: pd.Series | np.ndarray) -> np.ndarray:
+        full = np.full(len(customer_ids), np.nan)
+        full[rows] = np.asarray(values, dtype="float64")
+        return full
 
-    for src, name in _LAST.items():
-        out[name] = aligned(last[src])
-    out["att_satisfaction_mean"] = aligned(sat["mean"])
+    values = {name: aligned(last[src]) for src, name in _LAST.items()}
+    values["att_satisfaction_mean"] = aligned(sat["mean"])
     earlier = (sat["sum"] - last["satisfaction"]) / (sat["count"] - 1).where(sat["count"] > 1)
-    out["att_satisfaction_trend"] = aligned(last["satisfaction"] - earlier)
-    out["att_n_surveys"] = n_surveys.reindex(customer_ids, fill_value=0).to_numpy(dtype="int64")
+    values["att_satisfaction_trend"] = aligned(last["satisfaction"] - earlier)
+    counts = np.zeros(len(customer_ids), dtype="int64")
+    counts[rows] = n_surveys.to_numpy(dtype="int64")
+    values["att_n_surveys"] = counts
     days = (cutoff - last_seen.dt.floor("D")) / pd.Timedelta(days=1)
-    out["att_days_since_survey"] = aligned(days)
-    out["att_nps_class"] = _nps_class(out["att_nps_last"])
-    logger.debug("attitudinal features: %d of %d customers surveyed", len(last), len(out))
-    return out[_NAMES]
+    values["att_days_since_survey"] = aligned(days)
+    logger.debug("attitudinal features: %d of %d customers surveyed", len(rows), len(counts))
+    return _frame(customer_ids, values)

@@ -32,7 +32,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from features.cutoff import as_cutoff, history
+from features.cutoff import as_cutoff, history_end
 from features.schema import RELATIONAL_FEATURES
 from retentio.errors import ContractError
 
@@ -50,12 +50,21 @@ _COUNTS = (
 )
 
 
-def _empty(customer_ids: pd.Index) -> pd.DataFrame:
-    index = pd.Index(customer_ids, name="customer_id")
-    out = pd.DataFrame(np.nan, index=index, columns=_NAMES, dtype="float64")
-    for name in _COUNTS:
-        out[name] = np.zeros(len(index), dtype="int64")
-    return out
+def _as_index(customer_ids: pd.Index) -> pd.Index:
+    """``customer_ids`` itself when it is an Index (its cached hash table is reused)."""
+    return customer_ids if isinstance(customer_ids, pd.Index) else pd.Index(customer_ids)
+
+
+def _frame(customer_ids: pd.Index, values: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The output frame from the computed columns; absent counts are 0, the rest NaN."""
+    n = len(customer_ids)
+    columns = {
+        name: values.get(
+            name, np.zeros(n, dtype="int64") if name in _COUNTS else np.full(n, np.nan)
+        )
+        for name in _NAMES
+    }
+    return pd.DataFrame(columns, index=_as_index(customer_ids).rename("customer_id"), copy=False)
 
 
 def build_relational_features(
@@ -88,64 +97,74 @@ def build_relational_features(
         ``interactions`` lacks ``customer_id``, ``timestamp`` or ``type``.
     """
     cutoff = as_cutoff(cutoff)
-    out = _empty(customer_ids)
     if interactions is None or len(interactions) == 0 or len(customer_ids) == 0:
-        return out
+        return _frame(customer_ids, {})
     missing = [c for c in ("customer_id", "timestamp", "type") if c not in interactions.columns]
     if missing:
         raise ContractError(
             f"interactions table lacks required column(s) {missing}; map them in the config "
             "(data.tables.interactions.columns) or drop the table"
         )
-    hist = history(interactions, cutoff)
-    pos = pd.Index(customer_ids).get_indexer(hist["customer_id"])
-    known = pos >= 0
-    hist = hist[known]
-    pos = pos[known]
+    # column-wise history (timestamp < cutoff + 1 day, as features.cutoff.history) so the
+    # frame itself is never copied: interactions can be the largest table
+    visible = (interactions["timestamp"] < history_end(cutoff)).to_numpy()
+    pos = _as_index(customer_ids).get_indexer(interactions["customer_id"].to_numpy()[visible])
+    rows = np.flatnonzero(visible)[pos >= 0]
+    pos = pos[pos >= 0]
     n = len(customer_ids)
-    has_resolved = "resolved" in hist.columns
-    if len(hist) == 0:
+    has_resolved = "resolved" in interactions.columns
+    out: dict[str, np.ndarray] = {}
+    if len(rows) == 0:
         if has_resolved:
             out["rel_unresolved_complaints_365d"] = np.zeros(n, dtype="int64")
-        return out
+        return _frame(customer_ids, out)
 
-    codes, uniques = pd.factorize(hist["type"])
+    def column(name: str) -> pd.Series:
+        return interactions[name].take(rows)
+
+    codes, uniques = pd.factorize(column("type"))
     lowered = np.asarray(pd.Index(uniques).astype(str).str.strip().str.lower(), dtype=object)
-    kind = np.where(codes >= 0, lowered[codes], "")
-    age = ((cutoff - hist["timestamp"].dt.floor("D")) / pd.Timedelta(days=1)).to_numpy(float)
+
+    def of_type(*names: str) -> np.ndarray:
+        return np.isin(codes, np.flatnonzero(np.isin(lowered, names)))
+
+    day = column("timestamp").dt.floor("D")
+    age = ((cutoff - day) / pd.Timedelta(days=1)).to_numpy(dtype="float64")
     in90 = age < 90
     in365 = age < 365
 
     def count(flag: np.ndarray) -> np.ndarray:
         return np.bincount(pos, weights=flag.astype("float64"), minlength=n).astype("int64")
 
-    complaint = kind == "complaint"
+    complaint = of_type("complaint")
     out["rel_complaints_90d"] = count(complaint & in90)
     out["rel_complaints_365d"] = count(complaint & in365)
     if has_resolved:
-        unresolved = hist["resolved"].eq(False).to_numpy(dtype=bool)  # NaN is not False
+        unresolved = column("resolved").eq(False).to_numpy(dtype=bool)  # NaN is not False
         out["rel_unresolved_complaints_365d"] = count(complaint & in365 & unresolved)
-    out["rel_support_365d"] = count(np.isin(kind, ("support", "call")) & in365)
-    out["rel_visits_90d"] = count((kind == "visit") & in90)
+    out["rel_support_365d"] = count(of_type("support", "call") & in365)
+    out["rel_visits_90d"] = count(of_type("visit") & in90)
 
-    sent = count((kind == "email_sent") & in365).astype("float64")
+    sent = count(of_type("email_sent") & in365).astype("float64")
     with np.errstate(divide="ignore", invalid="ignore"):
-        for event, name in (("email_open", "rel_email_open_rate"),
-                            ("email_click", "rel_email_click_rate")):
-            rate = count((kind == event) & in365) / sent
+        for event, name in (
+            ("email_open", "rel_email_open_rate"),
+            ("email_click", "rel_email_click_rate"),
+        ):
+            rate = count(of_type(event) & in365) / sent
             out[name] = np.where(sent > 0, np.minimum(rate, 1.0), np.nan)
 
-    if "channel" in hist.columns:
-        channel_codes, _ = pd.factorize(hist["channel"])
+    if "channel" in interactions.columns:
+        channel_codes, _ = pd.factorize(column("channel"))
         pairs = pd.DataFrame({"pos": pos, "channel": channel_codes})
         pairs = pairs[(channel_codes >= 0) & in365].drop_duplicates()
-        out["rel_n_contact_channels"] = np.bincount(
-            pairs["pos"].to_numpy(), minlength=n
-        ).astype("int64")
+        out["rel_n_contact_channels"] = np.bincount(pairs["pos"].to_numpy(), minlength=n).astype(
+            "int64"
+        )
 
     youngest = pd.Series(age).groupby(pos).min()
     days = np.full(n, np.nan)
     days[youngest.index.to_numpy()] = youngest.to_numpy()
     out["rel_days_since_contact"] = days
-    logger.debug("relational features from %d interactions for %d customers", len(hist), n)
-    return out
+    logger.debug("relational features from %d interactions for %d customers", len(rows), n)
+    return _frame(customer_ids, out)

@@ -17,6 +17,7 @@ Vocabulary used throughout (and by :mod:`features.labels`):
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -31,13 +32,40 @@ from retentio.errors import ContractError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NOTE_COLUMNS", "RFM_COLUMNS", "build_rfm_features", "check_transactions"]
+__all__ = [
+    "NOTE_COLUMNS",
+    "RFM_COLUMNS",
+    "build_rfm_features",
+    "check_transactions",
+    "duckdb_cursor",
+    "order_key_sql",
+]
 
 RFM_COLUMNS: list[str] = [f.name for f in RFM_FEATURES]
 NOTE_COLUMNS: list[str] = ["rfm_note", "rfm_note_r", "rfm_note_f", "rfm_note_m"]
 _CONTRACT_WINDOWS = (30, 90, 180, 365)
 _TREND_DAYS = 90
 _INT_COLUMNS = {f.name for f in RFM_FEATURES if f.dtype == "int"}
+
+
+@functools.cache
+def _database() -> duckdb.DuckDBPyConnection:
+    """The process-wide in-memory DuckDB database, opened on first use."""
+    return duckdb.connect(":memory:")
+
+
+def duckdb_cursor() -> duckdb.DuckDBPyConnection:
+    """A fresh connection to the shared in-memory DuckDB database; close it after use.
+
+    Opening a database costs tens of milliseconds, a cursor a few; cursors are independent
+    connections (their registered frames are private), so concurrent builds do not collide.
+
+    Returns
+    -------
+    duckdb.DuckDBPyConnection
+        A new connection (cursor) to the shared database.
+    """
+    return _database().cursor()
 
 
 def check_transactions(transactions: pd.DataFrame, *, where: str) -> pd.DataFrame:
@@ -106,86 +134,154 @@ def _note_sql(note: RfmNoteConfig, params: dict[str, Any], cutoff: pd.Timestamp)
     return f"CASE {' '.join(parts)} ELSE {float(note.recency_points_else)!r} END"
 
 
+_MAX_BITS = 64  # distinct values counted with a UBIGINT bit set; above this, COUNT(DISTINCT)
+
+
+def _distinct_expr(
+    con: duckdb.DuckDBPyConnection, column: str, alias: str, params: dict[str, Any]
+) -> str | None:
+    """A per-line UBIGINT with one bit set for the value of ``column``, or None if too many.
+
+    Counting distinct values per customer with ``COUNT(DISTINCT)`` costs a second hash
+    aggregation over every line (several seconds on 10M lines); OR-ing one bit per value inside
+    the order aggregation and counting the bits at the end is exact and nearly free, as long as
+    the column has at most 64 distinct values (categories and channels usually do). The values
+    are bound as the list parameter ``${alias}_values``.
+    """
+    (values,) = con.execute(
+        f'SELECT list(v) FROM (SELECT DISTINCT CAST("{column}" AS VARCHAR) AS v FROM tx '
+        f'WHERE "{column}" IS NOT NULL LIMIT {_MAX_BITS + 1})'
+    ).fetchall()[0]
+    values = values or []
+    if len(values) > _MAX_BITS:
+        logger.debug("%s has over %d distinct values: COUNT(DISTINCT) instead", column, _MAX_BITS)
+        return None
+    if not values:
+        return "NULL::UBIGINT"
+    params[f"{alias}_values"] = values
+    return f"1::UBIGINT << (list_position(${alias}_values, CAST({alias} AS VARCHAR)) - 1)::UBIGINT"
+
+
+def _output_columns(windows: list[int]) -> list[str]:
+    """The output columns: the contract's RFM features, extra windows, then the note."""
+    extra = [
+        c for w in windows for c in (f"n_orders_{w}d", f"revenue_{w}d") if c not in RFM_COLUMNS
+    ]
+    return RFM_COLUMNS + extra + NOTE_COLUMNS
+
+
+def _sql_type(name: str) -> str:
+    return "BIGINT" if name in _INT_COLUMNS or name.startswith("n_orders_") else "DOUBLE"
+
+
 def _query(
+    con: duckdb.DuckDBPyConnection,
     columns: Any,
     windows: list[int],
     note: RfmNoteConfig,
     *,
     cutoff: pd.Timestamp,
     params: dict[str, Any],
+    has_signup: bool,
 ) -> str:
-    """The whole feature query; adds the note bracket bounds to ``params``."""
+    """The whole feature query; adds the note bracket bounds to ``params``.
+
+    One hash aggregation runs over the lines (lines -> orders, carrying every line-level sum);
+    everything else aggregates the much smaller order and purchase-day relations.
+    """
     has_qty = "quantity" in columns
-    select_lines = ['customer_id AS cid', '"timestamp" AS ts', "amount"]
+    select_lines = ["customer_id AS cid", '"timestamp" AS ts', "amount"]
     if "order_id" in columns:
         select_lines.append("order_id AS oid")
     if has_qty:
         select_lines.append("quantity AS qty")
-    select_lines.append("category AS cat" if "category" in columns else "NULL::VARCHAR AS cat")
-    select_lines.append("channel AS chan" if "channel" in columns else "NULL::VARCHAR AS chan")
 
-    line_windows = ",\n".join(
-        f"COALESCE(SUM(amount) FILTER (WHERE ts >= $start_{w}), 0)::DOUBLE AS revenue_{w}d"
+    # distinct categories (positive lines) and channels (any line): bit sets or COUNT(DISTINCT)
+    order_bits, cust_bits, extra_ctes, extra_joins = [], [], [], []
+    for column, alias, line_filter in (
+        ("category", "cat", "amount > 0"),
+        ("channel", "chan", "TRUE"),
+    ):
+        name = f"n_{'categories' if alias == 'cat' else 'channels'}"
+        if column not in columns:
+            cust_bits.append(f"0 AS {name}")
+            continue
+        select_lines.append(f'"{column}" AS {alias}')
+        bit = _distinct_expr(con, column, alias, params)
+        if bit is not None:
+            order_bits.append(f"bit_or({bit}) FILTER (WHERE {line_filter}) AS {alias}_bits")
+            cust_bits.append(f"COALESCE(bit_count(bit_or({alias}_bits)), 0) AS {name}")
+        else:
+            extra_ctes.append(
+                f"{alias}_agg AS (SELECT cid, COUNT(DISTINCT {alias}) FILTER "
+                f"(WHERE {line_filter}) AS {name} FROM lines GROUP BY cid)"
+            )
+            extra_joins.append(f"LEFT JOIN {alias}_agg USING (cid)")
+
+    line_windows = [f"SUM(amount) FILTER (WHERE ts >= $start_{w}) AS rev_{w}" for w in windows]
+    cust_windows = [
+        f"COALESCE(SUM(rev_{w}), 0)::DOUBLE AS revenue_{w}d, "
+        f"COUNT(*) FILTER (WHERE net > 0 AND ots >= $start_{w}) AS n_orders_{w}d"
         for w in windows
-    )
-    order_windows = ",\n".join(
-        f"COUNT(*) FILTER (WHERE ots >= $start_{w}) AS n_orders_{w}d" for w in windows
-    )
-    final_windows = ",\n".join(
-        f"COALESCE(o.n_orders_{w}d, 0) AS n_orders_{w}d, l.revenue_{w}d" for w in windows
-    )
-    qty_order = "SUM(qty)" if has_qty else "NULL::DOUBLE"
+    ]
+    qty_order = "SUM(qty)::DOUBLE" if has_qty else "NULL::DOUBLE"
     w_r, w_f, w_m = (float(x) for x in note.weights)
     recency_points = _note_sql(note, params, cutoff)
     f_points = (
-        f"LEAST({float(note.frequency_points_per_purchase)!r} * COALESCE(o.note_n, 0), "
+        f"LEAST({float(note.frequency_points_per_purchase)!r} * c.note_n, "
         f"{float(note.frequency_cap)!r})"
     )
-    m_points = (
-        f"LEAST({float(note.monetary_rate)!r} * COALESCE(o.note_spend, 0), "
-        f"{float(note.monetary_cap)!r})"
+    m_points = f"LEAST({float(note.monetary_rate)!r} * c.note_spend, {float(note.monetary_cap)!r})"
+    sep = ",\n        "
+    final = {name: name for name in _output_columns(windows)}
+    final["overdue_ratio"] = "recency_days / ipt_mean_days"
+    final["rfm_note"] = f"{w_r!r} * rfm_note_r + {w_f!r} * rfm_note_f + {w_m!r} * rfm_note_m"
+    final["tenure_days"] = (
+        "GREATEST(signup_days, first_line_days)" if has_signup else "first_line_days"
     )
+    extra = "".join(f",\n{cte}" for cte in extra_ctes)
     return f"""
 WITH lines AS (
     SELECT {", ".join(select_lines)}
     FROM tx
     WHERE "timestamp" < $hend AND customer_id IS NOT NULL
 ),
-line_agg AS (
+orders AS (
     SELECT cid,
-        MIN(ts) AS first_ts,
-        COALESCE(SUM(amount), 0)::DOUBLE AS total_revenue,
-        COUNT(*) FILTER (WHERE amount < 0) AS n_returns,
-        COALESCE(SUM(amount) FILTER (WHERE amount > 0), 0)::DOUBLE AS gross,
-        COALESCE(-SUM(amount) FILTER (WHERE amount < 0), 0)::DOUBLE AS returned,
-        {line_windows},
-        COUNT(DISTINCT cat) FILTER (WHERE amount > 0) AS n_categories,
-        COUNT(DISTINCT chan) AS n_channels
-    FROM lines GROUP BY cid
-),
-purch AS (
-    SELECT cid, MIN(ts) AS ots, SUM(amount)::DOUBLE AS net, {qty_order}::DOUBLE AS qty
+        MIN(ts) AS ots,
+        COALESCE(SUM(amount), 0)::DOUBLE AS net,
+        {qty_order} AS qty,
+        COUNT(*) FILTER (WHERE amount < 0) AS n_neg,
+        SUM(amount) FILTER (WHERE amount > 0) AS pos,
+        SUM(amount) FILTER (WHERE amount < 0) AS neg,
+        {sep.join(line_windows + order_bits)}
     FROM lines GROUP BY {order_key_sql(columns)}
-    HAVING SUM(amount) > 0
 ),
-order_agg AS (
+cust AS (
     SELECT cid,
-        COUNT(*) AS n_orders,
-        AVG(net) AS avg_order_value,
-        MAX(net) AS max_order_value,
-        {order_windows},
-        COALESCE(SUM(net) FILTER (WHERE ots >= $trend_a), 0) AS rev_a,
-        COALESCE(SUM(net) FILTER (WHERE ots >= $trend_b AND ots < $trend_a), 0) AS rev_b,
-        COUNT(*) FILTER (WHERE ots >= $trend_a) AS ord_a,
-        COUNT(*) FILTER (WHERE ots >= $trend_b AND ots < $trend_a) AS ord_b,
-        AVG(qty) AS items_per_order,
-        COALESCE(SUM({recency_points}) FILTER (WHERE ots >= $note_start), 0) AS note_r,
-        COUNT(*) FILTER (WHERE ots >= $note_start) AS note_n,
-        COALESCE(SUM(net) FILTER (WHERE ots >= $note_start), 0) AS note_spend
-    FROM purch GROUP BY cid
+        MIN(ots) AS first_ts,
+        SUM(net) AS total_revenue,
+        SUM(n_neg) AS n_returns,
+        COALESCE(SUM(pos), 0)::DOUBLE AS gross,
+        COALESCE(-SUM(neg), 0)::DOUBLE AS returned,
+        COUNT(*) FILTER (WHERE net > 0) AS n_orders,
+        AVG(net) FILTER (WHERE net > 0) AS avg_order_value,
+        MAX(net) FILTER (WHERE net > 0) AS max_order_value,
+        {sep.join(cust_windows + cust_bits)},
+        COALESCE(SUM(net) FILTER (WHERE net > 0 AND ots >= $trend_a), 0) AS rev_a,
+        COALESCE(SUM(net) FILTER (WHERE net > 0 AND ots >= $trend_b AND ots < $trend_a), 0)
+            AS rev_b,
+        COUNT(*) FILTER (WHERE net > 0 AND ots >= $trend_a) AS ord_a,
+        COUNT(*) FILTER (WHERE net > 0 AND ots >= $trend_b AND ots < $trend_a) AS ord_b,
+        AVG(qty) FILTER (WHERE net > 0) AS items_per_order,
+        COALESCE(SUM({recency_points}) FILTER (WHERE net > 0 AND ots >= $note_start), 0)
+            AS note_r,
+        COUNT(*) FILTER (WHERE net > 0 AND ots >= $note_start) AS note_n,
+        COALESCE(SUM(net) FILTER (WHERE net > 0 AND ots >= $note_start), 0) AS note_spend
+    FROM orders GROUP BY cid
 ),
 days AS (
-    SELECT cid, ots::DATE AS d, SUM(net) AS v FROM purch GROUP BY cid, ots::DATE
+    SELECT cid, ots::DATE AS d, SUM(net) AS v FROM orders WHERE net > 0 GROUP BY cid, ots::DATE
 ),
 gaps AS (
     SELECT cid, d, v, date_diff('day', LAG(d) OVER (PARTITION BY cid ORDER BY d), d) AS gap
@@ -199,45 +295,33 @@ day_agg AS (
         SUM(v) - arg_min(v, d) AS repeat_value,
         stddev_samp(gap) AS ipt_std_days
     FROM gaps GROUP BY cid
-),
+){extra},
 feat AS (
-    SELECT l.cid,
-        d.recency_days,
-        d.T_days,
+    SELECT *,
         GREATEST(COALESCE(d.n_days, 0) - 1, 0) AS frequency,
-        COALESCE(o.n_orders, 0) AS n_orders,
         CASE WHEN d.n_days > 1 THEN d.repeat_value / (d.n_days - 1) ELSE 0 END::DOUBLE
             AS monetary_value,
-        l.total_revenue,
-        o.avg_order_value,
-        o.max_order_value,
-        {final_windows},
         CASE WHEN d.n_days > 1 THEN (d.T_days - d.recency_days) / (d.n_days - 1) END::DOUBLE
             AS ipt_mean_days,
-        d.ipt_std_days,
-        CASE WHEN COALESCE(o.rev_a, 0) + COALESCE(o.rev_b, 0) > 0
-            THEN (o.rev_a - o.rev_b) / (o.rev_a + o.rev_b) ELSE 0 END::DOUBLE
+        CASE WHEN c.rev_a + c.rev_b > 0
+            THEN (c.rev_a - c.rev_b) / (c.rev_a + c.rev_b) ELSE 0 END::DOUBLE
             AS trend_revenue_90d,
-        CASE WHEN COALESCE(o.ord_a, 0) + COALESCE(o.ord_b, 0) > 0
-            THEN (o.ord_a - o.ord_b) / (o.ord_a + o.ord_b) ELSE 0 END::DOUBLE
+        CASE WHEN c.ord_a + c.ord_b > 0
+            THEN (c.ord_a - c.ord_b) / (c.ord_a + c.ord_b) ELSE 0 END::DOUBLE
             AS trend_orders_90d,
-        o.items_per_order,
-        l.n_returns,
-        CASE WHEN l.gross > 0 THEN l.returned / l.gross END::DOUBLE AS returns_share,
-        l.n_categories,
-        l.n_channels,
-        date_diff('day', l.first_ts::DATE, $cutoff_date)::DOUBLE AS first_line_days,
-        COALESCE(o.note_r, 0)::DOUBLE AS rfm_note_r,
+        CASE WHEN c.gross > 0 THEN c.returned / c.gross END::DOUBLE AS returns_share,
+        date_diff('day', c.first_ts::DATE, $cutoff_date)::DOUBLE AS first_line_days,
+        COALESCE(c.note_r, 0)::DOUBLE AS rfm_note_r,
         {f_points}::DOUBLE AS rfm_note_f,
         {m_points}::DOUBLE AS rfm_note_m
-    FROM line_agg l
-    LEFT JOIN order_agg o USING (cid)
+    FROM cust c
     LEFT JOIN day_agg d USING (cid)
+    {" ".join(extra_joins)}
 )
-SELECT *,
-    recency_days / ipt_mean_days AS overdue_ratio,
-    {w_r!r} * rfm_note_r + {w_f!r} * rfm_note_f + {w_m!r} * rfm_note_m AS rfm_note
+SELECT cid,
+    {sep.join(f"{expr}::{_sql_type(name)} AS {name}" for name, expr in final.items())}
 FROM feat
+{"LEFT JOIN signup USING (cid)" if has_signup else ""}
 ORDER BY cid
 """
 
@@ -282,7 +366,8 @@ def build_rfm_features(
     ``cutoff - window_months`` calendar months: each purchase earns recency points by age, the
     first bracket ``(k, points)`` whose ``timestamp >= cutoff - k months`` holds (defaults 3 ->
     20, 6 -> 5, 12 -> 3, else 1), summed in ``rfm_note_r``; ``rfm_note_f`` = min(4 x purchases,
-    20); ``rfm_note_m`` = min(0.10 x spend, 20); ``rfm_note`` = 5 R + 3 F + 2 M. One purchase
+    20); ``rfm_note_m`` = min(0.10 x their value, 20) (return orders are not purchases and
+    do not reduce it); ``rfm_note`` = 5 R + 3 F + 2 M. One purchase
     of 600 eleven months ago scores 67; purchases of 50, 60 and 40 made 18, 5 and 2 months ago
     score 196.
 
@@ -327,39 +412,43 @@ def build_rfm_features(
     }
     for w in windows:
         params[f"start_{w}"] = (hend - pd.Timedelta(days=w)).to_pydatetime()
-    sql = _query(tx.columns, windows, note, cutoff=cut, params=params)
-
-    con = duckdb.connect()
+    signup_days = _signup_days(signup, cut)
+    con = duckdb_cursor()
     try:
         con.register("tx", tx)
-        out = con.execute(sql, params).df()
+        if signup_days is not None:
+            con.register("signup", signup_days)
+        sql = _query(
+            con,
+            tx.columns,
+            windows,
+            note,
+            cutoff=cut,
+            params=params,
+            has_signup=signup_days is not None,
+        )
+        table = con.sql(sql, params=params).to_arrow_table()
     finally:
         con.close()
-
-    out = out.rename(columns={"cid": ENTITY}).set_index(ENTITY)
-    out.index = out.index.astype(object)
-    out["tenure_days"] = _tenure(out, cut, signup)
-    window_cols = [
-        c for w in windows for c in (f"n_orders_{w}d", f"revenue_{w}d") if c not in RFM_COLUMNS
-    ]
-    out = out[RFM_COLUMNS + window_cols + NOTE_COLUMNS]
-    ints = {c: "int64" for c in out.columns if c in _INT_COLUMNS or c.startswith("n_orders_")}
-    floats = {c: "float64" for c in out.columns if c not in ints}
-    out = out.astype({**ints, **floats})
+    index = pd.Index(table.column("cid").to_numpy(zero_copy_only=False), name=ENTITY, dtype=object)
+    out = table.drop_columns(["cid"]).to_pandas(split_blocks=True)
+    out.index = index
     logger.info("rfm features at %s: %d customers", cut.date(), len(out))
     return out
 
 
-def _tenure(
-    frame: pd.DataFrame, cutoff: pd.Timestamp, signup: pd.Series | Mapping[str, Any] | None
-) -> pd.Series:
-    """Days from the earlier of signup date and first line to the cutoff, per customer."""
-    first = frame["first_line_days"]
+def _signup_days(
+    signup: pd.Series | Mapping[str, Any] | None, cutoff: pd.Timestamp
+) -> pd.DataFrame | None:
+    """Whole days from each customer's signup date to the cutoff, as a (cid, signup_days) frame."""
     if signup is None:
-        return first
+        return None
     dates = pd.to_datetime(pd.Series(signup), errors="coerce")
     if isinstance(dates.dtype, pd.DatetimeTZDtype):
         dates = dates.dt.tz_convert("UTC").dt.tz_localize(None)
-    dates = dates[~dates.index.duplicated(keep="first")].reindex(frame.index)
+    dates = dates[dates.notna()]
+    dates = dates[~dates.index.duplicated(keep="first")]
     days = (cutoff - dates.dt.normalize()).dt.days.astype("float64")
-    return days.where(days > first, first)
+    return pd.DataFrame(
+        {"cid": dates.index.astype(str).to_numpy(object), "signup_days": days.to_numpy()}
+    )

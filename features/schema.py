@@ -217,13 +217,20 @@ SCORE_FEATURES: tuple[Feature, ...] = (
     Feature("r_score", "int", "score", "recency quintile score 1-5 (5 = most recent)"),
     Feature("f_score", "int", "score", "frequency quintile score 1-5"),
     Feature("m_score", "int", "score", "monetary quintile score 1-5"),
-    Feature("rfm_segment", "category", "score", "named RFM segment (champions, at_risk, ...)"),
+    Feature(
+        "rfm_segment",
+        "category",
+        "score",
+        "named RFM segment (champions, at_risk, ...; prospect: no purchase)",
+    ),
     Feature("rfm_note", "float", "score", "weighted RFM note (course brackets, config)"),
     Feature("rfm_note_r", "float", "score", "weighted RFM note: recency points"),
     Feature("rfm_note_f", "float", "score", "weighted RFM note: frequency points (capped)"),
     Feature("rfm_note_m", "float", "score", "weighted RFM note: monetary points (capped)"),
     Feature("abc_class", "category", "score", "Pareto class on trailing revenue (A, B, C)"),
-    Feature("lifecycle_stage", "category", "score", "new, active, declining, lapsed, lost"),
+    Feature(
+        "lifecycle_stage", "category", "score", "prospect, new, active, declining, lapsed, lost"
+    ),
     Feature(
         "loyalty_segment",
         "category",
@@ -260,7 +267,7 @@ RELATIONAL_FEATURES: tuple[Feature, ...] = (
         "rel_unresolved_complaints_365d",
         "int",
         "relational",
-        "complaints not resolved, last 365 days",
+        "complaints not resolved, last 365 days (NaN without a resolved column)",
     ),
     Feature("rel_support_365d", "int", "relational", "support contacts and calls, last 365 days"),
     Feature("rel_email_open_rate", "float", "relational", "opens / emails sent, last 365 days"),

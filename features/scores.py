@@ -119,13 +119,22 @@ SEGMENT_GRID: tuple[tuple[str, ...], ...] = (
     ("new", "potential_loyalist", "potential_loyalist", "champions", "champions"),  # R = 5
 )
 
-_REQUIRED = ("recency_days", "T_days", "frequency", "total_revenue", "overdue_ratio",
-             "trend_revenue_90d")
+_REQUIRED = (
+    "recency_days",
+    "T_days",
+    "frequency",
+    "total_revenue",
+    "overdue_ratio",
+    "trend_revenue_90d",
+)
 
 
-def _categorical(values: np.ndarray | pd.Series, categories: tuple[str, ...], index: pd.Index
-                 ) -> pd.Series:
-    return pd.Series(pd.Categorical(values, categories=list(categories)), index=index)
+def _categorical(codes: np.ndarray, categories: tuple[str, ...], index: pd.Index) -> pd.Series:
+    """A ``category`` Series from integer codes into ``categories`` (no string hashing)."""
+    return pd.Series(
+        pd.Categorical.from_codes(np.asarray(codes, dtype="int8"), categories=list(categories)),
+        index=index,
+    )
 
 
 def quintile_scores(values: pd.Series, *, mask: pd.Series, reverse: bool = False) -> pd.Series:
@@ -149,7 +158,7 @@ def quintile_scores(values: pd.Series, *, mask: pd.Series, reverse: bool = False
     ranked = values[mask]
     if reverse:
         ranked = -ranked
-    pct = ranked.rank(method="min", pct=True, na_option="bottom" if reverse else "top")
+    pct = ranked.rank(method="min", pct=True, na_option="top")  # NaN ranks lowest: score 1
     scores = np.ceil(5.0 * pct.to_numpy(dtype=float)).clip(1, 5)
     out = pd.Series(0, index=values.index, dtype="int64")
     out[mask] = scores.astype("int64")
@@ -173,8 +182,12 @@ def rfm_segments(r_score: pd.Series, f_score: pd.Series) -> pd.Series:
     r = r_score.to_numpy(dtype="int64")
     f = f_score.to_numpy(dtype="int64")
     prospect = (r == 0) | (f == 0)
-    labels = grid[np.where(prospect, 5, r - 1), np.where(prospect, 0, f - 1)]
-    return _categorical(labels, RFM_SEGMENTS, r_score.index)
+    codes = np.vectorize(RFM_SEGMENTS.index, otypes=["int8"])(grid)
+    return _categorical(
+        codes[np.where(prospect, 5, r - 1), np.where(prospect, 0, f - 1)],
+        RFM_SEGMENTS,
+        r_score.index,
+    )
 
 
 def abc_classes(revenue: pd.Series, *, a_share: float, b_share: float) -> pd.Series:
@@ -195,19 +208,25 @@ def abc_classes(revenue: pd.Series, *, a_share: float, b_share: float) -> pd.Ser
     """
     rev = revenue.astype("float64").where(revenue > 0, 0.0).fillna(0.0)
     total = float(rev.sum())
-    labels = np.full(len(rev), "C", dtype=object)
+    codes = np.full(len(rev), 2, dtype="int8")  # C
     if total > 0:
         values = rev.to_numpy()
         ids = rev.index
-        base = (np.arange(len(values)) if ids.is_monotonic_increasing
-                else np.argsort(ids.to_numpy(), kind="stable"))
+        base = (
+            np.arange(len(values))
+            if ids.is_monotonic_increasing
+            else np.argsort(ids.to_numpy(), kind="stable")
+        )
         order = base[np.argsort(-values[base], kind="stable")]  # revenue desc, then id asc
         ranked = values[order]
         share_before = (np.cumsum(ranked) - ranked) / total
         positive = ranked > 0
-        labels[order] = np.where(positive & (share_before < a_share), "A",
-                                 np.where(positive & (share_before < b_share), "B", "C"))
-    return _categorical(labels, ABC_CLASSES, revenue.index)
+        codes[order] = np.where(
+            positive & (share_before < a_share),
+            0,
+            np.where(positive & (share_before < b_share), 1, 2),
+        )
+    return _categorical(codes, ABC_CLASSES, revenue.index)
 
 
 def lifecycle_stages(rfm: pd.DataFrame, cfg: FeaturesConfig) -> pd.Series:
@@ -239,8 +258,11 @@ def lifecycle_stages(rfm: pd.DataFrame, cfg: FeaturesConfig) -> pd.Series:
             overdue > lc.lapsed_overdue_ratio,
             trend < lc.declining_trend,
         ]
-    labels = np.select(conditions, [PROSPECT, "new", "lost", "lapsed", "declining"], "active")
-    return _categorical(labels, LIFECYCLE_STAGES, rfm.index)
+    stages = [PROSPECT, "new", "lost", "lapsed", "declining"]
+    codes = np.select(
+        conditions, [LIFECYCLE_STAGES.index(s) for s in stages], LIFECYCLE_STAGES.index("active")
+    )
+    return _categorical(codes, LIFECYCLE_STAGES, rfm.index)
 
 
 def loyalty_segments(frequency: pd.Series, revenue: pd.Series, *, mask: pd.Series) -> pd.Series:
@@ -267,11 +289,13 @@ def loyalty_segments(frequency: pd.Series, revenue: pd.Series, *, mask: pd.Serie
         profitable = (rev > rev[mask].median()) & mask
     else:
         loyal = profitable = pd.Series(False, index=frequency.index)
-    labels = np.select(
-        [loyal & profitable, loyal, profitable], ["true_friend", "barnacle", "butterfly"],
-        "stranger",
+    loyal, profitable = loyal.to_numpy(dtype=bool), profitable.to_numpy(dtype=bool)
+    codes = np.select(
+        [loyal & profitable, loyal, profitable],
+        [LOYALTY_SEGMENTS.index(s) for s in ("true_friend", "barnacle", "butterfly")],
+        LOYALTY_SEGMENTS.index("stranger"),
     )
-    return _categorical(labels, LOYALTY_SEGMENTS, frequency.index)
+    return _categorical(codes, LOYALTY_SEGMENTS, frequency.index)
 
 
 def build_score_features(rfm: pd.DataFrame, cfg: FeaturesConfig) -> pd.DataFrame:
@@ -307,7 +331,7 @@ def build_score_features(rfm: pd.DataFrame, cfg: FeaturesConfig) -> pd.DataFrame
             f"features.rfm.build_rfm_features (and include {cfg.abc.window_days} in "
             "features.windows_days for the ABC window)"
         )
-    out = rfm.copy()
+    out = rfm.copy(deep=False)  # new columns go to the copy only
     buyers = out["recency_days"].notna()
     out["r_score"] = quintile_scores(out["recency_days"], mask=buyers, reverse=True)
     out["f_score"] = quintile_scores(out["frequency"], mask=buyers)
