@@ -7,6 +7,7 @@ mid-write leaves the previous store intact and readers always see a whole store.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -18,8 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from features.cutoff import as_cutoff
-from features.schema import AS_OF, ENTITY, FEATURE_SET_VERSION
+from configs.settings import FeaturesConfig
+from features.cutoff import as_cutoff, history
+from features.schema import AS_OF, ENTITY, FEATURE_SET_VERSION, Tables
 from retentio.errors import ContractError, CustomerNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -217,3 +219,40 @@ class OnlineStore:
 
     def close(self) -> None:
         self._con.close()
+
+
+def build_feature_store(
+    tables: Tables, cutoff: Any, cfg: FeaturesConfig, artifacts: Path, *, online: bool = True
+) -> tuple[pd.DataFrame, Path]:
+    """Build features at ``cutoff``; write the offline snapshot and replace the online store.
+
+    The online store (``artifacts/online.sqlite``) also holds each customer's raw history
+    (transactions, interactions, surveys, customers) up to the cutoff, so the service can
+    rebuild a customer's row exactly when new events arrive.
+
+    Returns
+    -------
+    tuple
+        The feature frame and the offline snapshot's path.
+    """
+    from features.build import build_features
+
+    cutoff = as_cutoff(cutoff)
+    frame = build_features(tables, cutoff, cfg)
+    path = write_offline(frame, Path(artifacts) / "features")
+    if online:
+        extra = {
+            name: (table if name == "customers" else history(table, cutoff))
+            for name, table in tables.items()
+        }
+        write_online(
+            frame,
+            Path(artifacts) / "online.sqlite",
+            meta={
+                "as_of": cutoff.date().isoformat(),
+                "built_at": dt.datetime.now(dt.UTC).isoformat(),
+                "dataset": tables.name,
+            },
+            extra_tables=extra,
+        )
+    return frame, path

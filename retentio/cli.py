@@ -213,26 +213,23 @@ def features_build(
     """Build one row of point-in-time features per customer known at the cutoff."""
     _setup_logging(verbose)
     settings = _settings(config)
-    from features.build import build_features, feature_summary
-    from features.store import write_offline, write_online
+    from features.build import feature_summary
+    from features.store import build_feature_store
 
-    with progress_steps(4, "features") as step:
+    with progress_steps(2, "features") as step:
         tables = _load(settings, data)
         step("loaded")
         t = _cutoff(tables, cutoff)
-        frame = _run(lambda: build_features(tables, t, settings.features))
-        step("built")
-        artifacts = Path(settings.paths.artifacts)
+        frame, path = _run(
+            lambda: build_feature_store(
+                tables, t, settings.features, Path(settings.paths.artifacts), online=online
+            )
+        )
+        step("built, offline + online stores written")
         if out_file is not None:
             out_file.parent.mkdir(parents=True, exist_ok=True)
             frame.to_parquet(out_file, index=False)
             path = out_file
-        else:
-            path = write_offline(frame, artifacts / "features")
-        step("offline store")
-        if online:
-            write_online(frame, artifacts / "online.sqlite", meta={"as_of": str(t.date())})
-        step("online store")
     _print_summary(feature_summary(frame))
     out.print(f"features: {len(frame):,} customers x {frame.shape[1]} columns -> {path}")
 

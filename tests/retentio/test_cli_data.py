@@ -1,0 +1,99 @@
+"""CLI: help lists every verb; data check exits 2 on fatal problems; features build writes stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.store import OnlineStore
+from retentio.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    result = runner.invoke(
+        app, ["data", "synth", "--out", str(out), "--customers", "300", "--seed", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_help_lists_every_verb():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for verb in ("data", "features", "train", "models", "runs", "score", "at-risk", "serve"):
+        assert verb in result.output
+    sub = runner.invoke(app, ["data", "--help"])
+    assert "synth" in sub.output and "check" in sub.output
+
+
+def test_synth_is_deterministic(synth_dir: Path, tmp_path: Path):
+    again = tmp_path / "again"
+    runner.invoke(app, ["data", "synth", "--out", str(again), "--customers", "300", "--seed", "5"])
+    for name in ("transactions", "customers", "surveys", "interactions"):
+        assert (synth_dir / f"{name}.csv").read_bytes() == (again / f"{name}.csv").read_bytes()
+
+
+def test_check_ok_on_synthetic_data(synth_dir: Path):
+    result = runner.invoke(app, ["data", "check", "--data", str(synth_dir)])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output
+
+
+def test_check_exits_2_with_one_line_per_fatal_problem(tmp_path: Path):
+    pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "timestamp": ["2024-01-01", "2024-13-45", "2024-02-01"],
+            "amount": ["10", "x", "3"],
+        }
+    ).to_csv(tmp_path / "transactions.csv", index=False)
+    result = runner.invoke(app, ["data", "check", "--data", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "transactions.timestamp: 1 row" in result.output
+    assert "'2024-13-45'" in result.output
+    assert "transactions.amount: 1 row" in result.output
+
+
+def test_check_missing_column_exits_2(tmp_path: Path):
+    pd.DataFrame({"customer_id": ["a"], "timestamp": ["2024-01-01"]}).to_csv(
+        tmp_path / "transactions.csv", index=False
+    )
+    result = runner.invoke(app, ["data", "check", "--data", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "amount" in result.output
+
+
+def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path, synth_dir: Path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("features:\n  windows: [30]\n")
+    result = runner.invoke(app, ["data", "check", "--data", str(synth_dir), "--config", str(cfg)])
+    assert result.exit_code == 2
+    assert "bad.yaml" in result.output and "features.windows" in result.output
+
+
+def test_features_build_writes_offline_and_online(synth_dir: Path, tmp_path: Path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"paths:\n  artifacts: {tmp_path / 'art'}\n")
+    out = tmp_path / "f.parquet"
+    result = runner.invoke(
+        app,
+        ["features", "build", "--data", str(synth_dir), "--cutoff", "2025-01-31",
+         "--out", str(out), "--config", str(cfg)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out)
+    assert frame["as_of"].unique().tolist() == [pd.Timestamp("2025-01-31")]
+    assert (tmp_path / "art" / "features" / "features_2025-01-31.parquet").exists()
+    online = OnlineStore(tmp_path / "art" / "online.sqlite")
+    assert len(online) == len(frame)
+    assert online.meta()["as_of"] == "2025-01-31"
+    some = frame["customer_id"].iloc[0]
+    tx = online.events("transactions", some)
+    assert len(tx) > 0 and (pd.to_datetime(tx["timestamp"]) < pd.Timestamp("2025-02-01")).all()
