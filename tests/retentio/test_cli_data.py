@@ -1,4 +1,4 @@
-"""CLI: help lists every verb; data check exits 2 on fatal problems; features build writes stores."""
+"""CLI: help lists every verb; data check exits 2 on fatal problems; features build."""
 
 from __future__ import annotations
 
