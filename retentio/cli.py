@@ -489,6 +489,81 @@ def serve(
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
+# ---------------------------------------------------------------------------------------------
+# monitoring and the retraining loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _print_decision(decision: Any) -> None:
+    verdict = "[bold red]retrain[/]" if decision.retrain else "[green]keep[/]"
+    out.print(f"decision: {verdict}")
+    for reason in decision.reasons:
+        out.print(f"  - {reason}")
+
+
+@app.command("monitor")
+def monitor(
+    data: DataOpt = None,
+    cutoff: CutoffOpt = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Drift + data quality vs the training reference, prediction drift, realised performance."""
+    _setup_logging(verbose)
+    settings = _settings(config)
+    from retentio.cycle import monitor_job
+
+    tables = _load(settings, data)
+    with console.status("monitoring (Evidently drift and data quality)"):
+        result = _run(lambda: monitor_job(tables, settings, cutoff=cutoff))
+    d = result.drift
+    out.print(
+        f"feature drift: {d.drift_share:.0%} of {d.n_columns} columns "
+        f"({', '.join(d.drifted_columns[:8]) or 'none'})"
+    )
+    if result.prediction_drift is not None:
+        p = result.prediction_drift
+        out.print(f"prediction drift: {', '.join(p.drifted_columns) or 'none'}")
+    for perf in result.performance:
+        out.print(
+            f"realised at {perf['cutoff']}: AUC {perf.get('auc')}, Brier {perf.get('brier')}, "
+            f"LTV bias {perf.get('ltv_bias_pct')}%"
+        )
+    _print_decision(result.decision)
+    out.print(f"report: {d.html_path}\nsummary: {result.summary_path}")
+
+
+@app.command("cycle")
+def cycle(
+    data: DataOpt = None,
+    cutoff: CutoffOpt = None,
+    force_retrain: Annotated[
+        bool, typer.Option("--retrain", help="Retrain even if the policy does not ask for it.")
+    ] = False,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Refresh features -> monitor -> retrain if needed -> promote only a better candidate."""
+    _setup_logging(verbose)
+    settings = _settings(config)
+    from retentio.cycle import cycle_job
+
+    tables = _load(settings, data)
+    with progress_steps(20, "cycle") as step:
+        result = _run(
+            lambda: cycle_job(
+                tables, settings, cutoff=cutoff, force_retrain=force_retrain, progress=step
+            )
+        )
+    if result.monitor is not None:
+        _print_decision(result.monitor.decision)
+    if not result.retrained:
+        out.print("no retraining needed; champions unchanged")
+    for d in result.promotions:
+        out.print(f"{d.task}: {'promoted' if d.promoted else 'kept champion'} - {d.reason}")
+    out.print(f"cycle recorded in MLflow run {result.run_id}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -637,6 +637,53 @@ def champion_version(
     return None if mv is None else str(mv.version)
 
 
+def version_tags(
+    task: str, alias: str = CHAMPION_ALIAS, *, settings: Settings
+) -> dict[str, str] | None:
+    """Tags of the version behind ``retentio-<task>@<alias>`` (with ``version``), or None."""
+    client, _ = _client(settings, None)
+    mv = _version_by_alias(client, registered_model_name(task), alias)
+    if mv is None:
+        return None
+    return {**dict(mv.tags), "version": str(mv.version)}
+
+
+def log_run(
+    *,
+    settings: Settings,
+    dataset_name: str,
+    run_name: str,
+    params: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float | None] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    artifacts: Mapping[str, Path] | None = None,
+) -> str:
+    """Record a monitoring or cycle run in the dataset's experiment; return its id.
+
+    Non-finite or missing metrics are skipped; artifacts are files logged under their names.
+    """
+    client = configure_mlflow(settings.mlflow)
+    exp_id = _ensure_experiment(client, experiment_name(settings, dataset_name), settings.mlflow)
+    run = client.create_run(
+        exp_id, run_name=run_name, tags={str(k): str(v) for k, v in (tags or {}).items()}
+    )
+    run_id = run.info.run_id
+    try:
+        for key, value in (params or {}).items():
+            client.log_param(run_id, key, str(value)[:6000])
+        for key, value in (metrics or {}).items():
+            if value is not None and math.isfinite(float(value)):
+                client.log_metric(run_id, key, float(value))
+        for path in (artifacts or {}).values():
+            if path is not None and Path(path).exists():
+                client.log_artifact(run_id, str(path))
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
 # --------------------------------------------------------------------------------------------
 # promotion gate
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,191 @@
+"""Tests for training.models: the caster, survival arithmetic, and the three task models."""
+
+from __future__ import annotations
+
+import pickle
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from configs.settings import load_settings
+from features.schema import AS_OF, ENTITY
+from features.synth import generate_crm
+from retentio.errors import ContractError
+from training import metrics
+from training.models import (
+    BTYD_COLUMNS,
+    OUTPUTS,
+    CategoricalCaster,
+    _hazard_rows,
+    add_btyd_features,
+    fit_churn_candidates,
+    fit_ltv_candidates,
+    fit_next_purchase_candidates,
+    risk_band,
+    survival_summary,
+)
+from training.snapshots import build_snapshots, snapshot_cutoffs
+
+LGBM = {"n_estimators": 60, "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 20,
+        "verbose": -1}  # fmt: skip
+
+
+# only check skipped by sklearn itself: check_array_api_input (needs SCIPY_ARRAY_API)
+@parametrize_with_checks([CategoricalCaster()])
+def test_caster_passes_sklearn_checks(estimator, check) -> None:
+    check(estimator)
+
+
+def test_caster_fixes_categories_and_maps_unseen_to_nan() -> None:
+    train = pd.DataFrame({"c": ["b", "a", None, "b"], "x": [1.0, 2.0, 3.0, 4.0]})
+    caster = CategoricalCaster().fit(train)
+    assert list(caster.categories_) == ["c"]
+    assert list(caster.categories_["c"]) == ["a", "b"]
+    out = caster.transform(pd.DataFrame({"c": ["z", "b", "a"], "x": [1.0, 1.0, 1.0]}))
+    assert list(out["c"].cat.categories) == ["a", "b"]
+    assert out["c"].isna().tolist() == [True, False, False]
+    assert out["c"].cat.codes.tolist() == [-1, 1, 0]
+    assert out["x"].dtype == float
+    with pytest.raises(ContractError, match=r"columns \['c'\] seen in fit are missing"):
+        caster.transform(pd.DataFrame({"x": [1.0]}))
+
+
+def test_risk_band_boundaries_are_inclusive() -> None:
+    bands = risk_band([0.1, 0.3, 0.59, 0.6, 0.9], {"medium": 0.3, "high": 0.6})
+    assert bands.tolist() == ["low", "medium", "medium", "high", "high"]
+
+
+def test_survival_summary_matches_hand_computation() -> None:
+    # row 0: hazard 0.1 per 15-day period -> S_k = 0.9^k; row 1: hazard 0.5 -> S_k = 0.5^k
+    k = np.arange(1, 7)
+    surv = np.vstack([0.9**k, 0.5**k])
+    out = survival_summary(surv, period_days=15, horizon_days=90)
+    np.testing.assert_allclose(out["p_purchase_30d"], [1 - 0.81, 1 - 0.25])
+    np.testing.assert_allclose(out["p_purchase_60d"], [1 - 0.9**4, 1 - 0.5**4])
+    np.testing.assert_allclose(out["p_purchase_90d"], [1 - 0.9**6, 1 - 0.5**6])
+    # median: row 0 never reaches S = 0.5 within 90 days -> beyond-horizon marker 91
+    np.testing.assert_allclose(out["expected_next_purchase_days"], [91.0, 15.0])
+    # 10 % quantile: S = 0.9 at 15 d (row 0); row 1: 1 - 0.5 t / 15 = 0.9 -> t = 3
+    np.testing.assert_allclose(out["next_purchase_days_lo"], [15.0, 3.0])
+    # 90 % quantile: row 1 between S(45) = 0.125 and S(60) = 0.0625 -> 45 + 0.4 * 15 = 51
+    np.testing.assert_allclose(out["next_purchase_days_hi"], [91.0, 51.0])
+
+
+def test_hazard_rows_expand_customers_into_periods() -> None:
+    frame = pd.DataFrame(
+        {"days_to_next_purchase": [20.0, 90.0, 15.0], "next_purchase_observed": [True, False, True]}
+    )
+    idx, period, event = _hazard_rows(frame, n_periods=6, period_days=15)
+    assert idx.tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 2]
+    assert period.tolist() == [0, 1, 0, 1, 2, 3, 4, 5, 0]
+    assert event.tolist() == [0, 1, 0, 0, 0, 0, 0, 0, 1]
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return load_settings(
+        training={"min_customers": 50, "min_purchasers": 20, "lightgbm": LGBM},
+        labels={"ltv_horizon_days": 180},
+    )
+
+
+@pytest.fixture(scope="module")
+def frames(settings):
+    tables = generate_crm(n_customers=1500, start="2023-01-01", end="2025-06-30", seed=5)
+    cutoffs = snapshot_cutoffs(
+        tables.transactions["timestamp"].max(), horizon_days=180, step_days=30, n_snapshots=3
+    )
+    snaps, btyd = add_btyd_features(build_snapshots(tables, cutoffs, settings), settings)
+    parts = [snaps[snaps[AS_OF] == c].reset_index(drop=True) for c in cutoffs]
+    return parts[0], parts[1], parts[2], btyd
+
+
+def _fit(fitter, frames, settings):
+    train, calib, _, btyd = frames
+    from features.schema import feature_columns
+
+    return fitter(
+        train, calib, btyd=btyd, settings=settings, feature_columns=feature_columns(train)
+    )
+
+
+def _check_common(model, frame: pd.DataFrame) -> pd.DataFrame:
+    pred = model.predict_frame(frame)
+    assert list(pred.columns) == list(OUTPUTS[model.task])
+    assert pred.index.equals(pd.Index(frame[ENTITY], name=ENTITY))
+    # serving frames have no btyd_* columns: the model's own BTYD fills them, same result
+    no_btyd = frame.drop(columns=list(BTYD_COLUMNS))
+    pd.testing.assert_frame_equal(model.predict_frame(no_btyd), pred)
+    # a pickled model predicts the same (cloudpickle for MLflow, plain pickle too)
+    for lib in (cloudpickle, pickle):
+        clone = lib.loads(lib.dumps(model))
+        pd.testing.assert_frame_equal(clone.predict_frame(frame), pred)
+    example = model.input_example(frame)
+    assert list(example.columns) == model.feature_columns
+    assert len(model.predict_frame(example)) == len(example)
+    return pred
+
+
+def test_churn_candidates_are_calibrated_and_beat_a_coin(frames, settings) -> None:
+    models = _fit(fit_churn_candidates, frames, settings)
+    assert set(models) == {"lightgbm", "logistic_rfm", "bgnbd"}
+    evaluation = frames[2]
+    active = evaluation["is_active"].to_numpy()
+    y = evaluation.loc[active, "churned"].to_numpy()
+    for model in models.values():
+        pred = _check_common(model, evaluation)
+        p = pred["churn_probability"].to_numpy()
+        assert ((p >= 0) & (p <= 1)).all()
+        assert pred["p_alive"].between(0, 1).all()
+        assert set(pred["risk_band"]) <= {"low", "medium", "high"}
+        assert metrics.auc(y, p[active]) > 0.6
+    contrib = models["lightgbm"].contributions(evaluation)
+    assert list(contrib.columns) == [*models["lightgbm"].model_columns, "bias"]
+    # SHAP values add up to the raw log-odds of the uncalibrated model
+    raw = models["lightgbm"].estimator.predict_proba(
+        models["lightgbm"]._model_input(evaluation)[models["lightgbm"].model_columns]
+    )[:, 1]
+    np.testing.assert_allclose(contrib.sum(axis=1), np.log(raw / (1 - raw)), atol=1e-6)
+    assert models["bgnbd"].contributions(evaluation) is None
+    assert models["lightgbm"].metadata["calibration"] in {"platt", "isotonic"}
+
+
+def test_next_purchase_outputs_are_ordered_and_in_range(frames, settings) -> None:
+    models = _fit(fit_next_purchase_candidates, frames, settings)
+    assert set(models) == {"lightgbm_hazard", "bgnbd"}
+    horizon = settings.labels.next_purchase_horizon_days
+    for model in models.values():
+        pred = _check_common(model, frames[2])
+        p30, p60, p90 = (pred[f"p_purchase_{d}d"].to_numpy() for d in (30, 60, 90))
+        assert ((p30 >= 0) & (p90 <= 1)).all()
+        assert (p30 <= p60 + 1e-12).all() and (p60 <= p90 + 1e-12).all()
+        lo, mid, hi = (
+            pred[c].to_numpy()
+            for c in (
+                "next_purchase_days_lo",
+                "expected_next_purchase_days",
+                "next_purchase_days_hi",
+            )
+        )
+        assert np.isfinite(hi).all() and (lo >= 0).all() and (hi <= horizon + 1).all()
+        assert (lo <= mid).all() and (mid <= hi).all()
+    y60 = frames[2]["next_purchase_observed"] & (frames[2]["days_to_next_purchase"] <= 60)
+    p60 = models["lightgbm_hazard"].predict_frame(frames[2])["p_purchase_60d"]
+    assert metrics.auc(y60.astype(float), p60) > 0.6
+
+
+def test_ltv_outputs_are_non_negative_and_ranked(frames, settings) -> None:
+    models = _fit(fit_ltv_candidates, frames, settings)
+    assert set(models) == {"lightgbm_two_part", "bgnbd_gg"}
+    for model in models.values():
+        pred = _check_common(model, frames[2])
+        assert (pred >= 0).all().all()
+        assert (pred["predicted_ltv"] <= pred["ltv_if_retained"] + 1e-9).all()
+    main = models["lightgbm_two_part"]
+    assert main.metadata["revenue_target"] in {"tweedie", "log1p"}
+    assert 0.5 <= main.scale <= 2.0
+    pred = main.predict_frame(frames[2])
+    assert metrics.normalized_gini(frames[2]["future_revenue"], pred["predicted_ltv"]) > 0.3

@@ -1,0 +1,642 @@
+"""Training pipeline: rolling snapshots -> candidates per task -> evaluation -> served models.
+
+Evaluation scheme (honest, documented in the README)
+----------------------------------------------------
+Cutoffs ``c_1 < ... < c_K`` are ``training.step_days`` apart, the newest one being the latest
+cutoff whose longest needed label window (the largest horizon of the requested tasks) is fully
+observed. Learned candidates train on snapshots ``1..K-2``; early stopping, probability
+calibration and the LTV scale are fitted on snapshot ``K-1``; every candidate is evaluated on
+snapshot ``K``, which no model saw. With ``K = 2`` the calibration rows are a seeded 25 % of
+the customers of snapshot 1, held out from training. The served model per task is the best
+candidate on snapshot ``K`` (churn: AUC, tie-break Brier; next purchase: Brier at 60 days;
+LTV: normalised Gini) and it is served *as evaluated* (no refit), so the metrics recorded in
+MLflow describe the very model that scores.
+
+Prediction columns of ``TrainingResult.eval_frame`` are named ``<task>__<candidate>__<output>``
+(see :func:`prediction_column`), e.g. ``churn__lightgbm__churn_probability``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from configs.settings import Settings
+from features.cutoff import as_cutoff, history
+from features.schema import AS_OF, ENTITY, Tables, feature_columns
+from retentio.errors import ConfigError
+from training import metrics as evaluation
+from training.models import (
+    BASELINES,
+    BTYD_COLUMNS,
+    OUTPUTS,
+    TaskModel,
+    add_btyd_features,
+    btyd_features,
+    fit_churn_candidates,
+    fit_ltv_candidates,
+    fit_next_purchase_candidates,
+    risk_band,
+)
+from training.snapshots import (
+    build_snapshots,
+    check_snapshot,
+    snapshot_cutoffs,
+    task_horizon_days,
+)
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("churn", "next-purchase", "ltv")
+PRIMARY_METRIC: dict[str, tuple[str, bool]] = {
+    "churn": ("auc", True),
+    "next-purchase": ("brier_60d", False),
+    "ltv": ("gini", True),
+}
+"""Primary metric per task and whether higher is better."""
+BOOTSTRAP_MAX_ROWS = 200_000
+N_BOOT = 300
+
+SCORE_COLUMNS = (
+    ENTITY,
+    AS_OF,
+    "churn_probability",
+    "risk_band",
+    "p_purchase_30d",
+    "p_purchase_60d",
+    "p_purchase_90d",
+    "expected_next_purchase_date",
+    "expected_next_purchase_days",
+    "next_purchase_days_lo",
+    "next_purchase_days_hi",
+    "predicted_ltv",
+    "ltv_if_retained",
+    "expected_orders",
+    "p_alive",
+    "value_at_risk",
+    "rfm_segment",
+    "abc_class",
+    "lifecycle_stage",
+    "value_potential",
+    "recommended_action",
+)
+
+#: How the risk band refines the value x potential strategy (keys: strategy quadrant, band).
+#: Low risk keeps the strategy itself.
+ACTION_REFINEMENTS: dict[str, dict[str, str]] = {
+    "high_value_high_potential": {"high": "personal outreach", "medium": "loyalty offer"},
+    "low_value_high_potential": {"high": "win-back offer", "medium": "targeted cross-sell"},
+    "high_value_low_potential": {"high": "automated win-back", "medium": "low-cost reminder"},
+    "low_value_low_potential": {"high": "no spend", "medium": "no spend"},
+}
+
+__all__ = [
+    "ACTION_REFINEMENTS",
+    "PRIMARY_METRIC",
+    "SCORE_COLUMNS",
+    "TASKS",
+    "TrainingResult",
+    "data_hash",
+    "evaluate_task",
+    "prediction_column",
+    "recommend_actions",
+    "score_all",
+    "score_thresholds",
+    "train_all",
+]
+
+_QUADRANTS = tuple(f"{v}_value_{p}_potential" for v in ("high", "low") for p in ("high", "low"))
+_FITTERS = {
+    "churn": fit_churn_candidates,
+    "next-purchase": fit_next_purchase_candidates,
+    "ltv": fit_ltv_candidates,
+}
+
+
+@dataclass
+class TrainingResult:
+    """Everything a training job produced.
+
+    Attributes
+    ----------
+    models
+        Served model per task.
+    metrics
+        ``task -> candidate -> metric -> value`` on the evaluation snapshot (every candidate).
+    bootstrap
+        ``task ->`` :func:`training.metrics.paired_bootstrap` result of the best learned
+        candidate (``a``) minus the best baseline (``b``) on the primary metric, with ``a_name``
+        and ``b_name``.
+    eval_cutoff
+        Cutoff of the evaluation snapshot.
+    cutoffs
+        All snapshot cutoffs, oldest first (``cutoffs[:-2]`` train, ``cutoffs[-2]`` calibrates).
+    eval_frame
+        Evaluation snapshot: features, ``btyd_*``, labels and ``<task>__<candidate>__<output>``
+        prediction columns for every candidate.
+    data_hash
+        Stable SHA-256 (16 hex) of the input tables.
+    feature_columns
+        Model-input feature columns.
+    served
+        Task -> name of the served candidate.
+    candidates
+        Task -> candidate -> fitted model (the served one included).
+    """
+
+    models: dict[str, TaskModel]
+    metrics: dict[str, dict[str, dict[str, float]]]
+    bootstrap: dict[str, dict[str, Any]]
+    eval_cutoff: pd.Timestamp
+    cutoffs: list[pd.Timestamp]
+    eval_frame: pd.DataFrame
+    data_hash: str
+    feature_columns: list[str]
+    served: dict[str, str] = field(default_factory=dict)
+    candidates: dict[str, dict[str, TaskModel]] = field(default_factory=dict)
+
+
+def prediction_column(task: str, candidate: str, output: str) -> str:
+    """Name of a candidate's prediction column in ``TrainingResult.eval_frame``."""
+    return f"{task}__{candidate}__{output}"
+
+
+def data_hash(tables: Tables) -> str:
+    """Stable hash of the input tables (content, column names and order of rows).
+
+    Returns
+    -------
+    str
+        First 16 hex digits of a SHA-256 over each table's name, columns and row hashes.
+    """
+    digest = hashlib.sha256()
+    for name, frame in tables.items():
+        digest.update(name.encode())
+        digest.update("\x1f".join(map(str, frame.columns)).encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _truncate(tables: Tables, cutoff: pd.Timestamp) -> Tables:
+    return Tables(
+        transactions=history(tables.transactions, cutoff),
+        customers=tables.customers,
+        surveys=None if tables.surveys is None else history(tables.surveys, cutoff),
+        interactions=None if tables.interactions is None else history(tables.interactions, cutoff),
+        name=tables.name,
+    )
+
+
+def _split(
+    snapshots: pd.DataFrame, cutoffs: Sequence[pd.Timestamp], seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Train (1..K-2), calibration (K-1) and evaluation (K) frames."""
+    eval_frame = snapshots[snapshots[AS_OF] == cutoffs[-1]]
+    if len(cutoffs) >= 3:
+        train = snapshots[snapshots[AS_OF] < cutoffs[-2]]
+        calib = snapshots[snapshots[AS_OF] == cutoffs[-2]]
+        return train, calib, eval_frame
+    first = snapshots[snapshots[AS_OF] == cutoffs[0]]
+    hold = np.random.default_rng(seed).random(len(first)) < 0.25
+    return first[~hold], first[hold], eval_frame
+
+
+def _candidate_metrics(
+    task: str, frame: pd.DataFrame, pred: pd.DataFrame, settings: Settings
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Metrics of one candidate; also the (y, prediction) pair of the primary metric."""
+    if task == "churn":
+        active = frame["is_active"].to_numpy(bool)
+        y = frame["churned"].to_numpy(float)[active]
+        p = pred["churn_probability"].to_numpy(float)[active]
+        return evaluation.classification_metrics(y, p), y, p
+    if task == "ltv":
+        y = frame["future_revenue"].to_numpy(float)
+        p = pred["predicted_ltv"].to_numpy(float)
+        out = evaluation.regression_metrics(y, p)
+        orders = frame["future_orders"].to_numpy(float)
+        out["orders_mae"] = evaluation.mae(orders, pred["expected_orders"].to_numpy(float))
+        return out, y, p
+    horizon = settings.labels.next_purchase_horizon_days
+    days = frame["days_to_next_purchase"].to_numpy(float)
+    observed = frame["next_purchase_observed"].to_numpy(bool)
+    out: dict[str, float] = {}
+    primary: tuple[np.ndarray, np.ndarray] | None = None
+    for d in (30, 60, 90):
+        if d > horizon:
+            continue
+        y = (observed & (days <= d)).astype(float)
+        p = pred[f"p_purchase_{d}d"].to_numpy(float)
+        out[f"brier_{d}d"] = evaluation.brier(y, p)
+        out[f"auc_{d}d"] = evaluation.auc(y, p)
+        if d == 60 or primary is None:
+            primary = (y, p)
+    hi = pred["next_purchase_days_hi"].to_numpy(float)
+    hi = np.where(hi > horizon, np.inf, hi)
+    counts = evaluation.interval_coverage_counts(
+        days, observed, pred["next_purchase_days_lo"].to_numpy(float), hi
+    )
+    out["interval_coverage_80"] = counts["coverage"]
+    out["interval_n_undetermined"] = counts["n_undetermined"]
+    med = pred["expected_next_purchase_days"].to_numpy(float)
+    out["median_days_mae_observed"] = (
+        evaluation.mae(days[observed], med[observed]) if observed.any() else float("nan")
+    )
+    assert primary is not None  # horizon >= 1 always yields the 30-day block
+    return out, primary[0], primary[1]
+
+
+def _rank_key(task: str, values: dict[str, float]) -> tuple[float, float]:
+    name, higher = PRIMARY_METRIC[task]
+    value = (
+        values.get(name, values.get("brier_30d", np.nan))
+        if task == "next-purchase"
+        else (values.get(name, np.nan))
+    )
+    value = -np.inf if np.isnan(value) and higher else (np.inf if np.isnan(value) else value)
+    tie = values.get("brier", 0.0) if task == "churn" else 0.0
+    return (-value if higher else value, tie)
+
+
+def evaluate_task(
+    task: str,
+    models: dict[str, TaskModel],
+    frame: pd.DataFrame,
+    settings: Settings,
+    *,
+    seed: int = 0,
+) -> tuple[dict[str, dict[str, float]], dict[str, Any], dict[str, pd.DataFrame], str]:
+    """Score every candidate of ``task`` on ``frame`` (an evaluation snapshot with labels).
+
+    Parameters
+    ----------
+    task
+        ``churn``, ``next-purchase`` or ``ltv``.
+    models
+        Candidate name -> fitted model.
+    frame
+        Snapshot with features, labels (and optionally ``btyd_*``).
+    settings
+        Full settings (horizons).
+    seed
+        Seed of the paired bootstrap.
+
+    Returns
+    -------
+    tuple
+        (metrics per candidate, bootstrap of best learned vs best baseline, predictions per
+        candidate, name of the best candidate).
+    """
+    scores: dict[str, dict[str, float]] = {}
+    preds: dict[str, pd.DataFrame] = {}
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, model in models.items():
+        preds[name] = model.predict_frame(frame)
+        values, y, p = _candidate_metrics(task, frame, preds[name], settings)
+        scores[name] = {k: float(v) for k, v in values.items()}
+        pairs[name] = (y, p)
+    best = min(scores, key=lambda n: _rank_key(task, scores[n]))
+    baselines = [n for n in scores if n in BASELINES[task]]
+    learned = [n for n in scores if n not in BASELINES[task]]
+    boot: dict[str, Any] = {}
+    if baselines and learned:
+        a = best if best in learned else min(learned, key=lambda n: _rank_key(task, scores[n]))
+        b = min(baselines, key=lambda n: _rank_key(task, scores[n]))
+        y, p_a = pairs[a]
+        p_b = pairs[b][1]
+        if len(y) > BOOTSTRAP_MAX_ROWS:
+            keep = np.random.default_rng(seed).choice(len(y), BOOTSTRAP_MAX_ROWS, replace=False)
+            y, p_a, p_b = y[keep], p_a[keep], p_b[keep]
+        metric = {"churn": "auc", "next-purchase": "brier", "ltv": "gini"}[task]
+        boot = evaluation.paired_bootstrap(y, p_a, p_b, metric, n_boot=N_BOOT, seed=seed)
+        boot.update({"a_name": a, "b_name": b, "n_rows": len(y)})
+    return scores, boot, preds, best
+
+
+def train_all(
+    tables: Tables,
+    settings: Settings,
+    *,
+    tasks: Sequence[str] = TASKS,
+    cutoff: str | pd.Timestamp | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TrainingResult:
+    """Build rolling snapshots, fit every candidate, evaluate, and pick the served models.
+
+    Parameters
+    ----------
+    tables
+        The input tables.
+    settings
+        Full settings (labels, training, actions).
+    tasks
+        Subset of ``churn``, ``next-purchase``, ``ltv``.
+    cutoff
+        Treat the data as ending on this day (later events are ignored); default: the last
+        event in the data.
+    progress
+        Called with a short description before each step (for a CLI progress bar).
+
+    Returns
+    -------
+    TrainingResult
+        Served models, all candidates' metrics, bootstrap, cutoffs and the evaluation frame.
+
+    Raises
+    ------
+    ConfigError
+        An unknown task name.
+    InsufficientDataError
+        Too little history for the snapshots, or too few customers / purchasers / active
+        customers in a snapshot (the message names the minimum).
+    """
+    tasks = list(dict.fromkeys(tasks))
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ConfigError(f"unknown task(s) {unknown or tasks}; use some of {list(TASKS)}")
+
+    def step(text: str) -> None:
+        logger.info("train: %s", text)
+        if progress is not None:
+            progress(text)
+
+    if cutoff is not None:
+        end = as_cutoff(cutoff)
+        tables = _truncate(tables, end)
+        last = end
+    else:
+        last = tables.transactions["timestamp"].max()
+    step("hashing data")
+    digest = data_hash(tables)
+    first = tables.transactions["timestamp"].min()
+    tr = settings.training
+    cutoffs = snapshot_cutoffs(
+        last,
+        horizon_days=task_horizon_days(settings, tasks),
+        step_days=tr.step_days,
+        n_snapshots=tr.n_snapshots,
+        first_timestamp=first,
+    )
+    snapshots = build_snapshots(tables, cutoffs, settings, progress=progress)
+    for as_of in cutoffs:
+        check_snapshot(snapshots[snapshots[AS_OF] == as_of], settings, tasks=tasks)
+    step("fitting BG/NBD + Gamma-Gamma per snapshot")
+    snapshots, btyd = add_btyd_features(snapshots, settings)
+    columns = feature_columns(snapshots)
+    train, calib, eval_frame = _split(snapshots, cutoffs, tr.random_state)
+    del snapshots  # the three slices are copies; free the stacked frame
+    eval_frame = eval_frame.reset_index(drop=True)
+    meta = {
+        "eval_cutoff": str(cutoffs[-1].date()),
+        "train_cutoffs": [str(c.date()) for c in sorted(train[AS_OF].unique())],
+        "calibration_cutoff": str(pd.Timestamp(calib[AS_OF].iloc[0]).date()),
+        "churn_horizon_days": settings.labels.churn_horizon_days,
+        "next_purchase_horizon_days": settings.labels.next_purchase_horizon_days,
+        "ltv_horizon_days": settings.labels.ltv_horizon_days,
+        "data_hash": digest,
+    }
+    result = TrainingResult(
+        models={},
+        metrics={},
+        bootstrap={},
+        eval_cutoff=cutoffs[-1],
+        cutoffs=list(cutoffs),
+        eval_frame=eval_frame,
+        data_hash=digest,
+        feature_columns=columns,
+    )
+    extra: dict[str, np.ndarray] = {}
+    for task in tasks:
+        step(f"training {task}")
+        candidates = _FITTERS[task](
+            train, calib, btyd=btyd, settings=settings, feature_columns=columns
+        )
+        step(f"evaluating {task}")
+        task_metrics, boot, preds, best = evaluate_task(
+            task, candidates, eval_frame, settings, seed=tr.random_state
+        )
+        for model in candidates.values():
+            model.metadata.update(meta)
+            model.metadata["holdout_metrics"] = task_metrics[model.candidate]
+        for name, pred in preds.items():
+            for col in OUTPUTS[task]:
+                extra[prediction_column(task, name, col)] = pred[col].to_numpy()
+        result.models[task] = candidates[best]
+        result.candidates[task] = dict(candidates)
+        result.metrics[task] = task_metrics
+        result.bootstrap[task] = boot
+        result.served[task] = best
+        name, _ = PRIMARY_METRIC[task]
+        logger.info(
+            "%s: served %s (%s=%.4f)", task, best, name, task_metrics[best].get(name, float("nan"))
+        )
+    result.eval_frame = pd.concat([eval_frame, pd.DataFrame(extra)], axis=1)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# batch scoring
+# ---------------------------------------------------------------------------------------------
+
+
+def _value_column(features: pd.DataFrame) -> str:
+    return "total_revenue" if "total_revenue" in features.columns else "revenue_365d"
+
+
+def _quantile(values: pd.Series | np.ndarray, q: float) -> float:
+    v = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
+    return float(np.quantile(v, q)) if len(v) else 0.0
+
+
+def _high(values: pd.Series | np.ndarray, threshold: float) -> np.ndarray:
+    v = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
+    return (v >= threshold) & (v > 0)
+
+
+def score_thresholds(
+    features: pd.DataFrame, scores: pd.DataFrame, settings: Settings
+) -> dict[str, float]:
+    """Population thresholds of the value x potential quadrant, for scoring single customers.
+
+    Parameters
+    ----------
+    features
+        The population's feature frame (past value: ``total_revenue``, else ``revenue_365d``).
+    scores
+        :func:`score_all` output for that population (``predicted_ltv``).
+    settings
+        ``actions.high_value_quantile`` and ``actions.high_potential_quantile``.
+
+    Returns
+    -------
+    dict[str, float]
+        ``high_value`` and ``high_potential``: a customer is high when at or above (and > 0).
+    """
+    acts = settings.actions
+    return {
+        "high_value": _quantile(features[_value_column(features)], acts.high_value_quantile),
+        "high_potential": _quantile(scores["predicted_ltv"], acts.high_potential_quantile),
+    }
+
+
+def recommend_actions(quadrant: np.ndarray, band: np.ndarray, settings: Settings) -> np.ndarray:
+    """Recommended action from the value x potential quadrant and the churn risk band.
+
+    ``settings.actions.rules`` (first match wins) take precedence; otherwise the strategy of the
+    quadrant (``settings.actions.strategies``) is refined by the band with
+    :data:`ACTION_REFINEMENTS`: e.g. high risk x retain -> ``"retain: personal outreach"``,
+    medium risk x retain -> ``"retain: loyalty offer"``; low risk -> the strategy itself.
+
+    Parameters
+    ----------
+    quadrant
+        Keys like ``high_value_low_potential``.
+    band
+        ``low`` / ``medium`` / ``high``.
+    settings
+        ``actions`` section.
+
+    Returns
+    -------
+    numpy.ndarray
+        One action string per row.
+    """
+    acts = settings.actions
+    quadrant = np.asarray(quadrant, dtype=object)
+    band = np.asarray(band, dtype=object)
+    out = np.asarray(pd.Series(quadrant).map(acts.strategies).fillna("no strategy"), dtype=object)
+    for key, refinements in ACTION_REFINEMENTS.items():
+        strategy = acts.strategies.get(key)
+        if strategy is None:
+            continue
+        for level, text in refinements.items():
+            out[(quadrant == key) & (band == level)] = f"{strategy}: {text}"
+    if acts.rules:
+        decided = np.zeros(len(out), dtype=bool)
+        keys = pd.Series(quadrant)
+        value = keys.map({k: k.split("_value_")[0] for k in _QUADRANTS}).to_numpy()
+        potential = keys.map(
+            {k: k.split("_value_")[-1].removesuffix("_potential") for k in _QUADRANTS}
+        ).to_numpy()
+        for rule in acts.rules:
+            hit = np.isin(band, rule.risk_bands) & ~decided
+            if rule.value != "any":
+                hit &= value == rule.value
+            if rule.potential != "any":
+                hit &= potential == rule.potential
+            out[hit] = rule.action
+            decided |= hit
+    return out
+
+
+def _btyd_signature(model: TaskModel) -> tuple[Any, ...]:
+    btyd, lab = model.btyd, model.settings.labels
+    gg = getattr(btyd, "gg_params_", None)
+    return (
+        tuple(np.round(np.asarray(btyd.params_, dtype=float), 12)),
+        None if gg is None else tuple(np.round(np.asarray(gg, dtype=float), 12)),
+        float(getattr(btyd, "population_spend_", np.nan)),
+        lab.churn_horizon_days,
+        lab.ltv_horizon_days,
+        lab.annual_discount_rate,
+    )
+
+
+def _with_shared_btyd(models: dict[str, TaskModel], features: pd.DataFrame) -> pd.DataFrame:
+    """Compute the ``btyd_*`` columns once when every model carries the same fitted BTYD."""
+    if not models or all(c in features.columns for c in BTYD_COLUMNS):
+        return features
+    first = next(iter(models.values()))
+    try:
+        same = len({_btyd_signature(m) for m in models.values()}) == 1
+    except (AttributeError, TypeError):
+        same = False
+    if not same:
+        return features
+    extra = btyd_features(first.btyd, features, first.settings)
+    return features.assign(**{c: extra[c].to_numpy() for c in BTYD_COLUMNS})
+
+
+def score_all(
+    models: dict[str, TaskModel],
+    features: pd.DataFrame,
+    settings: Settings,
+    *,
+    thresholds: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """The batch score frame for every customer of ``features``.
+
+    Parameters
+    ----------
+    models
+        Task -> fitted model; a missing task leaves its columns NaN (logged).
+    features
+        A feature frame from ``features.build.build_features`` (``customer_id``, ``as_of``,
+        features, segments).
+    settings
+        ``actions`` (risk bands, quantiles, strategies, rules) and horizons.
+    thresholds
+        ``high_value`` / ``high_potential`` from :func:`score_thresholds` on the whole
+        population (used to score a few customers like in a batch); default: the quantiles of
+        ``features`` itself.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`SCORE_COLUMNS`, one row per customer, in the input's order.
+        ``expected_next_purchase_date`` is ``as_of + expected days`` (NaT beyond the horizon);
+        ``value_at_risk = churn_probability * ltv_if_retained``; ``value_potential`` is the
+        quadrant key (value: ``total_revenue`` at or above its ``high_value_quantile``;
+        potential: ``predicted_ltv`` at or above its ``high_potential_quantile``; zeros are
+        never high).
+    """
+    n = len(features)
+    out = pd.DataFrame(index=pd.RangeIndex(n))
+    out[ENTITY] = features[ENTITY].to_numpy()
+    as_of = (
+        pd.to_datetime(features[AS_OF]).to_numpy()
+        if AS_OF in features
+        else np.full(n, np.datetime64("NaT"))
+    )
+    out[AS_OF] = as_of
+    features = _with_shared_btyd(models, features)
+    for task in TASKS:
+        model = models.get(task)
+        if model is None:
+            logger.warning("score: no %s model; its columns are NaN", task)
+            for col in OUTPUTS[task]:
+                out[col] = np.nan
+            continue
+        pred = model.predict_frame(features)
+        for col in OUTPUTS[task]:
+            out[col] = pred[col].to_numpy()
+    if "churn" in models:
+        out["risk_band"] = risk_band(out["churn_probability"], dict(settings.actions.risk_bands))
+    horizon = settings.labels.next_purchase_horizon_days
+    days = out["expected_next_purchase_days"].to_numpy(float)
+    within = np.isfinite(days) & (days <= horizon)
+    delta = pd.to_timedelta(np.where(within, np.round(days), 0), unit="D")
+    dates = pd.Series(pd.to_datetime(as_of) + delta)
+    out["expected_next_purchase_date"] = dates.where(within)
+    out["value_at_risk"] = out["churn_probability"] * out["ltv_if_retained"]
+    for col in ("rfm_segment", "abc_class", "lifecycle_stage"):
+        out[col] = features[col].to_numpy() if col in features else None
+    limits = thresholds or score_thresholds(features, out, settings)
+    high_value = _high(features[_value_column(features)], limits["high_value"])
+    high_pot = _high(out["predicted_ltv"], limits["high_potential"])
+    quadrant = (
+        np.where(high_value, "high", "low").astype(object)
+        + "_value_"
+        + np.where(high_pot, "high", "low").astype(object)
+        + "_potential"
+    )
+    out["value_potential"] = quadrant
+    band = out["risk_band"].to_numpy(dtype=object)
+    out["recommended_action"] = recommend_actions(quadrant, band, settings)
+    return out[list(SCORE_COLUMNS)]
