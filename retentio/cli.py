@@ -274,16 +274,27 @@ def _with_horizons(settings: Settings, horizon: int | None, ltv_horizon: int | N
     return _run(lambda: _Settings.model_validate(data))
 
 
-def _metrics_table(result: Any) -> Table:
-    table = Table(title=f"holdout metrics (evaluation snapshot {result.eval_cutoff.date()})")
-    for col in ("task", "candidate", "served", "metrics"):
-        table.add_column(col)
+KEY_METRICS = {
+    "churn": ("auc", "pr_auc", "brier", "log_loss", "ece", "lift_at_10"),
+    "next-purchase": ("brier_30d", "brier_60d", "brier_90d", "interval_coverage_80"),
+    "ltv": ("gini", "spearman", "top_decile_capture", "bias_pct", "mae"),
+}
+
+
+def _metrics_tables(result: Any) -> list[Table]:
+    """Key holdout metrics, one table per task (every metric is in MLflow and the report)."""
+    tables = []
     for task, cands in result.metrics.items():
-        for name, values in cands.items():
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if v == v)
-            served = "*" if result.served.get(task) == name else ""
-            table.add_row(task, name, served, shown)
-    return table
+        names = [n for n in KEY_METRICS.get(task, ()) if any(n in v for v in cands.values())]
+        table = Table(title=f"{task}: holdout snapshot {result.eval_cutoff.date()}")
+        table.add_column("candidate")
+        for name in names:
+            table.add_column(name.replace("_", " "), justify="right")
+        for cand, values in cands.items():
+            star = " (served)" if result.served.get(task) == cand else ""
+            table.add_row(cand + star, *[f"{values.get(n, float('nan')):.3f}" for n in names])
+        tables.append(table)
+    return tables
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +326,8 @@ def train(
     tables = _load(settings, data)
     with progress_steps(12 + 2 * len(tasks), "train") as step:
         job = _run(lambda: train_job(tables, settings, tasks=tasks, cutoff=cutoff, progress=step))
-    out.print(_metrics_table(job.result))
+    for table in _metrics_tables(job.result):
+        out.print(table)
     for t, boot in job.result.bootstrap.items():
         if boot:
             out.print(

@@ -167,8 +167,8 @@ def at_risk_job(
         ranked = ranked[ranked["ltv_if_retained"] >= min_value]
     ranked = ranked.sort_values("value_at_risk", ascending=False, kind="stable").head(top)
     features = ctx["features"].set_index("customer_id").loc[ranked["customer_id"]].reset_index()
-    contrib = ctx["models"]["churn"].contributions(features)
-    reasons = top_reasons(features, contrib)
+    churn = ctx["models"]["churn"]
+    reasons = top_reasons(churn.model_input(features), churn.contributions(features))
     out = ranked.reset_index(drop=True).copy()
     out["reasons"] = ["; ".join(r) for r in reasons]
     return out

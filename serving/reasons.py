@@ -76,9 +76,19 @@ def _nps(row: pd.Series) -> str | None:
     return f"NPS {cls}" + (f" ({score:g}/10)" if score is not None else "")
 
 
-def _p_alive(row: pd.Series) -> str | None:
-    x = _num(row.get("p_alive"))
-    return None if x is None else f"BG/NBD probability still active {x:.0%}"
+def _share(template: str, key: str) -> Callable[[pd.Series], str | None]:
+    def phrase(row: pd.Series) -> str | None:
+        x = _num(row.get(key))
+        return None if x is None else template.format(x=x)
+
+    return phrase
+
+
+def _visits(row: pd.Series) -> str | None:
+    n = _num(row.get("rel_visits_90d"))
+    if n is None:
+        return None
+    return "no visit in the last 90 days" if n == 0 else f"only {int(n)} visits in 90 days"
 
 
 PHRASES: dict[str, Callable[[pd.Series], str | None]] = {
@@ -106,13 +116,36 @@ PHRASES: dict[str, Callable[[pd.Series], str | None]] = {
     "rel_unresolved_complaints_365d": _count(
         "{n} unresolved complaint{s}", "rel_unresolved_complaints_365d"
     ),
-    "p_alive": _p_alive,
+    "p_alive": _share("BG/NBD probability still active {x:.0%}", "p_alive"),
+    "btyd_p_alive": _share("BG/NBD probability still active {x:.0%}", "btyd_p_alive"),
+    "btyd_p_churn": _share("BG/NBD probability of no purchase {x:.0%}", "btyd_p_churn"),
+    "btyd_expected_purchases": _money(
+        "BG/NBD expects {x:.1f} purchases next period", "btyd_expected_purchases"
+    ),
+    "btyd_clv": _money("BG/NBD x Gamma-Gamma value {x:,.0f}", "btyd_clv"),
+    "ipt_std_days": _money("irregular purchase rhythm (gaps vary by {x:.0f} days)", "ipt_std_days"),
+    "ipt_mean_days": _money("usually {x:.0f} days between purchases", "ipt_mean_days"),
+    "rel_visits_90d": _visits,
+    "rel_email_open_rate": _share("opens {x:.0%} of emails", "rel_email_open_rate"),
+    "rel_email_click_rate": _share("clicks {x:.0%} of emails", "rel_email_click_rate"),
+    "rel_days_since_contact": _money("last contact {x:.0f} days ago", "rel_days_since_contact"),
+    "rel_support_365d": _count("{n} support contact{s} in the last year", "rel_support_365d"),
+    "att_repurchase_intention": _share(
+        "repurchase intention {x:g} in the last survey", "att_repurchase_intention"
+    ),
+    "att_trust_credibility": _share("trust (credibility) {x:.1f}", "att_trust_credibility"),
+    "att_trust_benevolence": _share("trust (benevolence) {x:.1f}", "att_trust_benevolence"),
+    "att_attractiveness": _share("alternatives rated {x:g} (attractiveness)", "att_attractiveness"),
+    "tenure_days": _money("customer for {x:.0f} days", "tenure_days"),
 }
 
 
-def _fallback(feature: str, row: pd.Series) -> str:
+def _fallback(feature: str, row: pd.Series) -> str | None:
     value = row.get(feature)
-    shown = f"{value:,.2f}" if _num(value) is not None else str(value)
+    x = _num(value)
+    if x is None and (value is None or (isinstance(value, float) and math.isnan(value))):
+        return None
+    shown = str(value) if x is None else (f"{x:,.0f}" if x == int(x) else f"{x:,.2f}")
     label = _DESCRIPTIONS.get(feature, feature.replace("_", " "))
     return f"{label}: {shown}"
 
@@ -125,7 +158,8 @@ def top_reasons(
     Parameters
     ----------
     features
-        Feature rows (the values quoted in the phrases), aligned with ``contributions``.
+        Rows of the values quoted in the phrases (the model's input, e.g.
+        ``TaskModel.model_input``, so ``btyd_*`` are there too), aligned with ``contributions``.
     contributions
         Per-feature contributions to the churn score (a ``bias`` column is ignored); ``None``
         gives empty lists (a model without contributions).

@@ -339,8 +339,10 @@ class Scorer:
         bundle = self._bundle  # one consistent set of models for this request
         scores = score_all(bundle.models, features, self.settings, thresholds=bundle.thresholds)
         churn = bundle.models.get("churn")
-        contrib = churn.contributions(features) if churn is not None else None
-        reasons = top_reasons(features, contrib)
+        if churn is not None:
+            reasons = top_reasons(churn.model_input(features), churn.contributions(features))
+        else:
+            reasons = [[] for _ in range(len(features))]
         out = [
             self._record(row, why, bundle)
             for row, why in zip(scores.to_dict("records"), reasons, strict=True)

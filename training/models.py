@@ -509,7 +509,8 @@ class TaskModel:
             return features[list(BTYD_COLUMNS)]
         return btyd_features(self.btyd, features, self.settings)
 
-    def _model_input(self, features: pd.DataFrame) -> pd.DataFrame:
+    def model_input(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The model's input: the feature columns plus the BTYD outputs (``btyd_*``)."""
         self._check(features)
         frame = features[self.feature_columns].copy()
         frame[list(BTYD_COLUMNS)] = self._btyd(features).to_numpy()
@@ -560,7 +561,7 @@ class ChurnModel(TaskModel):
         self.calibrator = calibrator
 
     def _raw(self, features: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-        X = self._model_input(features)
+        X = self.model_input(features)
         if self.candidate == "lightgbm":
             raw = _predict_p(self.estimator, X[self.model_columns])
         elif self.candidate == "logistic_rfm":
@@ -586,7 +587,7 @@ class ChurnModel(TaskModel):
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame | None:
         if self.candidate != "lightgbm":
             return None
-        X = self._model_input(features)[self.model_columns]
+        X = self.model_input(features)[self.model_columns]
         out = _lgbm_contributions(self.estimator, X)
         out.index = _index_of(features)
         return out
@@ -747,7 +748,7 @@ class NextPurchaseModel(TaskModel):
 
     def survival(self, features: pd.DataFrame) -> np.ndarray:
         """``(n, m)`` survival probabilities at ``period_days * (1..m)`` days."""
-        X = self._model_input(features)
+        X = self.model_input(features)
         m = self.n_out_periods
         if self.candidate == "bgnbd":
             cols = []
@@ -776,7 +777,7 @@ class NextPurchaseModel(TaskModel):
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame | None:
         if self.candidate == "bgnbd":
             return None
-        X = self._model_input(features)[self.model_columns]
+        X = self.model_input(features)[self.model_columns]
         X[PERIOD_COLUMN] = 0
         out = _lgbm_contributions(self.estimator, X)
         out.index = _index_of(features)
@@ -881,7 +882,7 @@ class LtvModel(TaskModel):
         return np.maximum(pred, 0.0)
 
     def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame:
-        X = self._model_input(features)
+        X = self.model_input(features)
         if self.candidate == "bgnbd_gg":
             lab = self.settings.labels
             pred = self.btyd.predict(
@@ -905,7 +906,7 @@ class LtvModel(TaskModel):
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame | None:
         if self.candidate == "bgnbd_gg":
             return None
-        X = self._model_input(features)[self.model_columns]
+        X = self.model_input(features)[self.model_columns]
         out = _lgbm_contributions(self.p_any, X)
         out.index = _index_of(features)
         return out

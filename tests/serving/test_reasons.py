@@ -43,8 +43,11 @@ def test_no_contributions_gives_empty_lists():
 
 
 def test_unknown_feature_uses_schema_description():
-    features = pd.DataFrame({"ipt_mean_days": [12.5]})
-    contributions = pd.DataFrame({"ipt_mean_days": [0.2]})
+    features = pd.DataFrame({"items_per_order": [12.5], "n_channels": [2.0]})
+    contributions = pd.DataFrame({"items_per_order": [0.2], "n_channels": [0.1]})
     assert top_reasons(features, contributions) == [
-        ["mean days between purchase days (NaN below 2 purchase days): 12.50"]
+        [
+            "mean quantity per order (NaN without quantity): 12.50",
+            "distinct sales channels used (0 without channel): 2",
+        ]
     ]

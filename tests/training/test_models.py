@@ -146,7 +146,7 @@ def test_churn_candidates_are_calibrated_and_beat_a_coin(frames, settings) -> No
     assert list(contrib.columns) == [*models["lightgbm"].model_columns, "bias"]
     # SHAP values add up to the raw log-odds of the uncalibrated model
     raw = models["lightgbm"].estimator.predict_proba(
-        models["lightgbm"]._model_input(evaluation)[models["lightgbm"].model_columns]
+        models["lightgbm"].model_input(evaluation)[models["lightgbm"].model_columns]
     )[:, 1]
     np.testing.assert_allclose(contrib.sum(axis=1), np.log(raw / (1 - raw)), atol=1e-6)
     assert models["bgnbd"].contributions(evaluation) is None
