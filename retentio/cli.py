@@ -388,11 +388,22 @@ def runs_compare(
     if frame.empty:
         out.print("no runs yet: run `retentio train`")
         return
-    table = Table(show_lines=False)
-    for col in frame.columns:
-        table.add_column(str(col), overflow="fold")
-    for _, row in frame.iterrows():
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    shown = frame.head(4)  # newest runs as columns, metrics as rows: readable in a terminal
+    table = Table(title=f"{len(frame)} run(s), newest first (showing {len(shown)})")
+    table.add_column("", no_wrap=True)
+    for run_id in shown["run_id"]:
+        table.add_column(str(run_id)[:8], justify="right")
+    for col in shown.columns.drop("run_id"):
+        values = shown[col].tolist()
+        if all(v is None or v != v for v in values):
+            continue
+        table.add_row(
+            str(col),
+            *[
+                "" if v is None or v != v else f"{v:.4g}" if isinstance(v, float) else str(v)[:19]
+                for v in values
+            ],
+        )
     out.print(table)
 
 
