@@ -88,13 +88,16 @@ def _settings(config: Path | None) -> Settings:
 
 
 @contextmanager
-def progress_steps(total: int, label: str) -> Iterator[Callable[[str], None]]:
-    """A rich progress bar advanced by calling the yielded function with a step name."""
+def progress_steps(total: int | None, label: str) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar advanced by calling the yielded function with a step name.
+
+    ``total=None`` (a job whose number of steps depends on the data) shows a pulsing bar.
+    """
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.completed} steps"),
         TimeElapsedColumn(),
         console=console,
         transient=False,
@@ -105,6 +108,7 @@ def progress_steps(total: int, label: str) -> Iterator[Callable[[str], None]]:
             progress.update(task, advance=1, description=f"{label}: {name}")
 
         yield step
+        progress.update(task, total=progress.tasks[0].completed, description=f"{label}: done")
 
 
 def _data_dir(settings: Settings, data: Path | None) -> Path:
@@ -324,7 +328,7 @@ def train(
     from retentio.jobs import promote_job, train_job
 
     tables = _load(settings, data)
-    with progress_steps(12 + 2 * len(tasks), "train") as step:
+    with progress_steps(None, "train") as step:
         job = _run(lambda: train_job(tables, settings, tasks=tasks, cutoff=cutoff, progress=step))
     for table in _metrics_tables(job.result):
         out.print(table)
@@ -572,7 +576,7 @@ def cycle(
     from retentio.cycle import cycle_job
 
     tables = _load(settings, data)
-    with progress_steps(20, "cycle") as step:
+    with progress_steps(None, "cycle") as step:
         result = _run(
             lambda: cycle_job(
                 tables, settings, cutoff=cutoff, force_retrain=force_retrain, progress=step
