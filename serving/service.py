@@ -1,0 +1,454 @@
+"""The BentoML service: real-time scores, at-risk lists, live events, health and metrics.
+
+``bentoml serve serving.service:Retentio`` (or ``retentio serve``) starts it; the settings come
+from the YAML named by ``RETENTIO_CONFIG`` (defaults when unset). Every endpoint delegates to
+:class:`serving.scorer.Scorer`; this module only maps HTTP to calls and errors to status codes.
+
+Endpoints
+---------
+``POST /score``        one customer id, or inline features -> a score row
+``POST /score_batch``  1 .. ``serving.max_batch`` ids -> ``{"items": [rows]}``
+``POST /at_risk``      filters -> ``{"total", "page", "page_size", "items"}`` by value at risk
+``POST /events``       new transactions / interactions of a customer
+``GET /healthz``       liveness (BentoML's built-in; also ``/livez``); never needs the key
+``GET /readyz``        200 once the champions and the store are loaded, else 503 (built-in,
+                       driven by ``__is_ready__``); never needs the key
+``GET /metrics``       Prometheus: BentoML's per-endpoint request counts and latency
+                       histograms, plus ``retentio_*`` lines (model versions as labels,
+                       readiness, reloads, errors by endpoint and kind)
+
+Errors
+------
+Every error body is JSON ``{"error": ..., "detail": ...}``. BentoML answers request validation
+failures itself (malformed JSON, wrong types, unknown fields, NaN/inf: pydantic ``extra="forbid"``
+and ``allow_inf_nan=False`` in :mod:`serving.schemas`) with 400 and that shape. Domain errors are
+returned, not raised, as ``JSONResponse`` (BentoML 1.4.39 would wrap a raised ``InvalidArgument``
+in a JSON list): unknown customer 404, contract errors 400, oversized batch 400, models not
+loaded 503. :class:`RequestGuard` (an ASGI middleware) answers 401 without a valid
+``Authorization: Bearer <RETENTIO_API_KEY>`` (constant-time compare), 415 for a body that is not
+JSON and 413 for a body over :data:`MAX_BODY_BYTES`. An unexpected exception is logged with its
+traceback and answered 500 in the same JSON shape; no client input is known to cause one (the
+schemathesis fuzz test checks).
+
+Hot reload: a daemon thread calls ``scorer.reload_if_changed()`` every
+``serving.reload_interval_s``; the scorer loads the new champions off the request path and swaps
+them with one reference assignment, so no request fails during a swap. If the first load fails
+(no champion yet), the service still starts, ``/readyz`` answers 503 and the thread retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import bentoml
+from starlette.responses import JSONResponse
+
+from retentio.errors import (
+    ConfigError,
+    ContractError,
+    CustomerNotFoundError,
+    InsufficientDataError,
+    ModelNotFoundError,
+    RetentioError,
+)
+from serving.schemas import (
+    AtRiskRequest,
+    AtRiskResponse,
+    EventsRequest,
+    EventsResponse,
+    InlineFeatures,
+    InteractionEvent,
+    RiskBand,
+    ScoreBatchRequest,
+    ScoreBatchResponse,
+    ScoreRequest,
+    ScoreResult,
+    TransactionEvent,
+)
+
+if TYPE_CHECKING:
+    from configs.settings import Settings
+    from serving.scorer import Scorer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["API_KEY_ENV", "CONFIG_ENV", "MAX_BODY_BYTES", "RequestGuard", "Retentio"]
+
+CONFIG_ENV = "RETENTIO_CONFIG"
+API_KEY_ENV = "RETENTIO_API_KEY"
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+MAX_BODY_BYTES = 32 * 2**20  # 10,000 ids or events fit easily; bigger bodies get 413
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _error(status: int, error: str, detail: Any = None, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+class RequestGuard:
+    """ASGI middleware: API key, JSON-only bodies and a body-size cap, before any parsing.
+
+    Parameters
+    ----------
+    app
+        The wrapped ASGI application.
+    api_key
+        Required bearer token; default: the ``RETENTIO_API_KEY`` environment variable read when
+        the server builds its app. Unset or empty: no authentication.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str | None = None) -> None:
+        self.app = app
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+        self._expected = f"Bearer {key}".encode() if key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if self._expected is not None:
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, self._expected):
+                why = "missing" if not given else "invalid"
+                response = _error(
+                    401,
+                    "unauthorized",
+                    f"{why} API key; send the header 'Authorization: Bearer <RETENTIO_API_KEY>'",
+                    **{"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        if scope["method"] == "POST":
+            problem = _body_problem(headers)
+            if problem is not None:
+                await problem(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _body_problem(headers: dict[bytes, bytes]) -> JSONResponse | None:
+    """A 415/413 response for a non-JSON or oversized body, else None."""
+    ctype = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+    if ctype not in (b"application/json", b""):
+        return _error(
+            415,
+            "unsupported media type",
+            f"bodies must be application/json, got {ctype.decode('latin-1')!r}",
+        )
+    length = headers.get(b"content-length", b"0")
+    try:
+        n_bytes = int(length)
+    except ValueError:
+        return _error(400, "bad request", f"Content-Length {length.decode('latin-1')!r}")
+    if n_bytes > MAX_BODY_BYTES:
+        return _error(
+            413, "request too large", f"{n_bytes} bytes; at most {MAX_BODY_BYTES} per request"
+        )
+    return None
+
+
+def _event_dict(event: TransactionEvent | InteractionEvent) -> dict[str, Any]:
+    """An event as the scorer takes it: set fields only, timestamp as naive-UTC ISO text."""
+    row = event.model_dump(exclude_none=True)
+    ts: dt.datetime = row["timestamp"]
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(dt.UTC).replace(tzinfo=None)
+    row["timestamp"] = ts.isoformat()
+    return row
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@bentoml.service(
+    name="retentio",
+    workers=1,
+    threads=1,  # the scorer is called from one thread; the reload thread swaps models beside it
+    traffic={"timeout": 60},
+)
+class Retentio:
+    """Real-time churn, next-purchase and LTV scores over the online store (see module doc)."""
+
+    def __init__(self) -> None:
+        from configs.settings import load_settings
+
+        self.settings: Settings = load_settings(os.environ.get(CONFIG_ENV) or None)
+        self.scorer: Scorer | None = None
+        self.load_error: str | None = None
+        self._errors: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        self._n_reloads = 0
+        self._load()
+        self._stop = threading.Event()
+        self._reloader = threading.Thread(
+            target=self._reload_loop, name="retentio-reload", daemon=True
+        )
+        self._reloader.start()
+
+    # ---------------------------------------------------------------------------------------
+    # lifecycle
+    # ---------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        from serving.scorer import Scorer
+
+        try:
+            self.scorer = Scorer.from_settings(self.settings)
+        except RetentioError as exc:
+            self.load_error = str(exc)
+            logger.error("models not loaded (GET /readyz answers 503 until they are): %s", exc)
+        else:
+            self.load_error = None
+            logger.info(
+                "serving versions %s, features as of %s",
+                self.scorer.versions,
+                self.scorer.feature_date,
+            )
+
+    def _reload_loop(self) -> None:
+        interval = self.settings.serving.reload_interval_s
+        while not self._stop.wait(interval):
+            try:
+                if self.scorer is None:
+                    self._load()
+                elif self.scorer.reload_if_changed():
+                    self._n_reloads += 1
+                    logger.info("hot reload: now serving %s", self.scorer.versions)
+            except Exception:  # the loop must survive anything; the old models keep serving
+                logger.exception("hot reload failed; the current models keep serving")
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        """Stop the reload thread and close the scorer."""
+        self._stop.set()
+        self._reloader.join(timeout=5)
+        if self.scorer is not None:
+            self.scorer.close()
+
+    def __is_ready__(self) -> bool:
+        return self.scorer is not None and bool(self.scorer.ready)
+
+    async def __metrics__(self, content: str) -> str:
+        """BentoML's metrics plus ``retentio_*`` lines (text exposition format)."""
+        scorer = self.scorer
+        lines = [
+            "# HELP retentio_ready 1 when the champions and the online store are loaded.",
+            "# TYPE retentio_ready gauge",
+            f"retentio_ready {int(self.__is_ready__())}",
+            "# HELP retentio_model_info Registered model version served per task.",
+            "# TYPE retentio_model_info gauge",
+        ]
+        if scorer is not None:
+            for task, version in sorted(scorer.versions.items()):
+                lines.append(
+                    f'retentio_model_info{{task="{_label(task)}",version="{_label(version)}",'
+                    f'feature_date="{_label(str(scorer.feature_date))}"}} 1'
+                )
+        lines += [
+            "# HELP retentio_model_reloads_total Hot reloads since start.",
+            "# TYPE retentio_model_reloads_total counter",
+            f"retentio_model_reloads_total {self._n_reloads}",
+            "# HELP retentio_request_errors_total Error responses by endpoint and kind.",
+            "# TYPE retentio_request_errors_total counter",
+        ]
+        with self._lock:
+            errors = sorted(self._errors.items())
+        lines += [
+            f'retentio_request_errors_total{{endpoint="{e}",error="{_label(k)}"}} {n}'
+            for (e, k), n in errors
+        ]
+        extra = "\n".join(lines) + "\n"
+        if "# EOF" in content:  # OpenMetrics: our lines go before the terminator
+            head, _, tail = content.rpartition("# EOF")
+            return head + extra + "# EOF" + tail
+        return content + ("" if content.endswith("\n") or not content else "\n") + extra
+
+    # ---------------------------------------------------------------------------------------
+    # calling the scorer
+    # ---------------------------------------------------------------------------------------
+
+    def _count(self, endpoint: str, kind: str) -> None:
+        with self._lock:
+            self._errors[(endpoint, kind)] += 1
+
+    def _call(self, endpoint: str, fn: Callable[[Scorer], Any]) -> JSONResponse:
+        """Run ``fn(scorer)`` and turn its result or error into a JSON response.
+
+        Parameters
+        ----------
+        endpoint
+            Route, for the error counters and the log.
+        fn
+            The scorer call.
+
+        Returns
+        -------
+        JSONResponse
+            200 with the result, or ``{"error", "detail"}`` with 404 (unknown customer), 400
+            (contract error), 503 (not ready) or 500 (a bug, logged with its traceback).
+        """
+        scorer = self.scorer
+        if scorer is None or not scorer.ready:
+            self._count(endpoint, "not_ready")
+            return _error(503, "not ready", self.load_error or "models are loading; retry shortly")
+        try:
+            return JSONResponse(fn(scorer))
+        except CustomerNotFoundError as exc:
+            self._count(endpoint, "not_found")
+            return _error(404, "customer not found", str(exc))
+        except (ContractError, InsufficientDataError) as exc:
+            self._count(endpoint, "invalid")
+            return _error(400, "invalid input", str(exc))
+        except (ModelNotFoundError, ConfigError) as exc:
+            self._count(endpoint, "server")
+            logger.error("%s failed: %s", endpoint, exc)
+            return _error(503, "not ready", str(exc))
+        except Exception as exc:  # a bug: log it, answer JSON, never crash the worker
+            self._count(endpoint, "internal")
+            logger.exception("%s failed unexpectedly", endpoint)
+            return _error(
+                500, "internal error", f"{type(exc).__name__} in {endpoint}; see the server log"
+            )
+
+    # ---------------------------------------------------------------------------------------
+    # endpoints (the parameters are the fields of each input_spec model)
+    # ---------------------------------------------------------------------------------------
+
+    @bentoml.api(route="/score", input_spec=ScoreRequest)
+    def score(
+        self, customer_id: str | None = None, features: InlineFeatures | None = None
+    ) -> ScoreResult:
+        """Score one customer: by id from the online store, or from inline features.
+
+        Parameters
+        ----------
+        customer_id
+            A customer of the online store (exclusive with ``features``).
+        features
+            Inline features (exclusive with ``customer_id``).
+
+        Returns
+        -------
+        ScoreResult
+            The score row; errors as JSON: 404 unknown id, 400 bad features, 503 not ready.
+        """
+        if customer_id is not None:
+            return self._call("/score", lambda s: s.score([customer_id])[0])  # type: ignore[return-value]
+        assert features is not None  # ScoreRequest guarantees exactly one
+        row = features.to_row()
+        return self._call("/score", lambda s: s.score_features([row])[0])  # type: ignore[return-value]
+
+    @bentoml.api(route="/score_batch", input_spec=ScoreBatchRequest)
+    def score_batch(self, customer_ids: list[str]) -> ScoreBatchResponse:
+        """Score up to ``serving.max_batch`` customers of the online store.
+
+        Parameters
+        ----------
+        customer_ids
+            The ids, 1 to ``serving.max_batch`` (more: 400).
+
+        Returns
+        -------
+        ScoreBatchResponse
+            ``{"items": [score rows in the order asked]}``; 404 naming the unknown ids.
+        """
+        limit = self.settings.serving.max_batch
+        if len(customer_ids) > limit:
+            self._count("/score_batch", "invalid")
+            return _error(  # type: ignore[return-value]
+                400,
+                "batch too large",
+                f"{len(customer_ids)} ids; at most {limit} per call (serving.max_batch): "
+                "split the list",
+            )
+        return self._call("/score_batch", lambda s: {"items": s.score(customer_ids)})  # type: ignore[return-value]
+
+    @bentoml.api(route="/at_risk", input_spec=AtRiskRequest)
+    def at_risk(
+        self,
+        top: int = 100,
+        min_value: float | None = None,
+        segment: str | None = None,
+        risk_band: RiskBand | None = None,
+        page: int = 1,
+        page_size: int | None = None,
+    ) -> AtRiskResponse:
+        """The customers with the largest value at risk, filtered and paged.
+
+        Parameters
+        ----------
+        top
+            Keep the ``top`` largest values at risk (after the filters).
+        min_value
+            Keep customers worth at least this if retained.
+        segment
+            Keep one RFM segment, ABC class, lifecycle stage or value x potential key.
+        risk_band
+            Keep one risk band.
+        page, page_size
+            1-based page and its size (default ``serving.at_risk_page_size``).
+
+        Returns
+        -------
+        AtRiskResponse
+            ``{"total", "page", "page_size", "items"}``.
+        """
+        return self._call(  # type: ignore[return-value]
+            "/at_risk",
+            lambda s: s.at_risk(
+                top=top,
+                min_value=min_value,
+                segment=segment,
+                risk_band=risk_band,
+                page=page,
+                page_size=page_size,
+            ),
+        )
+
+    @bentoml.api(route="/events", input_spec=EventsRequest)
+    def events(
+        self,
+        customer_id: str,
+        transactions: list[TransactionEvent] | None = None,
+        interactions: list[InteractionEvent] | None = None,
+    ) -> EventsResponse:
+        """Append a customer's new events; its next score reflects them.
+
+        Parameters
+        ----------
+        customer_id
+            The customer (a new one needs a transaction).
+        transactions, interactions
+            The events (at least one in all); timestamps may carry an offset (stored as UTC).
+
+        Returns
+        -------
+        EventsResponse
+            Counts received and the feature date; 400 for a bad or future-dated event.
+        """
+        try:
+            tx = [_event_dict(e) for e in transactions or ()]
+            inter = [_event_dict(e) for e in interactions or ()]
+        except (OverflowError, ValueError) as exc:  # e.g. year 1 with a +05:00 offset
+            self._count("/events", "invalid")
+            return _error(400, "invalid input", f"event timestamp out of range: {exc}")  # type: ignore[return-value]
+        return self._call(  # type: ignore[return-value]
+            "/events", lambda s: s.add_events(customer_id, transactions=tx, interactions=inter)
+        )
+
+
+Retentio.add_asgi_middleware(RequestGuard)
