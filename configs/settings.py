@@ -115,6 +115,11 @@ class LabelsConfig(_Section):
 class TrainingConfig(_Section):
     step_days: int = Field(30, gt=0, description="days between rolling snapshot cutoffs")
     n_snapshots: int = Field(4, ge=2, description="snapshots stacked (last one validates)")
+    embargo: bool = Field(
+        True,
+        description="newest training cutoff a whole horizon before the evaluation cutoff, so "
+        "no training label window overlaps the evaluation window",
+    )
     random_state: int = 42
     min_customers: int = Field(200, gt=0)
     min_purchasers: int = Field(50, gt=0)

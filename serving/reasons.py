@@ -8,7 +8,8 @@ phrases a retention team can act on, e.g. "no purchase for 143 days, 3.1x the us
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,8 @@ def _trend(row: pd.Series) -> str | None:
     # (a - b) / (a + b) = x  =>  a / b = (1 + x) / (1 - x)
     if x <= -1:
         return "no spend in the last 90 days after spending the 90 days before"
+    if x >= 1:
+        return "all spend of the last 180 days came in the last 90"
     change = (1 + x) / (1 - x) - 1
     return f"spend {'down' if change < 0 else 'up'} {abs(change):.0%} vs the previous 90 days"
 
@@ -140,7 +143,7 @@ PHRASES: dict[str, Callable[[pd.Series], str | None]] = {
 }
 
 
-def _fallback(feature: str, row: pd.Series) -> str | None:
+def _fallback(feature: str, row: Mapping[str, Any]) -> str | None:
     value = row.get(feature)
     x = _num(value)
     if x is None and (value is None or (isinstance(value, float) and math.isnan(value))):
@@ -148,6 +151,43 @@ def _fallback(feature: str, row: pd.Series) -> str | None:
     shown = str(value) if x is None else (f"{x:,.0f}" if x == int(x) else f"{x:,.2f}")
     label = _DESCRIPTIONS.get(feature, feature.replace("_", " "))
     return f"{label}: {shown}"
+
+
+def top_features(contributions: pd.DataFrame, *, k: int = 6) -> tuple[np.ndarray, list[str]]:
+    """Per row, the ``k`` features with the largest positive contributions, strongest first.
+
+    Returns
+    -------
+    tuple
+        ``(positions, names)``: an ``(n, k)`` int array of column positions into ``names``
+        (-1 where fewer than ``k`` contributions are positive) and the column names (``bias``
+        excluded).
+    """
+    contrib = contributions.drop(columns=["bias"], errors="ignore")
+    values = contrib.to_numpy(dtype=float)
+    k = min(k, values.shape[1])
+    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    positive = np.take_along_axis(values, order, axis=1) > 0
+    return np.where(positive, order, -1), [str(c) for c in contrib.columns]
+
+
+def phrase_reasons(
+    row: Mapping[str, Any], features: Iterable[str], *, n_reasons: int = 3
+) -> list[str]:
+    """Readable phrases for ``features`` (strongest first) with the values in ``row``.
+
+    Features whose phrases coincide (recency and overdue ratio) are merged; at most
+    ``n_reasons`` phrases are returned.
+    """
+    phrases: list[str] = []
+    for feature in features:
+        if len(phrases) == n_reasons:
+            break
+        maker = PHRASES.get(feature)
+        text = maker(row) if maker else _fallback(feature, row)
+        if text and text not in phrases:
+            phrases.append(text)
+    return phrases
 
 
 def top_reasons(
@@ -169,26 +209,13 @@ def top_reasons(
     Returns
     -------
     list of list of str
-        One list per row; features whose phrases coincide (recency and overdue ratio) are
-        merged, and only risk-raising (positive) contributions are used.
+        One list per row; only risk-raising (positive) contributions are used.
     """
     if contributions is None or contributions.empty:
         return [[] for _ in range(len(features))]
-    contrib = contributions.drop(columns=["bias"], errors="ignore")
-    values = contrib.to_numpy(dtype=float)
-    names = np.asarray(contrib.columns)
-    order = np.argsort(-values, axis=1)[:, : n_reasons * 3]  # extra room for merged phrases
-    out: list[list[str]] = []
-    for i in range(len(values)):  # output formatting of returned rows only
-        row = features.iloc[i]
-        phrases: list[str] = []
-        for j in order[i]:
-            if values[i, j] <= 0 or len(phrases) == n_reasons:
-                break
-            feature = str(names[j])
-            maker = PHRASES.get(feature)
-            text = maker(row) if maker else _fallback(feature, row)
-            if text and text not in phrases:
-                phrases.append(text)
-        out.append(phrases)
-    return out
+    positions, names = top_features(contributions, k=n_reasons * 3)  # room for merged phrases
+    records = features.to_dict("records")
+    return [  # output formatting of the returned rows only
+        phrase_reasons(rec, [names[j] for j in pos if j >= 0], n_reasons=n_reasons)
+        for rec, pos in zip(records, positions, strict=True)
+    ]

@@ -382,6 +382,7 @@ def train_all(
         step_days=tr.step_days,
         n_snapshots=tr.n_snapshots,
         first_timestamp=first,
+        embargo=tr.embargo,
     )
     snapshots = build_snapshots(tables, cutoffs, settings, progress=progress)
     for as_of in cutoffs:

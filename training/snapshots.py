@@ -62,8 +62,14 @@ def snapshot_cutoffs(
     n_snapshots: int,
     first_timestamp: pd.Timestamp | None = None,
     min_history_days: int = MIN_HISTORY_DAYS,
+    embargo: bool = True,
 ) -> list[pd.Timestamp]:
-    """Rolling cutoffs: the latest fully labelled one, then every ``step_days`` back.
+    """Rolling cutoffs: the latest fully labelled one (evaluation), then every ``step_days`` back.
+
+    With ``embargo`` (the default) the newest cutoff before the evaluation one lies a whole
+    horizon earlier, so no training or calibration label window overlaps the evaluation
+    window: with 30-day steps and a 90-day horizon, overlapping windows let the trees learn
+    what the same customers do during the evaluation period, and flatter the holdout metrics.
 
     Parameters
     ----------
@@ -80,6 +86,9 @@ def snapshot_cutoffs(
         ``min_history_days`` of history before it.
     min_history_days
         Minimum days between the first event and the oldest cutoff.
+    embargo
+        Keep a gap of ``max(horizon_days, step_days)`` between the evaluation cutoff and the
+        cutoff before it (otherwise ``step_days``).
 
     Returns
     -------
@@ -89,8 +98,9 @@ def snapshot_cutoffs(
     Raises
     ------
     InsufficientDataError
-        The data do not span ``min_history_days + (n_snapshots - 1) * step_days + horizon_days``
-        days; the message gives that minimum, the span found and what to reduce.
+        The data do not span ``min_history_days + (n_snapshots - 2) * step_days + gap +
+        horizon_days`` days (``gap`` as above); the message gives that minimum, the span found
+        and what to reduce.
     """
     if n_snapshots < 1 or step_days < 1 or horizon_days < 1:
         raise InsufficientDataError(
@@ -98,12 +108,16 @@ def snapshot_cutoffs(
             f"(got {n_snapshots}, {step_days}, {horizon_days}); fix training.* / labels.* in config"
         )
     latest = _max_label_cutoff(pd.Timestamp(last_timestamp), horizon_days)
-    cutoffs = [latest - pd.Timedelta(days=step_days * i) for i in range(n_snapshots)][::-1]
+    gap = max(horizon_days, step_days) if embargo else step_days
+    earlier = [latest - pd.Timedelta(days=gap + step_days * i) for i in range(n_snapshots - 1)]
+    cutoffs = [*earlier[::-1], latest]
     if first_timestamp is not None:
         first = as_cutoff(first_timestamp)
         have = (cutoffs[0] - first).days
         if have < min_history_days:
-            need = min_history_days + (n_snapshots - 1) * step_days + horizon_days
+            need = min_history_days + (n_snapshots - 2) * step_days + gap + horizon_days
+            if n_snapshots == 1:
+                need = min_history_days + horizon_days
             span = (as_cutoff(last_timestamp) - first).days + 1
             raise InsufficientDataError(
                 f"not enough history for {n_snapshots} snapshots every {step_days} days with a "
@@ -189,12 +203,16 @@ def _fill_missing_labels(frame: pd.DataFrame, settings: Settings) -> None:
     active = (
         recency.le(lab.active_days) if recency is not None else pd.Series(False, index=frame.index)
     )
-    frame["is_active"] = frame["is_active"].fillna(active).astype(bool)
+    # object columns (all-NaN after the join): make them float first, so fillna does not rely on
+    # pandas' deprecated silent downcasting of object arrays
+    is_active = frame["is_active"].astype("boolean").astype(float)
+    frame["is_active"] = is_active.fillna(active.astype(float)).astype(bool)
     missing_churn = frame["churned"].isna() & frame["is_active"]
     frame.loc[missing_churn, "churned"] = 1.0
     frame.loc[~frame["is_active"], "churned"] = float("nan")
     frame["churned"] = frame["churned"].astype(float)
-    frame["next_purchase_observed"] = frame["next_purchase_observed"].fillna(False).astype(bool)
+    observed = frame["next_purchase_observed"].astype("boolean")
+    frame["next_purchase_observed"] = observed.fillna(False).astype(bool)
     frame["days_to_next_purchase"] = (
         frame["days_to_next_purchase"].fillna(lab.next_purchase_horizon_days).astype(float)
     )

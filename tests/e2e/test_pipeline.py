@@ -72,7 +72,7 @@ def test_pipeline_end_to_end(tmp_path: Path, empty_store: Path) -> None:
         scorer.close()
 
     _ok(["monitor", *c])
-    summaries = list((tmp_path / "artifacts" / "monitoring").glob("*/monitor_summary.json"))
+    summaries = list((tmp_path / "artifacts" / "monitoring").rglob("monitor_summary.json"))
     assert len(summaries) == 1
     summary = json.loads(summaries[0].read_text())
     assert 0 <= summary["drift"]["drift_share"] <= 1

@@ -167,11 +167,12 @@ def test_cutoff_option_and_two_snapshot_scheme(tables) -> None:
         training={"min_customers": 50, "min_purchasers": 20, "lightgbm": LGBM, "n_snapshots": 2}
     )
     res = train_all(tables, two, tasks=["churn"], cutoff="2025-03-31")
-    # data end at the cutoff: the newest 90-day churn window ends on 2025-03-31
-    assert res.cutoffs == [pd.Timestamp("2024-12-01"), pd.Timestamp("2024-12-31")]
+    # data end at the cutoff: the newest 90-day churn window ends on 2025-03-31; the embargo puts
+    # the training cutoff a whole horizon (90 days) before the evaluation cutoff
+    assert res.cutoffs == [pd.Timestamp("2024-10-02"), pd.Timestamp("2024-12-31")]
     meta = res.models["churn"].metadata
     # with two snapshots, calibration uses held-out customers of the older snapshot
-    assert meta["train_cutoffs"] == ["2024-12-01"] and meta["calibration_cutoff"] == "2024-12-01"
+    assert meta["train_cutoffs"] == ["2024-10-02"] and meta["calibration_cutoff"] == "2024-10-02"
     assert res.models["churn"].metadata["n_calibration_rows"] > 0
     assert set(res.models) == {"churn"}
 

@@ -37,7 +37,8 @@ def test_cutoffs_honour_the_horizon_and_step() -> None:
     cutoffs = snapshot_cutoffs(last, horizon_days=90, step_days=30, n_snapshots=3)
     assert len(cutoffs) == 3
     assert cutoffs == sorted(cutoffs)
-    assert [(b - a).days for a, b in zip(cutoffs, cutoffs[1:], strict=False)] == [30, 30]
+    # 30-day steps, then the embargo: the evaluation cutoff is a whole horizon after the last
+    assert [(b - a).days for a, b in zip(cutoffs, cutoffs[1:], strict=False)] == [30, 90]
     # the newest label window ends inside the data (the last day is complete) ...
     end = label_window(cutoffs[-1], 90)[1]
     assert end <= pd.Timestamp("2025-06-30") + DAY
@@ -47,8 +48,9 @@ def test_cutoffs_honour_the_horizon_and_step() -> None:
 
 
 def test_cutoffs_refuse_short_history_naming_the_minimum() -> None:
-    # 90 history days + 2 steps of 30 + 90 horizon = 240 days needed; the data span 200
-    with pytest.raises(InsufficientDataError, match=r"at least 240 days are needed"):
+    # 90 history days + 1 step of 30 + a 90-day embargo + 90 horizon = 300 days needed; the
+    # data span 200
+    with pytest.raises(InsufficientDataError, match=r"at least 300 days are needed"):
         snapshot_cutoffs(
             pd.Timestamp("2024-07-18"),
             horizon_days=90,
@@ -123,3 +125,22 @@ def test_check_snapshot_names_the_minimum(tables) -> None:
     few_buyers = load_settings(training={"min_customers": 10, "min_purchasers": 100_000})
     with pytest.raises(InsufficientDataError, match=r"purchase in the label window.*100000"):
         check_snapshot(snap, few_buyers, tasks=["ltv"])
+
+
+def test_embargo_keeps_training_label_windows_out_of_the_evaluation_window() -> None:
+    cutoffs = snapshot_cutoffs(
+        pd.Timestamp("2025-06-30 18:00"), horizon_days=90, step_days=30, n_snapshots=4
+    )
+    evaluation = cutoffs[-1]
+    assert evaluation == pd.Timestamp("2025-04-01")
+    # every other snapshot's label window (c, c + 90] ends by the evaluation cutoff
+    assert all(c + pd.Timedelta(days=90) <= evaluation for c in cutoffs[:-1])
+    assert [(b - a).days for a, b in zip(cutoffs, cutoffs[1:], strict=False)] == [30, 30, 90]
+    leaky = snapshot_cutoffs(
+        pd.Timestamp("2025-06-30 18:00"),
+        horizon_days=90,
+        step_days=30,
+        n_snapshots=4,
+        embargo=False,
+    )
+    assert [(b - a).days for a, b in zip(leaky, leaky[1:], strict=False)] == [30, 30, 30]
