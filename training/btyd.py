@@ -411,7 +411,14 @@ class BtydBaseline(BaseEstimator):
         denom = 1 + (x > 0) * (a / (b + np.maximum(x, 1) - 1)) * ((alpha + T) / (alpha + t_x)) ** (
             r + x
         )
-        return first * second / denom
+        # A customer who never drops out buys E[lambda | x, T] * t = (r + x) / (alpha + T) * t;
+        # dropout can only lower that. With a <= 1 the closed form is unbounded (the (a - 1)
+        # denominator), which gave CLVs of 1e11 on a real snapshot: bound it.
+        bound = (r + x) / (alpha + T) * t
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            value = first * second / denom
+        value = np.where(np.isfinite(value) & (value >= 0), value, bound)
+        return np.minimum(value, bound)
 
     def _expected_spend(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
         pop = self.population_spend_

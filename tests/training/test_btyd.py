@@ -298,3 +298,16 @@ def test_sklearn_params_and_small_pickle(fitted: BtydBaseline, sim: pd.DataFrame
     pd.testing.assert_frame_equal(
         restored.predict(sim, horizon_days=90), fitted.predict(sim, horizon_days=90)
     )
+
+
+def test_expected_purchases_stay_bounded_when_a_is_below_one() -> None:
+    """a <= 1 makes the closed form unbounded; the never-dropping-out rate bounds it."""
+    model = BtydBaseline()
+    model.params_ = pd.Series({"r": 0.5, "alpha": 10.0, "a": 0.9, "b": 2.0})
+    x = np.array([0.0, 3.0, 10.0])
+    t_x = np.array([0.0, 50.0, 200.0])
+    T = np.array([100.0, 100.0, 300.0])
+    got = model._expected_purchases(90.0, x, t_x, T)
+    bound = (0.5 + x) / (10.0 + T) * 90.0
+    assert np.isfinite(got).all() and (got >= 0).all()
+    assert (got <= bound + 1e-12).all()
