@@ -19,8 +19,16 @@ How a score is made
    thresholds of the whole population (so one customer is judged like in a batch), and the
    churn model's contributions become the top reasons.
 
-Models are held in one immutable bundle; a reload builds a new bundle off the request path and
-swaps the reference, so a request sees either the old models or the new ones, never a mix.
+Fast path: when the models are loaded, the whole store population is scored once at the scoring
+date (the batch that also ranks the at-risk list), and each customer's strongest churn
+contributions are kept. A request for a customer without new events, while the scoring date has
+not moved, is then a lookup plus phrasing; everything else (events received, inline features,
+a date that moved before the background refresh) takes the full recompute above. Both paths give
+the same numbers (tests compare them).
+
+Models are held in one immutable bundle; a reload (new champions, a rebuilt store, a new scoring
+date) builds a new bundle off the request path and swaps the reference, so a request sees either
+the old bundle or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +52,9 @@ from features.cutoff import as_cutoff
 from features.schema import AS_OF, ENTITY, FEATURES, STATIC_PREFIX, TIME_DEPENDENT, Tables
 from features.scores import rfm_segments
 from features.store import OnlineStore, read_offline
-from retentio.errors import ContractError, CustomerNotFoundError
+from retentio.errors import ContractError, CustomerNotFoundError, RetentioError
 from serving.prediction_log import PredictionLog, features_hash
-from serving.reasons import top_reasons
+from serving.reasons import phrase_reasons, top_features, top_reasons
 from training.models import TaskModel
 from training.pipeline import TASKS, score_all, score_thresholds
 
@@ -92,11 +100,14 @@ def typed_features(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def shift_to(frame: pd.DataFrame, date: pd.Timestamp) -> pd.DataFrame:
-    """Move time-dependent features from each row's ``as_of`` to ``date`` (never backwards)."""
-    out = frame.copy()
-    delta = (date - pd.to_datetime(out[AS_OF])).dt.days.clip(lower=0).to_numpy(dtype=float)
+    """Move time-dependent features from each row's ``as_of`` to ``date`` (never backwards).
+
+    Returns ``frame`` itself when nothing moves (callers never mutate it).
+    """
+    delta = (date - pd.to_datetime(frame[AS_OF])).dt.days.clip(lower=0).to_numpy(dtype=float)
     if not delta.any():
-        return out
+        return frame
+    out = frame.copy()
     for col in _SHIFTED:
         if col in out:
             out[col] = out[col].to_numpy(dtype=float) + delta
@@ -181,16 +192,27 @@ class Population:
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """Champion models and everything derived from them; replaced whole on reload."""
+    """Champion models and everything derived from them for one scoring date.
+
+    Replaced whole on reload (new champions, a rebuilt store, a new scoring date): a request
+    takes one reference and sees one consistent set.
+    """
 
     models: dict[str, TaskModel]
     versions: dict[str, str]
+    date: pd.Timestamp
     thresholds: dict[str, float]
-    table: pd.DataFrame  # batch scores of every store customer, ranked by value at risk
+    table: pd.DataFrame  # batch scores of every store customer, index customer_id, base order
+    ranked: pd.Index  # customer ids by value at risk, highest first
+    values: dict[str, np.ndarray]  # feature and btyd_* values by base position, for reasons
+    reason_positions: np.ndarray  # (n, k) positions into reason_names, -1 = none
+    reason_names: list[str]
 
 
 ModelLoader = Callable[[Settings], tuple[dict[str, TaskModel], dict[str, str]]]
 VersionProbe = Callable[[Settings], dict[str, str | None]]
+_REASON_CANDIDATES = 9  # top features kept per customer (phrases merge: room for 3 reasons)
+_CHUNK = 100_000
 
 
 def load_champions(settings: Settings) -> tuple[dict[str, TaskModel], dict[str, str]]:
@@ -208,6 +230,24 @@ def champion_versions(settings: Settings) -> dict[str, str | None]:
     from training.registry import champion_version
 
     return {task: champion_version(task, settings) for task in TASKS}
+
+
+class _RowView(Mapping[str, Any]):
+    """One customer's values, read lazily from the bundle's column arrays."""
+
+    __slots__ = ("_pos", "_values")
+
+    def __init__(self, values: dict[str, np.ndarray], pos: int) -> None:
+        self._values, self._pos = values, pos
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key][self._pos]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
 
 
 class Scorer:
@@ -234,12 +274,8 @@ class Scorer:
         probe: VersionProbe = champion_versions,
     ) -> None:
         self.settings = settings
-        self.store = store
         self._loader = loader
         self._probe = probe
-        meta = store.meta()
-        self.store_date = as_cutoff(meta["as_of"])
-        self.store_built_at = str(meta.get("built_at", ""))
         artifacts = Path(settings.paths.artifacts)
         self.log = PredictionLog(
             artifacts / "predictions" / "predictions.jsonl",
@@ -247,24 +283,38 @@ class Scorer:
             backups=settings.serving.prediction_log_backups,
         )
         self._events_path = artifacts / "events.jsonl"
-        self._lock = threading.RLock()  # events and overrides
+        self._lock = threading.RLock()  # events, rebuilt rows, clock
         self._reload_lock = threading.Lock()
-        self._events: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        self._rebuilt: dict[str, pd.DataFrame] = {}  # customer -> rebuilt feature row
-        self._clock = self.store_date
-        self._base = self._read_population_features()
-        self.population = Population.from_features(self._base, settings.features.abc.window_days)
-        self._replay_events()
+        self._open_store(store)
         models, versions = loader(settings)
         self._bundle = self._prepare(models, versions)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Scorer:
         """Open the online store under ``paths.artifacts`` and load the champions."""
-        store = OnlineStore(Path(settings.paths.artifacts) / "online.sqlite")
-        return cls(settings, store)
+        return cls(settings, OnlineStore(cls._store_path(settings)))
+
+    @staticmethod
+    def _store_path(settings: Settings) -> Path:
+        return Path(settings.paths.artifacts) / "online.sqlite"
 
     # -- state ----------------------------------------------------------------------------------
+
+    def _open_store(self, store: OnlineStore) -> None:
+        """Take a (new) online store: population, clock, and the events received since it."""
+        self.store = store
+        self._store_mtime = store.path.stat().st_mtime_ns
+        meta = store.meta()
+        self.store_date = as_cutoff(meta["as_of"])
+        self.store_built_at = str(meta.get("built_at", ""))
+        self._events: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self._rebuilt: dict[str, pd.DataFrame] = {}  # customer -> rebuilt feature row
+        self._clock = self.store_date
+        self._base = self._read_population_features()
+        self.population = Population.from_features(
+            self._base, self.settings.features.abc.window_days
+        )
+        self._replay_events()
 
     @property
     def versions(self) -> dict[str, str]:
@@ -289,37 +339,91 @@ class Scorer:
             frame = read_offline(Path(self.settings.paths.artifacts) / "features", self.store_date)
         except ContractError:
             frame = self.store.all()
-        return typed_features(frame)
+        return typed_features(frame).reset_index(drop=True)
 
     def _prepare(self, models: dict[str, TaskModel], versions: dict[str, str]) -> ModelBundle:
-        """Batch-score the population: thresholds for single scores and the at-risk table."""
-        base = shift_to(self._base, self.scoring_date())
+        """Batch-score the population at the scoring date: thresholds, at-risk order, reasons."""
+        date = self.scoring_date()
+        base = shift_to(self._base, date)
         scores = score_all(models, base, self.settings)
         thresholds = score_thresholds(base, scores, self.settings)
         table = scores.set_index(ENTITY)
-        table = table.sort_values("value_at_risk", ascending=False, kind="stable")
-        logger.info("scored %d customers with versions %s", len(table), versions)
-        return ModelBundle(dict(models), dict(versions), thresholds, table)
+        ranked = table.sort_values("value_at_risk", ascending=False, kind="stable").index
+        values = {col: base[col].to_numpy() for col in base.columns}
+        churn = models.get("churn")
+        positions = np.full((len(base), 1), -1, dtype=np.int32)
+        names: list[str] = []
+        if churn is not None:
+            parts, btyd_parts = [], []
+            for start in range(0, len(base), _CHUNK):
+                chunk = base.iloc[start : start + _CHUNK]
+                contrib = churn.contributions(chunk)
+                if contrib is None:  # a baseline without contributions: no reasons
+                    parts.append(np.full((len(chunk), 1), -1, dtype=np.int32))
+                else:
+                    pos, names = top_features(contrib, k=_REASON_CANDIDATES)
+                    parts.append(pos.astype(np.int32))
+                inputs = churn.model_input(chunk)
+                btyd_parts.append(inputs[[c for c in inputs.columns if c not in values]])
+            positions = np.vstack(parts) if parts else positions
+            if btyd_parts:
+                extra = pd.concat(btyd_parts, ignore_index=True)
+                values.update({col: extra[col].to_numpy() for col in extra.columns})
+        logger.info("scored %d customers as of %s with %s", len(table), date.date(), versions)
+        return ModelBundle(
+            dict(models), dict(versions), date, thresholds, table, ranked, values, positions, names
+        )
 
     def reload_if_changed(self) -> bool:
-        """Swap in the registry's new champions if any alias moved; True if swapped."""
+        """Swap in new champions, a rebuilt store or a new scoring date; True if swapped.
+
+        Called periodically by the service (off the request path). The new bundle is built
+        completely, then installed with one reference assignment.
+        """
         if not self._reload_lock.acquire(blocking=False):
             return False
         try:
+            path = self._store_path(self.settings)
+            if path.exists() and path.stat().st_mtime_ns != self._store_mtime:
+                logger.info("online store %s was rebuilt; reopening", path)
+                with self._lock:
+                    old = self.store
+                    self._open_store(OnlineStore(path))
+                old.close()
+                self._bundle = self._prepare(self._bundle.models, self._bundle.versions)
+                return True
             current = self._probe(self.settings)
-            if all(current.get(t) == self._bundle.versions.get(t) for t in TASKS):
-                return False
-            if any(v is None for v in current.values()):
+            moved = any(current.get(t) != self._bundle.versions.get(t) for t in TASKS)
+            if moved and any(v is None for v in current.values()):
                 logger.warning("champion alias missing for some task (%s); keeping", current)
-                return False
-            models, versions = self._loader(self.settings)
-            self._bundle = self._prepare(models, versions)  # one reference assignment
-            logger.info("reloaded champions: %s", versions)
-            return True
+                moved = False
+            if moved:
+                models, versions = self._loader(self.settings)
+                self._bundle = self._prepare(models, versions)
+                logger.info("reloaded champions: %s", versions)
+                return True
+            if self._bundle.date != self.scoring_date():
+                self._bundle = self._prepare(self._bundle.models, self._bundle.versions)
+                return True
+            return False
         finally:
             self._reload_lock.release()
 
-    # -- features -------------------------------------------------------------------------------
+    # -- scoring --------------------------------------------------------------------------------
+
+    def _fast(self, bundle: ModelBundle, ids: list[str]) -> list[dict[str, Any]]:
+        """Scores of store customers from the bundle (valid while its date is the scoring date)."""
+        rows = bundle.table.loc[ids]
+        pos = bundle.table.index.get_indexer(ids)
+        out, feats = [], []
+        for cid, p, rec in zip(ids, pos, rows.to_dict("records"), strict=True):
+            view = _RowView(bundle.values, int(p))
+            names = [bundle.reason_names[j] for j in bundle.reason_positions[p] if j >= 0]
+            rec[ENTITY] = cid
+            out.append(self._record(rec, phrase_reasons(view, names), bundle))
+            feats.append(view)
+        self._log(feats, out, source="store")
+        return out
 
     def _rows(self, customer_ids: Sequence[str]) -> pd.DataFrame:
         ids = [str(c) for c in customer_ids]
@@ -336,7 +440,8 @@ class Scorer:
         return shift_to(frame, self.scoring_date())
 
     def _score_frame(self, features: pd.DataFrame, *, source: str) -> list[dict[str, Any]]:
-        bundle = self._bundle  # one consistent set of models for this request
+        """Scores recomputed from feature rows (inline, rebuilt, or after the date moved)."""
+        bundle = self._bundle
         scores = score_all(bundle.models, features, self.settings, thresholds=bundle.thresholds)
         churn = bundle.models.get("churn")
         if churn is not None:
@@ -347,7 +452,7 @@ class Scorer:
             self._record(row, why, bundle)
             for row, why in zip(scores.to_dict("records"), reasons, strict=True)
         ]
-        self._log(features, out, source)
+        self._log(features.to_dict("records"), out, source)
         return out
 
     def _record(self, row: Mapping[str, Any], reasons: list[str], bundle: ModelBundle) -> dict:
@@ -378,15 +483,14 @@ class Scorer:
         rec["feature_date"] = as_of.date().isoformat()
         return rec
 
-    def _log(self, features: pd.DataFrame, records: list[dict], source: str) -> None:
+    def _log(self, features: Sequence[Mapping[str, Any]], records: list[dict], source: str) -> None:
         now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-        feats = features.to_dict("records")
         self.log.write(
             {
                 "time": now,
                 "source": source,
                 "customer_id": rec["customer_id"],
-                "features_hash": features_hash(f),
+                "features_hash": features_hash(dict(f)),
                 "feature_date": rec["feature_date"],
                 "churn_probability": rec["churn_probability"],
                 "predicted_ltv": rec["predicted_ltv"],
@@ -394,13 +498,16 @@ class Scorer:
                 "value_at_risk": rec["value_at_risk"],
                 "model_versions": rec["model_versions"],
             }
-            for rec, f in zip(records, feats, strict=True)
+            for rec, f in zip(records, features, strict=True)
         )
 
     # -- public API -----------------------------------------------------------------------------
 
     def score(self, customer_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Score customers of the online store, in the order given.
+
+        Customers without new events are answered from the bundle while its date is the
+        scoring date (the common case); the others are recomputed from their feature rows.
 
         Raises
         ------
@@ -409,7 +516,20 @@ class Scorer:
         """
         if not customer_ids:
             raise ContractError("no customer ids given; send at least one")
-        return self._score_frame(self._rows(customer_ids), source="store")
+        ids = [str(c) for c in customer_ids]
+        bundle = self._bundle
+        with self._lock:
+            rebuilt = set(self._rebuilt) & set(ids)
+        known = bundle.table.index
+        unknown = [c for c in ids if c not in rebuilt and c not in known]
+        if unknown:
+            raise CustomerNotFoundError(
+                f"unknown customer id(s): {', '.join(map(repr, unknown[:5]))}"
+                + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            )
+        if rebuilt or bundle.date != self.scoring_date():
+            return self._score_frame(self._rows(ids), source="store")
+        return self._fast(bundle, ids)
 
     def score_features(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Score inline feature rows (missing features are NaN; unknown names are an error).
@@ -460,7 +580,8 @@ class Scorer:
         if top < 1 or page < 1:
             raise ContractError("top and page must be at least 1")
         size = page_size or self.settings.serving.at_risk_page_size
-        table = self._bundle.table
+        bundle = self._bundle
+        table = bundle.table.loc[bundle.ranked]
         with self._lock:
             rebuilt = list(self._rebuilt)
         if rebuilt:  # customers with new events: their live scores replace the batch rows
@@ -505,22 +626,17 @@ class Scorer:
         ix = [self._check_event(e, "interactions", i) for i, e in enumerate(interactions)]
         if not tx and not ix:
             raise ContractError("no events given; send transactions and/or interactions")
-        received = dt.datetime.now(dt.UTC).isoformat()
-        self._events_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, self._events_path.open("a", encoding="utf-8") as fh:
-            fh.write(
-                json.dumps(
-                    {
-                        "received_at": received,
-                        "customer_id": cid,
-                        "transactions": tx,
-                        "interactions": ix,
-                    },
-                    default=str,
-                )
-                + "\n"
-            )
-            self._apply_events(cid, tx, ix)
+        with self._lock:
+            self._apply_events(cid, tx, ix)  # validates by rebuilding; raises before any change
+            self._events_path.parent.mkdir(parents=True, exist_ok=True)
+            with self._events_path.open("a", encoding="utf-8") as fh:
+                record = {
+                    "received_at": dt.datetime.now(dt.UTC).isoformat(),
+                    "customer_id": cid,
+                    "transactions": tx,
+                    "interactions": ix,
+                }
+                fh.write(json.dumps(record, default=str) + "\n")
         return {
             "customer_id": cid,
             "n_transactions": len(tx),
@@ -558,17 +674,28 @@ class Scorer:
         return ev
 
     def _apply_events(self, cid: str, tx: list[dict], ix: list[dict]) -> None:
-        store = self._events.setdefault(cid, {"transactions": [], "interactions": []})
-        store["transactions"] += tx
-        store["interactions"] += ix
-        latest = max(e["timestamp"] for e in tx + ix).normalize()
-        if self.settings.serving.clock == "data" and latest > self._clock:
-            self._clock = latest
-        self._rebuilt[cid] = self._rebuild(cid)
+        """Rebuild the customer with the new events, then commit events, row and clock.
 
-    def _rebuild(self, cid: str) -> pd.DataFrame:
-        """The customer's feature row rebuilt from stored history plus received events."""
+        Nothing changes if the rebuild fails (e.g. a new customer without a purchase).
+        """
         live = self._events.get(cid, {"transactions": [], "interactions": []})
+        pending = {
+            "transactions": live["transactions"] + tx,
+            "interactions": live["interactions"] + ix,
+        }
+        latest = max(e["timestamp"] for e in tx + ix).normalize()
+        clock = self._clock
+        if self.settings.serving.clock == "data" and latest > clock:
+            clock = latest
+        row = self._rebuild(cid, pending, clock)
+        self._events[cid] = pending
+        self._rebuilt[cid] = row
+        self._clock = clock
+
+    def _rebuild(
+        self, cid: str, live: dict[str, list[dict[str, Any]]], clock: pd.Timestamp
+    ) -> pd.DataFrame:
+        """The customer's feature row rebuilt from stored history plus received events."""
         parts: dict[str, pd.DataFrame | None] = {}
         for name in ("transactions", "interactions", "surveys", "customers"):
             hist = self.store.events(name, cid)
@@ -592,7 +719,7 @@ class Scorer:
             surveys=parts["surveys"],
             interactions=parts["interactions"],
         )
-        date = max(self.scoring_date(), tx["timestamp"].max().normalize())
+        date = max(self.scoring_date(), clock, tx["timestamp"].max().normalize())
         row = build_features(tables, date, self.settings.features)
         row = row[row[ENTITY] == cid]
         row = self.population.place(typed_features(row))
@@ -610,7 +737,13 @@ class Scorer:
                     continue
                 tx = [dict(e, timestamp=pd.Timestamp(e["timestamp"])) for e in rec["transactions"]]
                 ix = [dict(e, timestamp=pd.Timestamp(e["timestamp"])) for e in rec["interactions"]]
-                self._apply_events(rec["customer_id"], tx, ix)
+                try:
+                    self._apply_events(rec["customer_id"], tx, ix)
+                except RetentioError as exc:  # written by an older version: skip, say so
+                    logger.warning(
+                        "skipping a stored event batch for %s: %s", rec["customer_id"], exc
+                    )
+                    continue
                 n += 1
         if n:
             logger.info("replayed %d event batches received since the store was built", n)

@@ -325,11 +325,6 @@ def test_hot_reload_under_load_fails_no_request(
     serving_setup.versions = new
 
 
-@pytest.mark.xfail(
-    reason="serving/scorer.py add_events stores the batch and moves the clock before "
-    "_rebuild rejects a customer without purchases; the next start replays it and fails",
-    strict=False,
-)
 def test_rejected_events_change_nothing(
     http: httpx.Client, store_rows: pd.DataFrame, serving_setup: Setup
 ) -> None:
