@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from features.cutoff import as_cutoff, history
+from features.rfm import customer_positions
 from features.schema import ATTITUDINAL_FEATURES
 from retentio.errors import ContractError
 
@@ -159,7 +160,7 @@ def build_attitudinal_features(
     )
     work["engagement"] = components.mean(axis=1)  # NaN when no component answered
 
-    pos = _as_index(customer_ids).get_indexer(work["customer_id"])
+    pos = customer_positions(work["customer_id"], _as_index(customer_ids))
     known = pos >= 0
     if not known.any():
         return _frame(customer_ids, {})

@@ -212,6 +212,8 @@ def _static(customers: pd.DataFrame | None, ids: pd.Index) -> pd.DataFrame:
         ):
             columns[f"{STATIC_PREFIX}{col}"] = values
             continue
+        if values.dtype != object:  # Arrow-backed text: object categories, as rebuilt rows have
+            values = values.astype(object)
         categorical = pd.Categorical(values)  # categories: sorted distinct present values
         if not all(isinstance(c, str) for c in categorical.categories):
             categorical = pd.Categorical(values.where(values.isna(), values.astype(str)))

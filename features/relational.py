@@ -31,9 +31,13 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.cutoff import as_cutoff, history_end
+from features.rfm import customer_positions
 from features.schema import RELATIONAL_FEATURES
+from features.validation import as_arrow_text
 from retentio.errors import ContractError
 
 logger = logging.getLogger(__name__)
@@ -41,6 +45,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["build_relational_features"]
 
 _NAMES = [f.name for f in RELATIONAL_FEATURES]
+_MAX_BITS = 64  # distinct channels counted with a uint64 bit set up to this many channels
 _COUNTS = (
     "rel_complaints_90d",
     "rel_complaints_365d",
@@ -65,6 +70,24 @@ def _frame(customer_ids: pd.Index, values: dict[str, np.ndarray]) -> pd.DataFram
         for name in _NAMES
     }
     return pd.DataFrame(columns, index=_as_index(customer_ids).rename("customer_id"), copy=False)
+
+
+def _small_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """``int32`` codes (``-1`` = missing) and distinct values of a low-cardinality text column.
+
+    Arrow's dictionary encoding: half the memory of ``pd.factorize``'s ``int64`` codes on tens
+    of millions of interactions.
+    """
+    arr = as_arrow_text(values)
+    if isinstance(arr, pa.Array):
+        arr = pa.chunked_array([arr], type=arr.type)
+    if len(arr) == 0:
+        return np.zeros(0, dtype="int32"), []
+    encoded = pa.table({"c": pc.dictionary_encode(arr)}).unify_dictionaries().column(0)
+    codes = np.concatenate(
+        [c.indices.fill_null(-1).to_numpy(zero_copy_only=False) for c in encoded.chunks]
+    ).astype("int32", copy=False)
+    return codes, encoded.chunk(0).dictionary.to_pylist()
 
 
 def build_relational_features(
@@ -107,10 +130,13 @@ def build_relational_features(
         )
     # column-wise history (timestamp < cutoff + 1 day, as features.cutoff.history) so the
     # frame itself is never copied: interactions can be the largest table
-    visible = (interactions["timestamp"] < history_end(cutoff)).to_numpy()
-    pos = _as_index(customer_ids).get_indexer(interactions["customer_id"].to_numpy()[visible])
-    rows = np.flatnonzero(visible)[pos >= 0]
-    pos = pos[pos >= 0]
+    stamps = interactions["timestamp"].to_numpy(dtype="datetime64[ns]")
+    visible = stamps < history_end(cutoff).to_datetime64()
+    pos = customer_positions(interactions["customer_id"], customer_ids)
+    keep = visible & (pos >= 0)
+    every_row = bool(keep.all())
+    rows = np.flatnonzero(keep)
+    pos = pos if every_row else pos[rows]
     n = len(customer_ids)
     has_resolved = "resolved" in interactions.columns
     out: dict[str, np.ndarray] = {}
@@ -120,21 +146,23 @@ def build_relational_features(
         return _frame(customer_ids, out)
 
     def column(name: str) -> pd.Series:
-        return interactions[name].take(rows)
+        return interactions[name] if every_row else interactions[name].take(rows)
 
-    codes, uniques = pd.factorize(column("type"))
+    codes, uniques = _small_codes(column("type"))
     lowered = np.asarray(pd.Index(uniques).astype(str).str.strip().str.lower(), dtype=object)
 
     def of_type(*names: str) -> np.ndarray:
         return np.isin(codes, np.flatnonzero(np.isin(lowered, names)))
 
-    day = column("timestamp").dt.floor("D")
-    age = ((cutoff - day) / pd.Timedelta(days=1)).to_numpy(dtype="float64")
+    # whole days from the event's day to the cutoff day (0 = on the cutoff day)
+    event_day = (stamps if every_row else stamps[rows]).astype("datetime64[D]")
+    age = (cutoff.to_datetime64().astype("datetime64[D]") - event_day).astype("int32")
+    del event_day
     in90 = age < 90
     in365 = age < 365
 
     def count(flag: np.ndarray) -> np.ndarray:
-        return np.bincount(pos, weights=flag.astype("float64"), minlength=n).astype("int64")
+        return np.bincount(pos[flag], minlength=n).astype("int64")
 
     complaint = of_type("complaint")
     out["rel_complaints_90d"] = count(complaint & in90)
@@ -155,16 +183,24 @@ def build_relational_features(
             out[name] = np.where(sent > 0, np.minimum(rate, 1.0), np.nan)
 
     if "channel" in interactions.columns:
-        channel_codes, _ = pd.factorize(column("channel"))
-        pairs = pd.DataFrame({"pos": pos, "channel": channel_codes})
-        pairs = pairs[(channel_codes >= 0) & in365].drop_duplicates()
-        out["rel_n_contact_channels"] = np.bincount(pairs["pos"].to_numpy(), minlength=n).astype(
-            "int64"
-        )
+        channel_codes, channels = _small_codes(column("channel"))
+        used = (channel_codes >= 0) & in365
+        if len(channels) <= _MAX_BITS and hasattr(np, "bitwise_count"):  # NumPy >= 2
+            # one bit per channel, OR-ed per customer, then counted
+            bits = np.zeros(n, dtype="uint64")
+            np.bitwise_or.at(
+                bits, pos[used], np.left_shift(np.uint64(1), channel_codes[used].astype("uint64"))
+            )
+            out["rel_n_contact_channels"] = np.bitwise_count(bits).astype("int64")
+        else:  # distinct (customer, channel) pairs as one int64 key each
+            width = max(len(channels), 1)
+            pairs = pd.unique(pos[used].astype("int64") * width + channel_codes[used])
+            out["rel_n_contact_channels"] = np.bincount(pairs // width, minlength=n).astype("int64")
 
-    youngest = pd.Series(age).groupby(pos).min()
-    days = np.full(n, np.nan)
-    days[youngest.index.to_numpy()] = youngest.to_numpy()
+    youngest = np.full(n, np.iinfo("int32").max, dtype="int32")
+    np.minimum.at(youngest, pos, age)
+    days = youngest.astype("float64")
+    days[youngest == np.iinfo("int32").max] = np.nan
     out["rel_days_since_contact"] = days
     logger.debug("relational features from %d interactions for %d customers", len(rows), n)
     return _frame(customer_ids, out)

@@ -2,7 +2,10 @@
 
 Everything is computed by one DuckDB query over the pandas frame (lines -> orders -> purchase
 days -> per-customer aggregates), so the build stays in the seconds range on ten million lines;
-pandas only finishes the frame (signup-based tenure, dtypes).
+pandas only finishes the frame (signup-based tenure, dtypes). The query groups on ``int32``
+customer codes (:func:`customer_codes`, numbered in sorted id order) rather than id strings, and
+on large logs runs in passes over consecutive code ranges of ~8M lines each, which bounds the
+order-level hash table (the memory peak) without changing any value.
 
 Vocabulary used throughout (and by :mod:`features.labels`):
 
@@ -23,11 +26,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from configs.settings import FeaturesConfig, RfmNoteConfig
 from features.cutoff import as_cutoff, history_end
 from features.schema import ENTITY, RFM_FEATURES, TABLES
+from features.validation import as_arrow_text
 from retentio.errors import ContractError
 
 logger = logging.getLogger(__name__)
@@ -37,6 +44,8 @@ __all__ = [
     "RFM_COLUMNS",
     "build_rfm_features",
     "check_transactions",
+    "customer_codes",
+    "customer_positions",
     "duckdb_cursor",
     "order_key_sql",
 ]
@@ -107,6 +116,83 @@ def check_transactions(transactions: pd.DataFrame, *, where: str) -> pd.DataFram
     return transactions
 
 
+def customer_codes(values: pd.Series) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes of the customer ids of ``values``, numbered in sorted id order.
+
+    Aggregating on int32 codes instead of strings makes DuckDB's hash aggregations and
+    windows several times cheaper; numbering the codes in sorted id order keeps ``ORDER BY``
+    on codes equal to ``ORDER BY customer_id``. One hash pass (Arrow ``dictionary_encode``)
+    plus a sort of the distinct ids.
+
+    Parameters
+    ----------
+    values
+        A column of customer ids (pyarrow-backed ``str``, or ``object`` strings).
+
+    Returns
+    -------
+    codes : numpy.ndarray
+        ``int32`` code per row, ``-1`` for a missing id.
+    uniques : pyarrow.Array
+        The distinct ids, sorted; ``uniques[code]`` is the id of a code.
+    """
+    arr = as_arrow_text(values)
+    if isinstance(arr, pa.Array):
+        arr = pa.chunked_array([arr], type=arr.type)
+    if arr.num_chunks == 0 or len(arr) == 0:
+        return np.full(len(arr), -1, dtype="int32"), pa.array([], type=arr.type)
+    encoded = pc.dictionary_encode(arr)
+    dictionary = encoded.chunk(encoded.num_chunks - 1).dictionary
+    if not all(_same_buffers(c.dictionary, dictionary) for c in encoded.chunks):
+        # chunks with their own dictionaries: encode in one piece (``unify_dictionaries`` is
+        # much slower on a million ids over a hundred chunks)
+        encoded = pa.chunked_array([pc.dictionary_encode(arr.combine_chunks())])
+        dictionary = encoded.chunk(0).dictionary
+    order = pc.sort_indices(dictionary).to_numpy()
+    rank = np.empty(len(dictionary) + 1, dtype="int32")
+    rank[order] = np.arange(len(order), dtype="int32")
+    rank[-1] = -1  # missing ids (index -1 after fill_null) stay -1
+    indices = np.concatenate(
+        [c.indices.fill_null(-1).to_numpy(zero_copy_only=False) for c in encoded.chunks]
+    )
+    return rank[indices], dictionary.take(pa.array(order))
+
+
+def _same_buffers(a: pa.Array, b: pa.Array) -> bool:
+    """True when ``a`` and ``b`` are views of the same memory (no value comparison)."""
+    return len(a) == len(b) and all(
+        (x is None and y is None) or (x is not None and y is not None and x.address == y.address)
+        for x, y in zip(a.buffers(), b.buffers(), strict=True)
+    )
+
+
+def customer_positions(values: pd.Series | np.ndarray, customer_ids: pd.Index) -> np.ndarray:
+    """Position of each value of ``values`` in ``customer_ids`` (``-1`` when absent).
+
+    The Arrow hash lookup (``index_in``) of one text column against the customer index: the
+    same answer as ``customer_ids.get_indexer(values)`` for unique ids, without turning
+    millions of Arrow strings into Python objects.
+
+    Parameters
+    ----------
+    values
+        Customer ids, one per event row.
+    customer_ids
+        The customers to place the rows on (unique ids).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``int64`` positions, ``-1`` for ids missing from ``customer_ids`` (or missing).
+    """
+    arr = as_arrow_text(pd.Series(values) if isinstance(values, np.ndarray) else values)
+    ids = as_arrow_text(pd.Series(np.asarray(customer_ids, dtype=object), dtype=object))
+    found = pc.index_in(arr, value_set=ids.cast(arr.type)).fill_null(-1)
+    if isinstance(found, pa.ChunkedArray):
+        found = found.combine_chunks() if found.num_chunks else pa.array([], pa.int32())
+    return found.to_numpy(zero_copy_only=False).astype("int64")
+
+
 def order_key_sql(columns: Any) -> str:
     """The GROUP BY key (over a ``lines`` relation) that turns lines into orders.
 
@@ -134,6 +220,9 @@ def _note_sql(note: RfmNoteConfig, params: dict[str, Any], cutoff: pd.Timestamp)
     return f"CASE {' '.join(parts)} ELSE {float(note.recency_points_else)!r} END"
 
 
+# lines per DuckDB pass: customers are aggregated in code ranges of about this many lines, so the
+# order-level hash table (the memory peak: ~200 bytes per order) stays bounded on large logs
+_LINES_PER_PASS = 8_000_000
 _MAX_BITS = 64  # distinct values counted with a UBIGINT bit set; above this, COUNT(DISTINCT)
 
 
@@ -190,7 +279,7 @@ def _query(
     everything else aggregates the much smaller order and purchase-day relations.
     """
     has_qty = "quantity" in columns
-    select_lines = ["customer_id AS cid", '"timestamp" AS ts', "amount"]
+    select_lines = ["cid", '"timestamp" AS ts', "amount"]
     if "order_id" in columns:
         select_lines.append("order_id AS oid")
     if has_qty:
@@ -244,7 +333,7 @@ def _query(
 WITH lines AS (
     SELECT {", ".join(select_lines)}
     FROM tx
-    WHERE "timestamp" < $hend AND customer_id IS NOT NULL
+    WHERE "timestamp" < $hend AND cid >= $cid_lo AND cid < $cid_hi
 ),
 orders AS (
     SELECT cid,
@@ -374,8 +463,9 @@ def build_rfm_features(
     Parameters
     ----------
     transactions
-        Transactions in canonical form: ``customer_id`` (str), ``timestamp`` (naive UTC
-        datetime), ``amount``; optional ``order_id``, ``quantity``, ``category``, ``channel``.
+        Transactions in canonical form: ``customer_id`` (text: pyarrow-backed ``str`` or
+        ``object``), ``timestamp`` (naive UTC datetime), ``amount``; optional ``order_id``,
+        ``quantity``, ``category``, ``channel``.
     cutoff
         The cutoff date ``t`` (a time of day is dropped).
     cfg
@@ -412,10 +502,15 @@ def build_rfm_features(
     }
     for w in windows:
         params[f"start_{w}"] = (hend - pd.Timedelta(days=w)).to_pydatetime()
-    signup_days = _signup_days(signup, cut)
+    codes, uniques = customer_codes(tx[ENTITY])
+    # DuckDB reads the lines with int32 customer codes in place of the id strings (no copy of
+    # the other columns); results are keyed by code and mapped back to ids at the end
+    lines = {"cid": codes, **{c: tx[c] for c in tx.columns if c != ENTITY}}
+    lines_frame = pd.DataFrame(lines, index=tx.index, copy=False)
+    signup_days = _signup_days(signup, cut, uniques=uniques)
     con = duckdb_cursor()
     try:
-        con.register("tx", tx)
+        con.register("tx", lines_frame)
         if signup_days is not None:
             con.register("signup", signup_days)
         sql = _query(
@@ -427,20 +522,45 @@ def build_rfm_features(
             params=params,
             has_signup=signup_days is not None,
         )
-        table = con.sql(sql, params=params).to_arrow_table()
+        parts = []
+        for lo, hi in _code_ranges(codes, len(uniques)):
+            params["cid_lo"], params["cid_hi"] = lo, hi
+            parts.append(con.sql(sql, params=params).to_arrow_table())
     finally:
         con.close()
-    index = pd.Index(table.column("cid").to_numpy(zero_copy_only=False), name=ENTITY, dtype=object)
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    ids = uniques.take(table.column("cid")).to_numpy(zero_copy_only=False)
+    index = pd.Index(ids, name=ENTITY, dtype=object)
     out = table.drop_columns(["cid"]).to_pandas(split_blocks=True)
     out.index = index
     logger.info("rfm features at %s: %d customers", cut.date(), len(out))
     return out
 
 
+def _code_ranges(codes: np.ndarray, n_codes: int) -> list[tuple[int, int]]:
+    """Consecutive ``[lo, hi)`` ranges of customer codes holding ~``_LINES_PER_PASS`` lines each.
+
+    Codes follow the sorted ids, so the passes' results concatenate in ``customer_id`` order.
+    """
+    n_passes = max(1, -(-len(codes) // _LINES_PER_PASS))
+    if n_passes == 1 or n_codes == 0:
+        return [(0, max(n_codes, 1))]
+    lines_per_code = np.bincount(codes[codes >= 0], minlength=n_codes)
+    cumulative = np.cumsum(lines_per_code)
+    targets = cumulative[-1] * np.arange(1, n_passes) / n_passes
+    cuts = np.unique(np.searchsorted(cumulative, targets, side="right"))
+    bounds = [0, *(int(c) for c in cuts if 0 < c < n_codes), n_codes]
+    return list(zip(bounds[:-1], bounds[1:], strict=False))
+
+
 def _signup_days(
-    signup: pd.Series | Mapping[str, Any] | None, cutoff: pd.Timestamp
+    signup: pd.Series | Mapping[str, Any] | None, cutoff: pd.Timestamp, *, uniques: pa.Array
 ) -> pd.DataFrame | None:
-    """Whole days from each customer's signup date to the cutoff, as a (cid, signup_days) frame."""
+    """Whole days from signup to the cutoff, as a (cid, signup_days) frame keyed by code.
+
+    ``cid`` is the customer's code (position in ``uniques``); customers without a transaction
+    line have no code and are left out (they get no RFM row anyway).
+    """
     if signup is None:
         return None
     dates = pd.to_datetime(pd.Series(signup), errors="coerce")
@@ -448,7 +568,8 @@ def _signup_days(
         dates = dates.dt.tz_convert("UTC").dt.tz_localize(None)
     dates = dates[dates.notna()]
     dates = dates[~dates.index.duplicated(keep="first")]
-    days = (cutoff - dates.dt.normalize()).dt.days.astype("float64")
-    return pd.DataFrame(
-        {"cid": dates.index.astype(str).to_numpy(object), "signup_days": days.to_numpy()}
-    )
+    days = (cutoff - dates.dt.normalize()).dt.days.astype("float64").to_numpy()
+    ids = pa.array(dates.index.astype(str).to_numpy(object), type=uniques.type)
+    codes = pc.index_in(ids, value_set=uniques).fill_null(-1).to_numpy(zero_copy_only=False)
+    known = codes >= 0
+    return pd.DataFrame({"cid": codes[known].astype("int32"), "signup_days": days[known]})

@@ -6,10 +6,14 @@ customers table); serving IO and monitoring's column roles read ``FEATURES`` too
 
 Canonical in-memory form of the input (what ``features.io.load_tables`` returns):
 
-- ``customer_id``: ``str`` (object dtype); numeric ids that are whole numbers become ``"17850"``
+- ``customer_id``: text, pandas' pyarrow-backed ``str`` with NaN for missing
+  (``features.validation.TEXT_DTYPE``, the default ``str`` of pandas 3); numeric ids that are
+  whole numbers become ``"17850"``. Builders also accept ``object`` strings (frames built in
+  code, serving's rebuilt rows).
 - ``timestamp``: ``datetime64[ns]``, naive UTC (dates become midnight)
 - ``amount``, ``quantity``, ``margin``, survey scores: ``float64``
-- ``channel``, ``category``, ``type``, ``order_id``: ``str`` (object); ``resolved``: ``bool``/NaN
+- ``channel``, ``category``, ``type`` (lower-cased), ``order_id``: the same text dtype;
+  ``resolved``: ``bool``/NaN
 
 Rows are keyed by (``customer_id``, ``as_of``); ``as_of`` is the cutoff date ``t``. Features use
 only events with ``timestamp < t + 1 day``; labels use only events in ``(t + 1 day, t + 1 day + H]``

@@ -9,6 +9,7 @@ import pytest
 from features.attitudinal import build_attitudinal_features
 from features.relational import build_relational_features
 from features.schema import ATTITUDINAL_FEATURES, RELATIONAL_FEATURES
+from features.validation import TEXT_DTYPE
 from retentio.errors import ContractError
 
 CUTOFF = "2024-06-30"
@@ -253,3 +254,27 @@ def test_no_interactions_table() -> None:
 def test_interactions_without_type_is_a_contract_error() -> None:
     with pytest.raises(ContractError, match=r"interactions table lacks.*'type'"):
         build_relational_features(_interactions().drop(columns="type"), IDS, CUTOFF)
+
+
+def test_relational_same_on_arrow_text_and_with_many_channels() -> None:
+    expected = build_relational_features(_interactions(), IDS, CUTOFF)
+    arrow = _interactions().astype({c: TEXT_DTYPE for c in ("customer_id", "type", "channel")})
+    pd.testing.assert_frame_equal(build_relational_features(arrow, IDS, CUTOFF), expected)
+    # over 64 distinct channels: the pair-count fallback gives the same distinct counts
+    many = _interactions()
+    extra = pd.DataFrame(
+        {
+            "customer_id": "zz",
+            "timestamp": pd.Timestamp("2024-06-01"),
+            "type": "visit",
+            "channel": [f"ch{i}" for i in range(70)],
+            "resolved": None,
+        }
+    )
+    out = build_relational_features(pd.concat([many, extra], ignore_index=True), IDS, CUTOFF)
+    pd.testing.assert_frame_equal(out, expected)  # zz is not among IDS
+    wide = build_relational_features(
+        pd.concat([many, extra.assign(customer_id="c2")], ignore_index=True), IDS, CUTOFF
+    )
+    assert wide.loc["c2", "rel_n_contact_channels"] == 70
+    assert wide.loc["c1", "rel_n_contact_channels"] == 2

@@ -61,7 +61,7 @@ def test_mapping_with_renames_and_an_expression(tmp_path: Path) -> None:
     assert tx["quantity"].tolist() == [6.0, 2.0, 4.0, -1.0]
     assert tx["timestamp"].iloc[0] == pd.Timestamp("2010-12-01 08:26:00")
     assert tx.dtypes.astype(str).tolist() == [
-        "object", "datetime64[ns]", "float64", "object", "float64",
+        "str", "datetime64[ns]", "float64", "str", "float64",
     ]  # fmt: skip
     # the row without CustomerID is reported and excluded, with its count
     assert [(p.kind, p.n_rows) for p in report.problems] == [("missing_id", 1)]

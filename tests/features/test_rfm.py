@@ -10,9 +10,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import features.rfm as rfm_module
 from configs.settings import FeaturesConfig, RfmNoteConfig
 from features.cutoff import history_end
-from features.rfm import NOTE_COLUMNS, RFM_COLUMNS, build_rfm_features
+from features.rfm import (
+    NOTE_COLUMNS,
+    RFM_COLUMNS,
+    build_rfm_features,
+    customer_codes,
+    customer_positions,
+)
+from features.validation import TEXT_DTYPE
 from retentio.errors import ContractError
 
 CUTOFF = pd.Timestamp("2024-06-30")
@@ -361,3 +369,23 @@ def test_timezone_aware_timestamps_are_read_as_utc() -> None:
     pd.testing.assert_frame_equal(
         build_rfm_features(aware, CUTOFF, CFG), build_rfm_features(lines, CUTOFF, CFG)
     )
+
+
+def test_customer_codes_follow_sorted_ids_and_mark_missing() -> None:
+    ids = pd.Series(["b", "a", None, "c", "a"], dtype=TEXT_DTYPE)
+    codes, uniques = customer_codes(ids)
+    assert codes.tolist() == [1, 0, -1, 2, 0]
+    assert uniques.to_pylist() == ["a", "b", "c"]
+    object_codes, _ = customer_codes(ids.astype(object))
+    assert object_codes.tolist() == codes.tolist()
+    index = pd.Index(["c", "a", "x"])
+    assert customer_positions(ids, index).tolist() == [-1, 1, -1, 0, 1]
+
+
+def test_several_passes_give_the_same_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _lines()
+    one_pass = build_rfm_features(lines, CUTOFF, CFG)
+    monkeypatch.setattr(rfm_module, "_LINES_PER_PASS", 2)  # 11 lines -> 6 passes
+    assert len(rfm_module._code_ranges(customer_codes(lines["customer_id"])[0], 4)) > 1
+    arrow_lines = lines.astype({"customer_id": TEXT_DTYPE, "order_id": TEXT_DTYPE})
+    pd.testing.assert_frame_equal(build_rfm_features(arrow_lines, CUTOFF, CFG), one_pass)

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from features.validation import ROW_HASH, Problem, ValidationReport, validate_tables
+from features.validation import (
+    ROW_HASH,
+    TEXT_DTYPE,
+    Problem,
+    ValidationReport,
+    validate_tables,
+)
 from retentio.errors import ContractError
 
 NOW = pd.Timestamp("2024-06-30")
@@ -38,7 +45,7 @@ def test_clean_input_is_coerced_to_canonical_form_and_returns_are_kept() -> None
     assert report.ok and report.problems == []
     out = clean["transactions"]
     assert out["customer_id"].tolist() == ["17850", "2", "12.5", "17850"]
-    assert out["customer_id"].dtype == object
+    assert out["customer_id"].dtype == TEXT_DTYPE  # pyarrow-backed text, NaN for missing
     assert out["timestamp"].dtype == "datetime64[ns]"
     assert out["timestamp"].iloc[1] == pd.Timestamp("2024-02-10")
     assert out["amount"].dtype == "float64"
@@ -284,3 +291,26 @@ def test_summary_lines_give_counts_then_problems() -> None:
 def test_unknown_table_name_is_rejected() -> None:
     with pytest.raises(ContractError, match=r"unknown table\(s\) \['orders'\]"):
         validate_tables({"transactions": _tx(), "orders": _tx()}, strict=False, now=NOW)
+
+
+def test_arrow_text_passes_through_and_interaction_types_are_lowered() -> None:
+    ids = pd.Series(["a", "b", "c", "a"], dtype=TEXT_DTYPE)
+    tx = _tx(customer_id=ids, channel=pd.Series(["web", " app", "", None], dtype=TEXT_DTYPE))
+    interactions = pd.DataFrame(
+        {
+            "customer_id": pd.Series(["a", "b"], dtype=TEXT_DTYPE),
+            "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02"]),
+            "type": pd.Series(["Complaint", "visit"], dtype=TEXT_DTYPE),
+            "resolved": pd.array([False, None], dtype="boolean"),
+        }
+    )
+    clean, report = _validate(transactions=tx, interactions=interactions)
+    assert report.ok and report.problems == []
+    out = clean["transactions"]
+    assert pa.array(out["customer_id"].array).buffers() == pa.array(ids.array).buffers()  # no copy
+    assert out["channel"].dtype == TEXT_DTYPE
+    assert out["channel"].tolist()[:2] == ["web", "app"]
+    assert out["channel"].isna().tolist() == [False, False, True, True]  # blank -> missing
+    inter = clean["interactions"]
+    assert inter["type"].tolist() == ["complaint", "visit"]
+    assert inter["resolved"].tolist()[0] is False and np.isnan(inter["resolved"].iloc[1])
