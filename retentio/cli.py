@@ -464,13 +464,7 @@ def at_risk(
         frame = _run(lambda: at_risk_job(tables, settings, cutoff=t, top=top, min_value=min_value))
     _write_frame(frame, out_file)
     table = Table(title=f"top {min(len(frame), 10)} of {len(frame)} at-risk customers")
-    for col in (
-        "customer_id",
-        "churn_probability",
-        "value_at_risk",
-        "recommended_action",
-        "reasons",
-    ):
+    for col in ("customer", "churn p", "value at risk", "action", "reasons"):
         table.add_column(col, overflow="fold")
     for _, row in frame.head(10).iterrows():
         table.add_row(
