@@ -61,7 +61,7 @@ from monitoring.policy import Decision, should_retrain
 from retentio.errors import ModelNotFoundError
 from retentio.jobs import TrainJob, promote_job, train_job
 from training.pipeline import TASKS, score_all
-from training.registry import PromotionDecision, load_task_model, log_run, version_tags
+from training.registry import PromotionDecision, load_champions, log_run, version_tags
 from training.snapshots import task_horizon_days
 
 logger = logging.getLogger(__name__)
@@ -195,10 +195,8 @@ def active_customers(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 
 
 def _champions(settings: Settings) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
-    models, tags = {}, {}
-    for task in TASKS:
-        models[task], _ = load_task_model(task, "champion", settings=settings)
-        tags[task] = version_tags(task, "champion", settings=settings) or {}
+    models, _ = load_champions(settings)
+    tags = {task: version_tags(task, "champion", settings=settings) or {} for task in TASKS}
     return models, tags
 
 
@@ -268,6 +266,7 @@ def monitor_job(
     log: bool = True,
     sample_size: int | None = DEFAULT_SAMPLE_SIZE,
     quality: bool = True,
+    current: pd.DataFrame | None = None,
 ) -> MonitorResult:
     """Drift and quality of the newest features vs the champion's reference, prediction drift,
     matured realised-vs-predicted performance, and the retrain decision.
@@ -279,7 +278,8 @@ def monitor_job(
     data point-in-time; both frames are restricted to active customers and the columns of
     :func:`monitored_columns` (see the module docstring for why). The champion's batch
     predictions at ``cutoff`` (every known customer) are stored, so a later run can compare
-    them with what happened once the labels of ``cutoff`` matured.
+    them with what happened once the labels of ``cutoff`` matured. ``current``, when given, is
+    the feature snapshot at ``cutoff`` already built (the cycle passes the one it stored).
 
     Parameters
     ----------
@@ -315,7 +315,8 @@ def monitor_job(
     out_dir.mkdir(parents=True, exist_ok=True)
     models, tags = _champions(settings)
     ref_cutoff = as_cutoff(tags["churn"].get("eval_cutoff") or cutoff)
-    current = build_features(tables, cutoff, settings.features)
+    if current is None:
+        current = build_features(tables, cutoff, settings.features)
     reference = build_features(tables, ref_cutoff, settings.features)
     current_active = active_customers(current, settings)
     reference_active = active_customers(reference, settings)
@@ -478,11 +479,13 @@ def cycle_job(
     """
     step = progress or (lambda _: None)
     cutoff = as_cutoff(cutoff if cutoff is not None else tables.last_timestamp)
-    build_feature_store(tables, cutoff, settings.features, Path(settings.paths.artifacts))
+    current, _ = build_feature_store(
+        tables, cutoff, settings.features, Path(settings.paths.artifacts)
+    )
     step("features refreshed")
     try:
         monitor: MonitorResult | None = monitor_job(
-            tables, settings, cutoff=cutoff, quality=quality
+            tables, settings, cutoff=cutoff, quality=quality, current=current
         )
         reasons = list(monitor.decision.reasons)
         retrain = monitor.decision.retrain

@@ -20,6 +20,7 @@ from retentio.errors import RetentioError
 from training.pipeline import TASKS, TrainingResult, evaluate_task, score_all, train_all
 from training.registry import (
     PromotionDecision,
+    load_champions,
     load_task_model,
     log_training,
     promote,
@@ -43,14 +44,17 @@ class TrainJob:
     report_path: Path
 
 
-def _importances(result: TrainingResult) -> dict[str, pd.Series]:
+def _importances(result: TrainingResult, n_rows: int = 20_000) -> dict[str, pd.Series]:
+    """Mean |contribution| per feature of each served model on the evaluation snapshot (a SHAP
+    summary; LightGBM ``pred_contrib``), on at most ``n_rows`` rows. Baselines have none."""
+    frame = result.eval_frame
+    if len(frame) > n_rows:
+        frame = frame.sample(n_rows, random_state=0)
     out = {}
     for task, model in result.models.items():
-        getter = getattr(model, "feature_importances", None)
-        if callable(getter):
-            series = getter()
-            if series is not None:
-                out[task] = series
+        contrib = model.contributions(frame)
+        if contrib is not None:
+            out[task] = contrib.drop(columns=["bias"], errors="ignore").abs().mean()
     return out
 
 
@@ -140,8 +144,6 @@ def promote_job(
 
 def score_job(tables: Tables, settings: Settings, *, cutoff: Any) -> tuple[pd.DataFrame, dict]:
     """Batch scores of every customer known at ``cutoff`` with the champions."""
-    from serving.scorer import load_champions
-
     features = build_features(tables, cutoff, settings.features)
     models, versions = load_champions(settings)
     scores = score_all(models, features, settings)

@@ -217,12 +217,9 @@ _CHUNK = 100_000
 
 def load_champions(settings: Settings) -> tuple[dict[str, TaskModel], dict[str, str]]:
     """Load the ``@champion`` of every task from the MLflow registry."""
-    from training.registry import load_task_model
+    from training.registry import load_champions as load
 
-    models, versions = {}, {}
-    for task in TASKS:
-        models[task], versions[task] = load_task_model(task, "champion", settings=settings)
-    return models, versions
+    return load(settings)
 
 
 def champion_versions(settings: Settings) -> dict[str, str | None]:

@@ -628,6 +628,16 @@ def load_task_model(
     return model, str(mv.version)
 
 
+def load_champions(
+    settings: Settings, tasks: tuple[str, ...] = TASKS
+) -> tuple[dict[str, TaskModelLike], dict[str, str]]:
+    """The ``@champion`` model and version of every task (ModelNotFoundError if one lacks it)."""
+    models, versions = {}, {}
+    for task in tasks:
+        models[task], versions[task] = load_task_model(task, CHAMPION_ALIAS, settings=settings)
+    return models, versions
+
+
 def champion_version(
     task: str, settings: Settings | None = None, *, tracking_uri: str | None = None
 ) -> str | None:
