@@ -16,8 +16,8 @@ Canonical in-memory form of the input (what ``features.io.load_tables`` returns)
   ``resolved``: ``bool``/NaN
 
 Rows are keyed by (``customer_id``, ``as_of``); ``as_of`` is the cutoff date ``t``. Features use
-only events with ``timestamp < t + 1 day``; labels use only events in ``(t + 1 day, t + 1 day + H]``
-i.e. the ``H`` whole days after the cutoff day.
+only events with ``timestamp < t + 1 day``; labels use only events with
+``t + 1 day <= timestamp < t + 1 day + H days``, i.e. the ``H`` whole days after the cutoff day.
 """
 
 from __future__ import annotations

@@ -669,5 +669,5 @@ def validate_tables(
     for name, frame in clean.items():
         report.rows_out[name] = len(frame)
     for name in report.rows_in:
-        report.rows_out.setdefault(name, 0 if name not in clean else len(clean[name]))
+        report.rows_out.setdefault(name, 0)
     return clean, report

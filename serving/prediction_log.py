@@ -1,7 +1,6 @@
 """Prediction log: every score appended as a JSON line, rotated by size (bounded growth).
 
-Monitoring reads these files to compare served predictions with the training reference and,
-once labels mature, with what really happened.
+``read_prediction_log`` reads them back (rotated files included) for analysis of what was served.
 """
 
 from __future__ import annotations
@@ -67,8 +66,8 @@ def features_hash(row: dict[str, Any]) -> str:
 def read_prediction_log(path: Path) -> pd.DataFrame:
     """Every logged prediction (rotated files included, oldest first) as a flat frame."""
     path = Path(path)
-    files = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]))
-    files = [f for f in files if f.suffix[1:].isdigit()] + ([path] if path.exists() else [])
+    rotated = [f for f in path.parent.glob(path.name + ".*") if f.suffix[1:].isdigit()]
+    files = sorted(rotated, key=lambda f: -int(f.suffix[1:])) + ([path] if path.exists() else [])
     rows: list[dict[str, Any]] = []
     for file in files:
         with file.open(encoding="utf-8") as fh:

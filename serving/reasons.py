@@ -58,7 +58,7 @@ def _trend(row: pd.Series) -> str | None:
     return f"spend {'down' if change < 0 else 'up'} {abs(change):.0%} vs the previous 90 days"
 
 
-def _money(template: str, key: str) -> Callable[[pd.Series], str | None]:
+def _value(template: str, key: str) -> Callable[[pd.Series], str | None]:
     def phrase(row: pd.Series) -> str | None:
         x = _num(row.get(key))
         return None if x is None else template.format(x=x)
@@ -77,14 +77,6 @@ def _nps(row: pd.Series) -> str | None:
     if not isinstance(cls, str):
         return None
     return f"NPS {cls}" + (f" ({score:g}/10)" if score is not None else "")
-
-
-def _share(template: str, key: str) -> Callable[[pd.Series], str | None]:
-    def phrase(row: pd.Series) -> str | None:
-        x = _num(row.get(key))
-        return None if x is None else template.format(x=x)
-
-    return phrase
 
 
 def _visits(row: pd.Series) -> str | None:
@@ -106,17 +98,17 @@ PHRASES: dict[str, Callable[[pd.Series], str | None]] = {
     "n_orders_365d": _count("{n} order{s} in the last 365 days", "n_orders_365d"),
     "trend_revenue_90d": _trend,
     "trend_orders_90d": _trend,
-    "revenue_90d": _money("spend of {x:,.0f} in the last 90 days", "revenue_90d"),
-    "revenue_365d": _money("spend of {x:,.0f} in the last 365 days", "revenue_365d"),
-    "revenue_30d": _money("spend of {x:,.0f} in the last 30 days", "revenue_30d"),
-    "revenue_180d": _money("spend of {x:,.0f} in the last 180 days", "revenue_180d"),
-    "total_revenue": _money("total spend of {x:,.0f} so far", "total_revenue"),
-    "avg_order_value": _money("average order of {x:,.0f}", "avg_order_value"),
-    "max_order_value": _money("largest order {x:,.0f}", "max_order_value"),
+    "revenue_90d": _value("spend of {x:,.0f} in the last 90 days", "revenue_90d"),
+    "revenue_365d": _value("spend of {x:,.0f} in the last 365 days", "revenue_365d"),
+    "revenue_30d": _value("spend of {x:,.0f} in the last 30 days", "revenue_30d"),
+    "revenue_180d": _value("spend of {x:,.0f} in the last 180 days", "revenue_180d"),
+    "total_revenue": _value("total spend of {x:,.0f} so far", "total_revenue"),
+    "avg_order_value": _value("average order of {x:,.0f}", "avg_order_value"),
+    "max_order_value": _value("largest order {x:,.0f}", "max_order_value"),
     "n_returns": _count("{n} return{s}", "n_returns"),
-    "rfm_note": _money("weighted RFM note {x:.0f}", "rfm_note"),
-    "monetary_value": _money("average repeat purchase of {x:,.0f}", "monetary_value"),
-    "returns_share": _money("returns are {x:.0%} of purchases", "returns_share"),
+    "rfm_note": _value("weighted RFM note {x:.0f}", "rfm_note"),
+    "monetary_value": _value("average repeat purchase of {x:,.0f}", "monetary_value"),
+    "returns_share": _value("returns are {x:.0%} of purchases", "returns_share"),
     "att_satisfaction_last": _satisfaction,
     "att_satisfaction_mean": _satisfaction,
     "att_nps_last": _nps,
@@ -126,27 +118,27 @@ PHRASES: dict[str, Callable[[pd.Series], str | None]] = {
     "rel_unresolved_complaints_365d": _count(
         "{n} unresolved complaint{s}", "rel_unresolved_complaints_365d"
     ),
-    "p_alive": _share("BG/NBD probability still active {x:.0%}", "p_alive"),
-    "btyd_p_alive": _share("BG/NBD probability still active {x:.0%}", "btyd_p_alive"),
-    "btyd_p_churn": _share("BG/NBD probability of no purchase {x:.0%}", "btyd_p_churn"),
-    "btyd_expected_purchases": _money(
+    "p_alive": _value("BG/NBD probability still active {x:.0%}", "p_alive"),
+    "btyd_p_alive": _value("BG/NBD probability still active {x:.0%}", "btyd_p_alive"),
+    "btyd_p_churn": _value("BG/NBD probability of no purchase {x:.0%}", "btyd_p_churn"),
+    "btyd_expected_purchases": _value(
         "BG/NBD expects {x:.1f} purchases next period", "btyd_expected_purchases"
     ),
-    "btyd_clv": _money("BG/NBD x Gamma-Gamma value {x:,.0f}", "btyd_clv"),
-    "ipt_std_days": _money("irregular purchase rhythm (gaps vary by {x:.0f} days)", "ipt_std_days"),
-    "ipt_mean_days": _money("usually {x:.0f} days between purchases", "ipt_mean_days"),
+    "btyd_clv": _value("BG/NBD x Gamma-Gamma value {x:,.0f}", "btyd_clv"),
+    "ipt_std_days": _value("irregular purchase rhythm (gaps vary by {x:.0f} days)", "ipt_std_days"),
+    "ipt_mean_days": _value("usually {x:.0f} days between purchases", "ipt_mean_days"),
     "rel_visits_90d": _visits,
-    "rel_email_open_rate": _share("opens {x:.0%} of emails", "rel_email_open_rate"),
-    "rel_email_click_rate": _share("clicks {x:.0%} of emails", "rel_email_click_rate"),
-    "rel_days_since_contact": _money("last contact {x:.0f} days ago", "rel_days_since_contact"),
+    "rel_email_open_rate": _value("opens {x:.0%} of emails", "rel_email_open_rate"),
+    "rel_email_click_rate": _value("clicks {x:.0%} of emails", "rel_email_click_rate"),
+    "rel_days_since_contact": _value("last contact {x:.0f} days ago", "rel_days_since_contact"),
     "rel_support_365d": _count("{n} support contact{s} in the last year", "rel_support_365d"),
-    "att_repurchase_intention": _share(
+    "att_repurchase_intention": _value(
         "repurchase intention {x:g} in the last survey", "att_repurchase_intention"
     ),
-    "att_trust_credibility": _share("trust (credibility) {x:.1f}", "att_trust_credibility"),
-    "att_trust_benevolence": _share("trust (benevolence) {x:.1f}", "att_trust_benevolence"),
-    "att_attractiveness": _share("alternatives rated {x:g} (attractiveness)", "att_attractiveness"),
-    "tenure_days": _money("customer for {x:.0f} days", "tenure_days"),
+    "att_trust_credibility": _value("trust (credibility) {x:.1f}", "att_trust_credibility"),
+    "att_trust_benevolence": _value("trust (benevolence) {x:.1f}", "att_trust_benevolence"),
+    "att_attractiveness": _value("alternatives rated {x:g} (attractiveness)", "att_attractiveness"),
+    "tenure_days": _value("customer for {x:.0f} days", "tenure_days"),
 }
 
 

@@ -63,10 +63,6 @@ logger = logging.getLogger(__name__)
 _NUMERIC = {f.name for f in FEATURES if f.dtype in ("float", "int")}
 _CATEGORICAL = {f.name for f in FEATURES if f.dtype in ("category", "str")}
 _SHIFTED = [c for c in TIME_DEPENDENT if c != "overdue_ratio"]
-SCORE_FLOATS = (
-    "churn_probability", "p_purchase_30d", "p_purchase_60d", "p_purchase_90d",
-    "predicted_ltv", "ltv_if_retained", "expected_orders", "p_alive", "value_at_risk",
-)  # fmt: skip
 
 
 def _finite(x: Any) -> float | None:

@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BtydBaseline", "BtydFitError", "to_lifetimes_frame"]
 
-LIFETIMES_COLUMNS = ["frequency", "recency", "T", "monetary_value"]
 OUTPUT_COLUMNS = ["p_alive", "expected_purchases", "expected_spend", "clv", "p_churn"]
 _MIN_GG_CUSTOMERS = 10  # below this many repeat buyers with positive spend, use their mean
 _DISCOUNT_STEP_DAYS = 30  # discounted CLV sums expected purchases over steps of this length

@@ -2,7 +2,9 @@
 
 Evaluation scheme (honest, documented in the README)
 ----------------------------------------------------
-Cutoffs ``c_1 < ... < c_K`` are ``training.step_days`` apart, the newest one being the latest
+Cutoffs ``c_1 < ... < c_K`` are ``training.step_days`` apart, except that with
+``training.embargo`` (default) ``c_K`` lies ``max(horizon, step_days)`` after ``c_{K-1}`` so no
+training label window overlaps the evaluation window; ``c_K`` is the latest
 cutoff whose longest needed label window (the largest horizon of the requested tasks) is fully
 observed. Learned candidates train on snapshots ``1..K-2``; early stopping, probability
 calibration and the LTV scale are fitted on snapshot ``K-1``; every candidate is evaluated on
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from configs.settings import Settings
-from features.cutoff import as_cutoff, history
+from features.cutoff import as_cutoff
 from features.schema import AS_OF, ENTITY, Tables, feature_columns
 from retentio.errors import ConfigError
 from training import metrics as evaluation
@@ -47,6 +49,7 @@ from training.models import (
 from training.snapshots import (
     build_snapshots,
     check_snapshot,
+    history_tables,
     snapshot_cutoffs,
     task_horizon_days,
 )
@@ -181,16 +184,6 @@ def data_hash(tables: Tables) -> str:
         digest.update("\x1f".join(map(str, frame.columns)).encode())
         digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def _truncate(tables: Tables, cutoff: pd.Timestamp) -> Tables:
-    return Tables(
-        transactions=history(tables.transactions, cutoff),
-        customers=tables.customers,
-        surveys=None if tables.surveys is None else history(tables.surveys, cutoff),
-        interactions=None if tables.interactions is None else history(tables.interactions, cutoff),
-        name=tables.name,
-    )
 
 
 def _split(
@@ -368,7 +361,7 @@ def train_all(
 
     if cutoff is not None:
         end = as_cutoff(cutoff)
-        tables = _truncate(tables, end)
+        tables = history_tables(tables, end)
         last = end
     else:
         last = tables.transactions["timestamp"].max()

@@ -3,7 +3,8 @@
 A snapshot at cutoff ``t`` is the feature frame at ``t`` (built from the history, every event with
 ``timestamp < t + 1 day``) joined with the labels of ``t`` (events in the ``H`` whole days after the
 cutoff day). Cutoffs are spaced ``step_days`` apart, going back from the latest cutoff whose
-longest label window ends inside the data. Training stacks the older snapshots; the newest one
+longest label window ends inside the data; with the embargo (default) the one before the newest
+lies a whole horizon before it. Training stacks the older snapshots; the newest one
 is the evaluation snapshot (see :mod:`training.pipeline`).
 """
 
