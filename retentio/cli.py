@@ -420,9 +420,10 @@ def runs_compare(
 def score(
     data: DataOpt = None,
     cutoff: CutoffOpt = None,
-    out_file: Annotated[Path, typer.Option("--out", help="CSV or Parquet file to write.")] = Path(
-        "artifacts/scores.csv"
-    ),
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="CSV or Parquet file (default: <paths.artifacts>/scores.csv)."),
+    ] = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -435,6 +436,7 @@ def score(
     t = _cutoff(tables, cutoff)
     with console.status(f"scoring customers as of {t.date()}"):
         scores, ctx = _run(lambda: score_job(tables, settings, cutoff=t))
+    out_file = out_file or Path(settings.paths.artifacts) / "scores.csv"
     _write_frame(scores, out_file)
     out.print(f"{len(scores):,} customers scored with versions {ctx['versions']} -> {out_file}")
 
@@ -447,9 +449,10 @@ def at_risk(
         float | None, typer.Option(help="Only customers worth at least this if retained.")
     ] = None,
     cutoff: CutoffOpt = None,
-    out_file: Annotated[Path, typer.Option("--out", help="CSV file to write.")] = Path(
-        "artifacts/at_risk.csv"
-    ),
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="CSV file (default: <paths.artifacts>/at_risk.csv)."),
+    ] = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -462,6 +465,7 @@ def at_risk(
     t = _cutoff(tables, cutoff)
     with console.status("ranking customers by value at risk"):
         frame = _run(lambda: at_risk_job(tables, settings, cutoff=t, top=top, min_value=min_value))
+    out_file = out_file or Path(settings.paths.artifacts) / "at_risk.csv"
     _write_frame(frame, out_file)
     table = Table(title=f"top {min(len(frame), 10)} of {len(frame)} at-risk customers")
     for col in ("customer", "churn p", "value at risk", "action", "reasons"):

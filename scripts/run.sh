@@ -22,7 +22,7 @@ $R train --data "$DATA_DIR" "${CONFIG_ARGS[@]}"
 echo "== 5. promotion gate: @champion moves only if the candidate is at least as good"
 $R models promote all --data "$DATA_DIR" "${CONFIG_ARGS[@]}" || true
 echo "== 6. the at-risk list (artifacts/at_risk.csv)"
-$R at-risk --data "$DATA_DIR" --top 100 "${CONFIG_ARGS[@]}"
+$R at-risk --data "$DATA_DIR" --top 100 --out artifacts/at_risk.csv "${CONFIG_ARGS[@]}"
 PORT=${PORT:-3000}
 cat <<MSG
 == 7. serving the champions on http://127.0.0.1:$PORT (Ctrl-C stops). Try, from another shell:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from configs.settings import load_settings
 from retentio.cli import app
+from training.registry import compare_runs, version_tags
 
 pytestmark = pytest.mark.e2e
 runner = CliRunner()
@@ -60,6 +61,7 @@ def test_pipeline_end_to_end(tmp_path: Path, empty_store: Path) -> None:
     from serving.scorer import Scorer
 
     settings = load_settings(cfg)
+    one_version_eval_cutoff = version_tags("churn", "champion", settings=settings)["eval_cutoff"]
     scorer = Scorer.from_settings(settings)
     try:
         one = scorer.score([str(at_risk["customer_id"].iloc[0])])[0]
@@ -75,8 +77,15 @@ def test_pipeline_end_to_end(tmp_path: Path, empty_store: Path) -> None:
     summaries = list((tmp_path / "artifacts" / "monitoring").rglob("monitor_summary.json"))
     assert len(summaries) == 1
     summary = json.loads(summaries[0].read_text())
+    # the reference is the champion's evaluation snapshot, older than the monitored cutoff
+    assert summary["reference_cutoff"] == one_version_eval_cutoff
+    assert summary["reference_cutoff"] < summary["cutoff"]
     assert 0 <= summary["drift"]["drift_share"] <= 1
+    assert summary["decision"]["retrain"] is False  # synthetic data without injected drift
     assert (summaries[0].parent / "drift_report.html").stat().st_size > 10_000
 
     compared = _ok(["runs", "compare", *c])
-    assert "churn" in compared
+    runs = compare_runs(settings)
+    trained = runs[runs["churn.lightgbm.auc"].notna()]
+    assert len(trained) == 1 and 0.5 < trained["churn.lightgbm.auc"].iloc[0] <= 1
+    assert "run(s), newest first" in compared

@@ -133,7 +133,9 @@ def test_injected_drift_retrains_and_names_the_features(
         assert champion_version(d.task, settings) == ("2" if d.promoted else "1")
     tags = _run_tags(settings, result.run_id)
     assert tags["retrained"] == "True"
-    assert {tags[f"promoted.{t}"] for t in TASKS} <= {"True", "False"}
+    assert {t: tags[f"promoted.{t}"] for t in TASKS} == {
+        d.task: str(d.promoted) for d in result.promotions
+    }
 
 
 def test_a_worse_candidate_is_never_promoted(
