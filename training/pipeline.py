@@ -46,6 +46,7 @@ from training.models import (
     fit_next_purchase_candidates,
     risk_band,
 )
+from training.registry import PRIMARY_METRICS
 from training.snapshots import (
     build_snapshots,
     check_snapshot,
@@ -58,11 +59,9 @@ logger = logging.getLogger(__name__)
 
 TASKS = ("churn", "next-purchase", "ltv")
 PRIMARY_METRIC: dict[str, tuple[str, bool]] = {
-    "churn": ("auc", True),
-    "next-purchase": ("brier_60d", False),
-    "ltv": ("gini", True),
+    task: (rule.name, rule.higher_is_better) for task, rule in PRIMARY_METRICS.items()
 }
-"""Primary metric per task and whether higher is better."""
+"""Primary metric per task and whether higher is better (the promotion gate's rule)."""
 BOOTSTRAP_MAX_ROWS = 200_000
 N_BOOT = 300
 
