@@ -132,16 +132,6 @@ TABLES: dict[str, Table] = {
     ),
 }
 
-INTERACTION_TYPES = (
-    "complaint",
-    "support",
-    "email_sent",
-    "email_open",
-    "email_click",
-    "visit",
-    "call",
-)
-
 
 @dataclass
 class Tables:

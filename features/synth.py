@@ -421,7 +421,6 @@ def _purchases(
 
     cust_idx, t, drop = cust_idx[keep], t[keep], drop[keep]
     complaint, resolved = complaint[keep], resolved[keep]
-    kept_counts = np.bincount(cust_idx, minlength=n)
     # active until the order after which they dropped out, else to the end
     active_until = np.full(n, float(n_days))
     active_until[cust_idx[drop]] = t[drop]
@@ -431,7 +430,6 @@ def _purchases(
         "t": t,
         "complaint": complaint,
         "resolved": resolved,
-        "counts": kept_counts,
         "active_until": active_until,
     }
 
