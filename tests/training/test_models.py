@@ -51,6 +51,11 @@ def test_caster_fixes_categories_and_maps_unseen_to_nan() -> None:
     assert out["x"].dtype == float
     with pytest.raises(ContractError, match=r"columns \['c'\] seen in fit are missing"):
         caster.transform(pd.DataFrame({"x": [1.0]}))
+    # a categorical column with other categories (the feature build's dtype) is recoded alike
+    as_cat = pd.Series(["z", "b", "a"], dtype=pd.CategoricalDtype(["z", "b", "a", "q"]))
+    out_cat = caster.transform(pd.DataFrame({"c": as_cat, "x": [1.0, 1.0, 1.0]}))
+    assert list(out_cat["c"].cat.categories) == ["a", "b"]
+    assert out_cat["c"].cat.codes.tolist() == [-1, 1, 0]
 
 
 def test_risk_band_boundaries_are_inclusive() -> None:
