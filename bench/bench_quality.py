@@ -5,6 +5,9 @@
 Trains every candidate on rolling snapshots, evaluates on the latest fully labelled snapshot
 and prints every metric for every candidate beside the baselines, plus the paired-bootstrap
 interval of the served model minus the best baseline. Appends JSON to bench/out/quality.jsonl.
+
+A backtest: ``--cutoff`` given several times repeats the whole job with the data ending on each
+day (later events ignored), then prints one summary line per origin.
 """
 
 from __future__ import annotations
@@ -23,17 +26,80 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "uci_online_retail.yaml")
-    parser.add_argument("--cutoff", default=None, help="treat the data as ending on this day")
+    parser.add_argument(
+        "--cutoff",
+        action="append",
+        default=None,
+        help="treat the data as ending on this day (repeat the option for a backtest)",
+    )
     args = parser.parse_args()
 
     from configs.settings import load_settings
     from features.io import load_and_validate
-    from training.pipeline import train_all
 
     settings = load_settings(args.config)
     tables = load_and_validate(args.data, settings.data)
+    from retentio.errors import InsufficientDataError
+
+    summaries = []
+    for cutoff in args.cutoff or [None]:
+        try:
+            summaries.append(run_one(tables, settings, cutoff))
+        except InsufficientDataError as exc:  # an early origin of a backtest: say so, go on
+            print(f"\ndata ending {cutoff}: skipped: {exc}")
+    if len(summaries) > 1:
+        print("\nbacktest: served model minus best baseline per evaluation cutoff")
+        for summary in summaries:
+            print("  " + _summary_line(summary))
+
+
+def _summary_line(summary: dict) -> str:
+    parts = [f"eval {summary['eval_cutoff']}"]
+    for task, boot in summary["bootstrap"].items():
+        if not boot:
+            continue
+        a, b = boot["a_name"], boot["b_name"]
+        metrics = summary["metrics"][task]
+        extra = ""
+        if task == "churn":
+            extra = f" brier {metrics[a]['brier']:.4f} vs {metrics[b]['brier']:.4f}"
+        if task == "ltv":
+            extra = f" bias {metrics[a]['bias_pct']:+.1f}%"
+        parts.append(
+            f"{task} {a} - {b} {boot['metric']} {boot['diff']:+.4f} "
+            f"[{boot['lo']:+.4f}, {boot['hi']:+.4f}]{extra} (served {summary['served'][task]})"
+        )
+    return " | ".join(parts)
+
+
+def _churn_calibration(result) -> dict:
+    """Paired bootstrap of Brier and log loss, churn model vs best baseline (active rows)."""
+    from training.metrics import paired_bootstrap
+    from training.pipeline import N_BOOT, prediction_column
+
+    boot = result.bootstrap.get("churn")
+    if not boot:
+        return {}
+    frame = result.eval_frame[result.eval_frame["is_active"]]
+    y = frame["churned"].to_numpy(float)
+    a, b = boot["a_name"], boot["b_name"]
+    p_a, p_b = (
+        frame[prediction_column("churn", n, "churn_probability")].to_numpy(float) for n in (a, b)
+    )
+    seed = result.models["churn"].settings.training.random_state
+    out = {}
+    for metric in ("brier", "log_loss"):
+        out[metric] = paired_bootstrap(y, p_a, p_b, metric, n_boot=N_BOOT, seed=seed)
+        out[metric].update(a_name=a, b_name=b)
+    return out
+
+
+def run_one(tables, settings, cutoff: str | None) -> dict:
+    """Train and evaluate once with the data ending on ``cutoff``; print and append JSON."""
+    from training.pipeline import train_all
+
     t0 = time.perf_counter()
-    result = train_all(tables, settings, cutoff=args.cutoff)
+    result = train_all(tables, settings, cutoff=cutoff)
     seconds = time.perf_counter() - t0
     summary = {
         "dataset": tables.name,
@@ -45,6 +111,7 @@ def main() -> None:
         "metrics": result.metrics,
         "bootstrap": {t: {k: v for k, v in b.items()} for t, b in result.bootstrap.items()},
         "train_seconds": round(seconds, 1),
+        "churn_calibration": _churn_calibration(result),
     }
     for task, cands in result.metrics.items():
         print(f"\n{task} (served: {result.served.get(task)})")
@@ -57,10 +124,17 @@ def main() -> None:
                 f"  {boot['a_name']} - {boot['b_name']} ({boot['metric']}): {boot['diff']:+.4f} "
                 f"[{boot['lo']:+.4f}, {boot['hi']:+.4f}]"
             )
+        if task == "churn":
+            for metric, b in summary["churn_calibration"].items():
+                print(
+                    f"  {b['a_name']} - {b['b_name']} ({metric}): {b['diff']:+.4f} "
+                    f"[{b['lo']:+.4f}, {b['hi']:+.4f}]"
+                )
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     with (out / "quality.jsonl").open("a") as fh:
         fh.write(json.dumps(summary, default=str) + "\n")
+    return summary
 
 
 if __name__ == "__main__":

@@ -65,14 +65,19 @@ def stage_score(args: argparse.Namespace) -> dict:
     features = build_features(tables, tables.last_timestamp.normalize(), settings.features)
     with (OUT / "bench_models.pkl").open("rb") as fh:
         models = pickle.load(fh)
+    del tables  # the scoring job holds only the features
+    steps: list[tuple[str, float]] = []
     t0 = time.perf_counter()
-    scores = score_all(models, features, settings)
+    scores = score_all(
+        models, features, settings, progress=lambda s: steps.append((s, time.perf_counter()))
+    )
     seconds = time.perf_counter() - t0
     return {
         "stage": "batch score",
         "customers": len(scores),
         "seconds": round(seconds, 1),
         "peak_rss_mb": _rss_mb(),
+        "steps": [(s, round(t - t0, 1)) for s, t in steps],
     }
 
 

@@ -562,6 +562,7 @@ def score_all(
     settings: Settings,
     *,
     thresholds: dict[str, float] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """The batch score frame for every customer of ``features``.
 
@@ -578,6 +579,8 @@ def score_all(
         ``high_value`` / ``high_potential`` from :func:`score_thresholds` on the whole
         population (used to score a few customers like in a batch); default: the quantiles of
         ``features`` itself.
+    progress
+        Called with a short description before each step (BTYD features, each task, actions).
 
     Returns
     -------
@@ -598,6 +601,8 @@ def score_all(
         else np.full(n, np.datetime64("NaT"))
     )
     out[AS_OF] = as_of
+    step = progress or (lambda _: None)
+    step("BTYD features")
     features = _with_shared_btyd(models, features)
     for task in TASKS:
         model = models.get(task)
@@ -606,9 +611,11 @@ def score_all(
             for col in OUTPUTS[task]:
                 out[col] = np.nan
             continue
+        step(f"scoring {task}")
         pred = model.predict_frame(features)
         for col in OUTPUTS[task]:
             out[col] = pred[col].to_numpy()
+    step("value, potential and actions")
     if "churn" in models:
         out["risk_band"] = risk_band(out["churn_probability"], dict(settings.actions.risk_bands))
     horizon = settings.labels.next_purchase_horizon_days

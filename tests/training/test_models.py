@@ -18,6 +18,7 @@ from training import metrics
 from training.models import (
     BTYD_COLUMNS,
     OUTPUTS,
+    RFM_COLUMNS,
     CategoricalCaster,
     _hazard_rows,
     add_btyd_features,
@@ -117,6 +118,11 @@ def _fit(fitter, frames, settings):
     )
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
 def _check_common(model, frame: pd.DataFrame) -> pd.DataFrame:
     pred = model.predict_frame(frame)
     assert list(pred.columns) == list(OUTPUTS[model.task])
@@ -136,7 +142,7 @@ def _check_common(model, frame: pd.DataFrame) -> pd.DataFrame:
 
 def test_churn_candidates_are_calibrated_and_beat_a_coin(frames, settings) -> None:
     models = _fit(fit_churn_candidates, frames, settings)
-    assert set(models) == {"lightgbm", "logistic_rfm", "bgnbd"}
+    assert set(models) == {"lightgbm", "logistic_rfm", "bgnbd", "blend"}
     evaluation = frames[2]
     active = evaluation["is_active"].to_numpy()
     y = evaluation.loc[active, "churned"].to_numpy()
@@ -156,6 +162,16 @@ def test_churn_candidates_are_calibrated_and_beat_a_coin(frames, settings) -> No
     np.testing.assert_allclose(contrib.sum(axis=1), np.log(raw / (1 - raw)), atol=1e-6)
     assert models["bgnbd"].contributions(evaluation) is None
     assert models["lightgbm"].metadata["calibration"] in {"platt", "isotonic"}
+    # the blend is a logistic regression on the members' logits (hand-computed here); it
+    # explains itself by its LightGBM member
+    blend = models["blend"]
+    rfm = models["logistic_rfm"].estimator.predict_proba(evaluation[list(RFM_COLUMNS)])[:, 1]
+    bg = np.nan_to_num(evaluation["btyd_p_churn"].to_numpy(float), nan=1.0)
+    z = np.column_stack([_logit(raw), _logit(rfm), _logit(bg)]) @ blend.stacker.coef_[0]
+    expected = 1 / (1 + np.exp(-(z + blend.stacker.intercept_[0])))
+    np.testing.assert_allclose(blend.predict_frame(evaluation)["churn_probability"], expected)
+    assert set(blend.metadata["blend_weights"]) == {"lightgbm", "logistic_rfm", "bgnbd"}
+    pd.testing.assert_frame_equal(blend.contributions(evaluation), contrib)
 
 
 def test_next_purchase_outputs_are_ordered_and_in_range(frames, settings) -> None:
