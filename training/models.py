@@ -584,6 +584,8 @@ class ChurnModel(TaskModel):
     ``risk_band`` (low / medium / high) comes from ``settings.actions.risk_bands``.
     ``contributions`` are LightGBM SHAP values on the log-odds scale of the uncalibrated model
     (calibration is monotone, so their ranking holds); they include the ``btyd_*`` columns.
+    The blend explains itself by its LightGBM member (its weight in the stack is in
+    ``metadata["blend_weights"]``).
     """
 
     task = "churn"

@@ -245,12 +245,9 @@ def _candidate_metrics(
 
 
 def _rank_key(task: str, values: dict[str, float]) -> tuple[float, float]:
-    name, higher = PRIMARY_METRIC[task]
-    value = (
-        values.get(name, values.get("brier_30d", np.nan))
-        if task == "next-purchase"
-        else (values.get(name, np.nan))
-    )
+    rule = PRIMARY_METRICS[task]
+    higher = rule.higher_is_better
+    value = values.get(rule.metric_for(values), np.nan)
     value = -np.inf if np.isnan(value) and higher else (np.inf if np.isnan(value) else value)
     tie = values.get("brier", 0.0) if task == "churn" else 0.0
     return (-value if higher else value, tie)

@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,11 +79,20 @@ class MetricRule:
     higher_is_better: bool
     tie_break: str | None = None
     tie_break_higher_is_better: bool = False
+    fallback: str | None = None
+    """Compared instead of ``name`` when a model has no ``name`` (e.g. ``brier_60d`` does not
+    exist for a next-purchase horizon under 60 days)."""
+
+    def metric_for(self, available: Collection[str]) -> str:
+        """The metric compared for a model whose metrics are ``available``."""
+        if self.name in available or self.fallback is None or self.fallback not in available:
+            return self.name
+        return self.fallback
 
 
 PRIMARY_METRICS: dict[str, MetricRule] = {
     "churn": MetricRule("auc", higher_is_better=True, tie_break="brier"),
-    "next-purchase": MetricRule("brier_60d", higher_is_better=False),
+    "next-purchase": MetricRule("brier_60d", higher_is_better=False, fallback="brier_30d"),
     "ltv": MetricRule("gini", higher_is_better=True),
 }
 
@@ -709,13 +718,14 @@ def _tag_metric(tags: Mapping[str, str], metric: str) -> float | None:
 
 def _compare(
     rule: MetricRule,
+    metric: str,
     cand: tuple[float | None, float | None],
     champ: tuple[float | None, float | None],
 ) -> tuple[bool, str]:
     """Is the candidate at least as good? (primary, tie-break) pairs; ties promote."""
     (c, c_tb), (h, h_tb) = cand, champ
     if c is None or h is None:
-        return False, f"{rule.name} missing ({'candidate' if c is None else 'champion'})"
+        return False, f"{metric} missing ({'candidate' if c is None else 'champion'})"
     word = "higher" if rule.higher_is_better else "lower"
     if math.isclose(c, h, rel_tol=0.0, abs_tol=_TIE_TOL):
         if rule.tie_break and c_tb is not None and h_tb is not None:
@@ -723,16 +733,15 @@ def _compare(
             if math.isclose(c_tb, h_tb, rel_tol=0.0, abs_tol=_TIE_TOL) or better:
                 return (
                     True,
-                    f"{rule.name} tied ({c:.4f}); {rule.tie_break} {c_tb:.4f} vs {h_tb:.4f}",
+                    f"{metric} tied ({c:.4f}); {rule.tie_break} {c_tb:.4f} vs {h_tb:.4f}",
                 )
             return False, (
-                f"{rule.name} tied ({c:.4f}) but {rule.tie_break} is worse: "
-                f"{c_tb:.4f} vs {h_tb:.4f}"
+                f"{metric} tied ({c:.4f}) but {rule.tie_break} is worse: {c_tb:.4f} vs {h_tb:.4f}"
             )
-        return True, f"{rule.name} tied ({c:.4f})"
+        return True, f"{metric} tied ({c:.4f})"
     better = c > h if rule.higher_is_better else c < h
     verdict = "better" if better else "worse"
-    return better, f"{rule.name} {c:.4f} vs champion {h:.4f} ({verdict}; {word} is better)"
+    return better, f"{metric} {c:.4f} vs champion {h:.4f} ({verdict}; {word} is better)"
 
 
 def promote(
@@ -782,7 +791,10 @@ def promote(
             f"no candidate for {name} in {uri}; run `retentio train` to register one"
         )
     cand_v, cand_tags = str(cand.version), dict(cand.tags)
-    cand_metric = _tag_metric(cand_tags, rule.name)
+    metric = rule.metric_for(
+        [k.removeprefix(METRIC_TAG_PREFIX) for k in cand_tags if k.startswith(METRIC_TAG_PREFIX)]
+    )
+    cand_metric = _tag_metric(cand_tags, metric)
     champ = _version_by_alias(client, name, CHAMPION_ALIAS)
 
     def decide(promoted: bool, reason: str, champ_metric: float | None) -> PromotionDecision:
@@ -810,7 +822,7 @@ def promote(
             champion_version=None if champ is None else str(champ.version),
             candidate_metric=cand_metric,
             champion_metric=champ_metric,
-            metric=rule.name,
+            metric=metric,
             forced=forced,
         )
 
@@ -826,7 +838,7 @@ def promote(
             champion_version=champ_v,
             candidate_metric=cand_metric,
             champion_metric=cand_metric,
-            metric=rule.name,
+            metric=metric,
         )
     cand_tb = _tag_metric(cand_tags, rule.tie_break) if rule.tie_break else None
     same_snapshot = all(
@@ -834,7 +846,7 @@ def promote(
         for key in ("data_hash", "eval_cutoff")
     )
     if same_snapshot:
-        champ_metric = _tag_metric(champ_tags, rule.name)
+        champ_metric = _tag_metric(champ_tags, metric)
         champ_tb = _tag_metric(champ_tags, rule.tie_break) if rule.tie_break else None
         where = "same snapshot"
     elif evaluate is None:
@@ -848,11 +860,12 @@ def promote(
     else:
         champ_model = _load_version(name, champ_v)
         scores = evaluate(champ_model)
-        champ_metric = scores.get(rule.name)
+        champ_metric = scores.get(metric)
         champ_tb = scores.get(rule.tie_break) if rule.tie_break else None
         where = f"champion re-scored on snapshot {cand_tags.get('eval_cutoff', '?')}"
     ok, why = _compare(
         rule,
+        metric,
         (cand_metric, cand_tb),
         (None if champ_metric is None else float(champ_metric), champ_tb),
     )

@@ -369,3 +369,24 @@ def test_compare_runs_one_row_per_run_newest_first(
     assert len(compare_runs(settings)) == 2
     with pytest.raises(ModelNotFoundError, match="no experiment 'nope'"):
         compare_runs(settings, experiment="nope")
+
+
+def test_gate_falls_back_to_the_metric_the_candidate_has(
+    settings: Settings, features: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # like next purchase with a horizon under 60 days: brier_60d does not exist, brier_30d does;
+    # the gate compares the fallback, as the pipeline's ranking does
+    rule = registry.MetricRule("brier_60d", higher_is_better=False, fallback="brier")
+    assert rule.metric_for({"brier_30d": 0.1, "brier_60d": 0.2}) == "brier_60d"
+    assert rule.metric_for({"brier": 0.1}) == "brier"
+    assert rule.metric_for({"auc": 0.1}) == "brier_60d"  # neither: reported as missing
+    assert registry.PRIMARY_METRICS["next-purchase"].metric_for({"brier_30d": 0.1}) == "brier_30d"
+    monkeypatch.setitem(registry.PRIMARY_METRICS, "churn", rule)
+    train_like(settings, make_model(features, seed=1), features, auc=0.80, tmp_path=tmp_path)
+    promote("churn", settings=settings)
+    quick_candidate(settings, auc=0.80, brier=0.25)  # worse Brier than the champion's 0.2
+    refused = promote("churn", settings=settings)
+    assert not refused.promoted and refused.metric == "brier"
+    assert (refused.candidate_metric, refused.champion_metric) == (0.25, 0.2)
+    quick_candidate(settings, auc=0.80, brier=0.15)
+    assert promote("churn", settings=settings).promoted
