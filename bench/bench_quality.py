@@ -36,11 +36,10 @@ def main() -> None:
 
     from configs.settings import load_settings
     from features.io import load_and_validate
+    from retentio.errors import InsufficientDataError
 
     settings = load_settings(args.config)
     tables = load_and_validate(args.data, settings.data)
-    from retentio.errors import InsufficientDataError
-
     summaries = []
     for cutoff in args.cutoff or [None]:
         try:

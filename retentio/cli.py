@@ -87,6 +87,10 @@ def _settings(config: Path | None) -> Settings:
     return _run(lambda: load_settings(config))
 
 
+SCORE_STEPS = 7
+"""Steps of a scoring job: champions, features, BTYD features, three tasks, actions."""
+
+
 @contextmanager
 def progress_steps(total: int | None, label: str) -> Iterator[Callable[[str], None]]:
     """A rich progress bar advanced by calling the yielded function with a step name.
@@ -434,8 +438,8 @@ def score(
 
     tables = _load(settings, data)
     t = _cutoff(tables, cutoff)
-    with console.status(f"scoring customers as of {t.date()}"):
-        scores, ctx = _run(lambda: score_job(tables, settings, cutoff=t))
+    with progress_steps(SCORE_STEPS, f"scoring as of {t.date()}") as step:
+        scores, ctx = _run(lambda: score_job(tables, settings, cutoff=t, progress=step))
     out_file = out_file or Path(settings.paths.artifacts) / "scores.csv"
     _write_frame(scores, out_file)
     out.print(f"{len(scores):,} customers scored with versions {ctx['versions']} -> {out_file}")
@@ -463,8 +467,12 @@ def at_risk(
 
     tables = _load(settings, data)
     t = _cutoff(tables, cutoff)
-    with console.status("ranking customers by value at risk"):
-        frame = _run(lambda: at_risk_job(tables, settings, cutoff=t, top=top, min_value=min_value))
+    with progress_steps(SCORE_STEPS + 1, "at-risk list") as step:
+        frame = _run(
+            lambda: at_risk_job(
+                tables, settings, cutoff=t, top=top, min_value=min_value, progress=step
+            )
+        )
     out_file = out_file or Path(settings.paths.artifacts) / "at_risk.csv"
     _write_frame(frame, out_file)
     table = Table(title=f"top {min(len(frame), 10)} of {len(frame)} at-risk customers")

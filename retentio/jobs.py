@@ -142,11 +142,20 @@ def promote_job(
     return decisions
 
 
-def score_job(tables: Tables, settings: Settings, *, cutoff: Any) -> tuple[pd.DataFrame, dict]:
+def score_job(
+    tables: Tables,
+    settings: Settings,
+    *,
+    cutoff: Any,
+    progress: Progress | None = None,
+) -> tuple[pd.DataFrame, dict]:
     """Batch scores of every customer known at ``cutoff`` with the champions."""
-    features = build_features(tables, cutoff, settings.features)
+    step = progress or (lambda _: None)
+    step("loading the champions")
     models, versions = load_champions(settings)
-    scores = score_all(models, features, settings)
+    step("building features")
+    features = build_features(tables, cutoff, settings.features)
+    scores = score_all(models, features, settings, progress=step)
     return scores, {"features": features, "models": models, "versions": versions}
 
 
@@ -157,13 +166,16 @@ def at_risk_job(
     cutoff: Any,
     top: int,
     min_value: float | None = None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """The top customers by value at risk, with their top reasons."""
     from serving.reasons import top_reasons  # the shell may use serving's phrasing
 
     if top < 1:
         raise RetentioError("--top must be at least 1")
-    scores, ctx = score_job(tables, settings, cutoff=cutoff)
+    scores, ctx = score_job(tables, settings, cutoff=cutoff, progress=progress)
+    if progress is not None:
+        progress("ranking and reasons")
     ranked = scores
     if min_value is not None:
         ranked = ranked[ranked["ltv_if_retained"] >= min_value]

@@ -100,7 +100,15 @@ def test_data_hash_is_stable_and_content_sensitive(tables) -> None:
 
 def test_score_all_columns_and_value_at_risk(result, tables, settings) -> None:
     features = build_features(tables, pd.Timestamp("2025-06-30"), settings.features)
-    scores = score_all(result.models, features, settings)
+    steps: list[str] = []
+    scores = score_all(result.models, features, settings, progress=steps.append)
+    assert steps == [
+        "BTYD features",
+        "scoring churn",
+        "scoring next-purchase",
+        "scoring ltv",
+        "value, potential and actions",
+    ]
     assert list(scores.columns) == list(SCORE_COLUMNS)
     assert len(scores) == len(features)
     assert scores[ENTITY].tolist() == features[ENTITY].tolist()
