@@ -695,7 +695,8 @@ def fit_churn_candidates(
         objective="binary",
         monotone=CHURN_MONOTONE,
     )
-    cal = _Calibrator(seed).fit(_predict_p(lgbm, ca[cols]), y_ca)
+    raw_ca = _predict_p(lgbm, ca[cols])
+    cal = _Calibrator(seed).fit(raw_ca, y_ca)
     best_iter = lgbm.named_steps["model"].best_iteration_
     models = {
         "lightgbm": ChurnModel(
@@ -707,7 +708,8 @@ def fit_churn_candidates(
         )
     }
     logit = _rfm_logistic().fit(tr[list(RFM_COLUMNS)], y_tr)
-    cal_l = _Calibrator(seed).fit(_predict_p(logit, ca[list(RFM_COLUMNS)]), y_ca)
+    raw_ca_l = _predict_p(logit, ca[list(RFM_COLUMNS)])
+    cal_l = _Calibrator(seed).fit(raw_ca_l, y_ca)
     models["logistic_rfm"] = ChurnModel(
         "logistic_rfm",
         estimator=logit,
@@ -718,9 +720,7 @@ def fit_churn_candidates(
     models["bgnbd"] = ChurnModel(
         "bgnbd", estimator=None, calibrator=None, metadata={"calibration": "none"}, **common
     )
-    members = (_predict_p(lgbm, ca[cols]), _predict_p(logit, ca[list(RFM_COLUMNS)]))
-    stack = _blend_input(*members, _bgnbd_churn(ca))
-    stacker = LogisticRegression(C=1.0).fit(stack, y_ca)
+    stacker = LogisticRegression(C=1.0).fit(_blend_input(raw_ca, raw_ca_l, _bgnbd_churn(ca)), y_ca)
     models["blend"] = ChurnModel(
         "blend",
         estimator=lgbm,
