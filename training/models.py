@@ -6,13 +6,13 @@ Each task has several *candidates*; :mod:`training.pipeline` evaluates them on t
 snapshot and serves the best.
 
 Time scheme of one training job (snapshots ``1..K`` oldest first, see :mod:`training.pipeline`):
-learned candidates are fitted on snapshots ``1..K-2``; early stopping, probability calibration
-and the LTV scale are fitted on snapshot ``K-1`` (its rows are never seen by the trees, though
-without an embargo between training and calibration their label periods overlap); snapshot
-``K``'s labels are only evaluated. The BG/NBD + Gamma-Gamma model used as features and as the
-BTYD baselines is fitted on the newest snapshot's RFM features (no labels), so the baselines are
-scored on the customers whose histories they were fitted on. The served model is exactly the
-evaluated one, so its recorded metrics describe it.
+learned candidates are fitted on snapshots ``1..K-2``; early stopping, probability calibration,
+the churn blend's stack and the LTV scale are fitted on snapshot ``K-1`` (its rows are never
+seen by the trees, though without an embargo between training and calibration their label
+periods overlap); snapshot ``K``'s labels are only evaluated. The BG/NBD + Gamma-Gamma model
+used as features and as the BTYD baselines is fitted on the newest snapshot's RFM features (no
+labels), so the baselines are scored on the customers whose histories they were fitted on. The
+served model is exactly the evaluated one, so its recorded metrics describe it.
 
 Candidates
 ----------

@@ -4,15 +4,15 @@ Evaluation scheme (honest, documented in the README)
 ----------------------------------------------------
 Cutoffs ``c_1 < ... < c_K`` are ``training.step_days`` apart, except that with
 ``training.embargo`` (default) ``c_K`` lies ``max(horizon, step_days)`` after ``c_{K-1}`` so no
-training label window overlaps the evaluation window; ``c_K`` is the latest
-cutoff whose longest needed label window (the largest horizon of the requested tasks) is fully
-observed. Learned candidates train on snapshots ``1..K-2``; early stopping, probability
-calibration and the LTV scale are fitted on snapshot ``K-1``; every candidate is evaluated on
-snapshot ``K``, which no model saw. With ``K = 2`` the calibration rows are a seeded 25 % of
-the customers of snapshot 1, held out from training. The served model per task is the best
-candidate on snapshot ``K`` (churn: AUC, tie-break Brier; next purchase: Brier at 60 days;
-LTV: normalised Gini) and it is served *as evaluated* (no refit), so the metrics recorded in
-MLflow describe the very model that scores.
+training label window overlaps the evaluation window; ``c_K`` is the latest cutoff whose longest
+needed label window (the largest horizon of the requested tasks) is fully observed. Learned
+candidates train on snapshots ``1..K-2``; early stopping, probability calibration, the churn
+blend's stack and the LTV scale are fitted on snapshot ``K-1``; every candidate is evaluated on
+snapshot ``K``, which no model saw. With ``K = 2`` the calibration rows are a seeded 25 % of the
+customers of snapshot 1, held out from training. The served model per task is the best candidate
+on snapshot ``K`` (churn: AUC, tie-break Brier; next purchase: Brier at 60 days, or at 30 days
+for horizons under 60; LTV: normalised Gini) and it is served *as evaluated* (no refit), so the
+metrics recorded in MLflow describe the very model that scores.
 
 Prediction columns of ``TrainingResult.eval_frame`` are named ``<task>__<candidate>__<output>``
 (see :func:`prediction_column`), e.g. ``churn__lightgbm__churn_probability``.
