@@ -120,6 +120,12 @@ class TrainingConfig(_Section):
         description="newest training cutoff a whole horizon before the evaluation cutoff, so "
         "no training label window overlaps the evaluation window",
     )
+    refit: bool = Field(
+        False,
+        description="after evaluation, refit each served candidate on every snapshot but the "
+        "newest and calibrate it on the newest, and register that model (its recorded metrics "
+        "are then those of the evaluated fit)",
+    )
     random_state: int = 42
     min_customers: int = Field(200, gt=0)
     min_purchasers: int = Field(50, gt=0)

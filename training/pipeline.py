@@ -426,8 +426,43 @@ def train_all(
         logger.info(
             "%s: served %s (%s=%.4f)", task, best, name, task_metrics[best].get(name, float("nan"))
         )
+    if tr.refit:
+        _refit_served(result, pd.concat([train, calib]), eval_frame, btyd, columns, settings, step)
     result.eval_frame = pd.concat([eval_frame, pd.DataFrame(extra)], axis=1)
     return result
+
+
+def _refit_served(
+    result: TrainingResult,
+    train: pd.DataFrame,
+    newest: pd.DataFrame,
+    btyd: Any,
+    columns: list[str],
+    settings: Settings,
+    step: Callable[[str], None],
+) -> None:
+    """Replace each served model by the same candidate refitted one snapshot later.
+
+    The refit trains on every snapshot but the newest and early-stops / calibrates on the
+    newest, whose labels reach the end of the data. It keeps the evaluated fit's metrics
+    (``holdout_metrics``, ``eval_cutoff``): they estimate the procedure, since no snapshot is
+    left to evaluate the refit on. ``result.candidates`` keeps the evaluated fits.
+    """
+    for task, name in result.served.items():
+        step(f"refitting {task} ({name})")
+        evaluated = result.models[task]
+        refit = _FITTERS[task](
+            train, newest, btyd=btyd, settings=settings, feature_columns=columns
+        )[name]
+        for key, value in evaluated.metadata.items():  # cutoffs, horizons, holdout metrics
+            refit.metadata.setdefault(key, value)
+        refit.metadata.update(
+            refit=True,
+            refit_train_cutoffs=[str(c.date()) for c in sorted(train[AS_OF].unique())],
+            refit_calibration_cutoff=str(result.eval_cutoff.date()),
+            train_max_cutoff=str(result.eval_cutoff.date()),
+        )
+        result.models[task] = refit
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ Version tags written by :func:`register_task_model` (read back by :func:`promote
 
 - ``eval_cutoff``, ``data_hash``, ``train_max_cutoff``, ``candidate`` (from the model's metadata
   or the ``tags`` argument): identify the evaluation snapshot;
+- ``refit`` (``True``) on a model refitted after its evaluation (``training.refit``);
 - ``primary_metric`` (e.g. ``auc``) and ``metric.<name>`` for every holdout metric given;
 - ``forced=true`` on a version promoted with ``force=True``.
 """
@@ -517,7 +518,7 @@ def register_task_model(
     rule = PRIMARY_METRICS[task]
     metadata = getattr(model, "metadata", {}) or {}
     version_tags: dict[str, str] = {
-        key: str(metadata[key]) for key in (*SNAPSHOT_TAGS, "candidate") if key in metadata
+        key: str(metadata[key]) for key in (*SNAPSHOT_TAGS, "candidate", "refit") if key in metadata
     }
     if "train_max_cutoff" not in version_tags:
         seen = [*metadata.get("train_cutoffs", []), metadata.get("calibration_cutoff")]

@@ -185,6 +185,32 @@ def test_cutoff_option_and_two_snapshot_scheme(tables) -> None:
     assert set(res.models) == {"churn"}
 
 
+def test_refit_serves_the_chosen_candidate_refitted_on_the_newest_labels(tables) -> None:
+    refit = load_settings(
+        training={"min_customers": 50, "min_purchasers": 20, "lightgbm": LGBM, "refit": True}
+    )
+    steps: list[str] = []
+    res = train_all(tables, refit, tasks=["churn"], cutoff="2025-03-31", progress=steps.append)
+    name = res.served["churn"]
+    model, evaluated = res.models["churn"], res.candidates["churn"][name]
+    assert model is not evaluated and model.candidate == name
+    assert steps[-1] == f"refitting churn ({name})"
+    meta = model.metadata
+    assert meta["refit"] is True
+    assert meta["refit_calibration_cutoff"] == str(res.eval_cutoff.date())
+    assert meta["refit_train_cutoffs"] == [str(c.date()) for c in res.cutoffs[:-1]]
+    assert meta["train_max_cutoff"] == str(res.eval_cutoff.date())  # a registry version tag
+    # the recorded metrics are the evaluated fit's (what the gate compares)
+    assert meta["holdout_metrics"] == res.metrics["churn"][name]
+    assert meta["eval_cutoff"] == evaluated.metadata["eval_cutoff"]
+    # calibrated on the newest snapshot: its probabilities there differ from the evaluated fit's
+    frame = res.eval_frame
+    assert not np.allclose(
+        model.predict_frame(frame)["churn_probability"],
+        evaluated.predict_frame(frame)["churn_probability"],
+    )
+
+
 def test_single_customers_scored_with_population_thresholds(result, tables, settings) -> None:
     features = build_features(tables, pd.Timestamp("2025-06-30"), settings.features)
     batch = score_all(result.models, features, settings)

@@ -152,9 +152,8 @@ def test_round_trip_register_promote_load(
     settings: Settings, features: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     model = make_model(features, seed=1)
-    started = time.perf_counter()
+    model.metadata["refit"] = True  # as training.refit marks a model refitted after evaluation
     version = train_like(settings, model, features, auc=0.80, tmp_path=tmp_path)
-    register_s = time.perf_counter() - started
     assert version == "1"
     assert champion_version("churn", settings) is None
 
@@ -171,9 +170,7 @@ def test_round_trip_register_promote_load(
     )
     assert champion_version("churn", settings) == "1"
 
-    started = time.perf_counter()
     loaded, loaded_version = load_task_model("churn", settings=settings)
-    load_s = time.perf_counter() - started
     assert loaded_version == "1"
     assert loaded.feature_columns == FEATURES
     assert loaded.metadata["data_hash"] == "abc123"
@@ -188,6 +185,7 @@ def test_round_trip_register_promote_load(
     assert float(mv.tags["metric.auc"]) == 0.80
     assert float(mv.tags["metric.brier"]) == 0.20
     assert mv.tags["candidate"] == "stand-in"
+    assert mv.tags["refit"] == "True"
     # signature and input example are recorded
     import mlflow
 
@@ -198,8 +196,6 @@ def test_round_trip_register_promote_load(
     assert list((tmp_path / "artifacts").rglob("report.html"))
     assert list((tmp_path / "artifacts").rglob("config.yaml"))
     assert capsys.readouterr().out == ""
-    print(f"\nregister (log run + log_model + alias) {register_s:.2f} s, load {load_s:.2f} s")
-    assert register_s < 15 and load_s < 5
 
 
 def test_log_training_records_params_metrics_and_experiment(
