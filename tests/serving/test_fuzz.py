@@ -8,7 +8,6 @@ with the request that caused it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -52,7 +51,6 @@ def test_no_input_causes_a_server_error(fuzz_server: Server, mode: GenerationMod
     )
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} >= OPERATIONS
-    started = time.perf_counter()
     n_calls = {"n": 0}
     for operation in operations:
         if operation.path not in OPERATIONS:
@@ -77,4 +75,3 @@ def test_no_input_causes_a_server_error(fuzz_server: Server, mode: GenerationMod
 
         fuzz()
     assert n_calls["n"] >= len(OPERATIONS)  # every operation was really called
-    assert time.perf_counter() - started < 120

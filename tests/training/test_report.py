@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +62,6 @@ def test_report_has_every_section_and_embedded_images(
     eval_frame: pd.DataFrame, tmp_path: Path
 ) -> None:
     importances = {"churn lightgbm": pd.Series(np.arange(30.0), index=[f"f{i}" for i in range(30)])}
-    started = time.perf_counter()
     out = write_report(
         eval_frame,
         METRICS,
@@ -73,7 +71,6 @@ def test_report_has_every_section_and_embedded_images(
         title="tiny <dataset>",
         served={"churn": "lightgbm"},
     )
-    elapsed = time.perf_counter() - started
     page = out.read_text()
     assert out == tmp_path / "sub" / "report.html"
     assert "<title>tiny &lt;dataset&gt;</title>" in page  # escaped
@@ -97,7 +94,6 @@ def test_report_has_every_section_and_embedded_images(
     assert "lightgbm ★" in page and "logistic_rfm (baseline)" in page
     # 1800 labelled customers (200 inactive dropped)
     assert "1800 active customers" in page
-    assert elapsed < 5, f"report took {elapsed:.1f} s"
 
 
 def test_best_cells_follow_each_metric_direction(eval_frame: pd.DataFrame, tmp_path: Path) -> None:
