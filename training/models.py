@@ -12,7 +12,8 @@ seen by the trees, though without an embargo between training and calibration th
 periods overlap); snapshot ``K``'s labels are only evaluated. The BG/NBD + Gamma-Gamma model
 used as features and as the BTYD baselines is fitted on the newest snapshot's RFM features (no
 labels), so the baselines are scored on the customers whose histories they were fitted on. The
-served model is exactly the evaluated one, so its recorded metrics describe it.
+served model is exactly the evaluated one, so its recorded metrics describe it (unless
+``training.refit`` refits it one snapshot later).
 
 Candidates
 ----------

@@ -11,8 +11,9 @@ blend's stack and the LTV scale are fitted on snapshot ``K-1``; every candidate 
 snapshot ``K``, which no model saw. With ``K = 2`` the calibration rows are a seeded 25 % of the
 customers of snapshot 1, held out from training. The served model per task is the best candidate
 on snapshot ``K`` (churn: AUC, tie-break Brier; next purchase: Brier at 60 days, or at 30 days
-for horizons under 60; LTV: normalised Gini) and it is served *as evaluated* (no refit), so the
-metrics recorded in MLflow describe the very model that scores.
+for horizons under 60; LTV: normalised Gini) and it is served *as evaluated*, so the metrics
+recorded in MLflow describe the very model that scores; ``training.refit`` instead serves the
+same candidate refitted one snapshot later (see :func:`_refit_served`).
 
 Prediction columns of ``TrainingResult.eval_frame`` are named ``<task>__<candidate>__<output>``
 (see :func:`prediction_column`), e.g. ``churn__lightgbm__churn_probability``.
