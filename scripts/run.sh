@@ -31,7 +31,8 @@ cat <<MSG
   curl -s -X POST localhost:$PORT/at_risk -H 'content-type: application/json' -d '{"top": 5}'
   curl -s -X POST localhost:$PORT/events -H 'content-type: application/json' \\
        -d '{"customer_id": "$(sed -n 2p artifacts/at_risk.csv | cut -d, -f1)", "transactions": [{"timestamp": "$(sed -n 2p artifacts/at_risk.csv | cut -d, -f2)", "amount": 80.0}]}'
-  curl -s localhost:$PORT/readyz; curl -s localhost:$PORT/metrics | head
+  curl -s -o /dev/null -w 'readyz %{http_code}\\n' localhost:$PORT/readyz  # 200 = ready
+  curl -s localhost:$PORT/metrics | grep '^retentio_' | head
   MLflow UI: make ui      report: artifacts/reports/
 MSG
 exec $R serve --port "$PORT" "${CONFIG_ARGS[@]}"
