@@ -59,10 +59,6 @@ from training.snapshots import (
 logger = logging.getLogger(__name__)
 
 TASKS = ("churn", "next-purchase", "ltv")
-PRIMARY_METRIC: dict[str, tuple[str, bool]] = {
-    task: (rule.name, rule.higher_is_better) for task, rule in PRIMARY_METRICS.items()
-}
-"""Primary metric per task and whether higher is better (the promotion gate's rule)."""
 BOOTSTRAP_MAX_ROWS = 200_000
 N_BOOT = 300
 
@@ -101,7 +97,6 @@ ACTION_REFINEMENTS: dict[str, dict[str, str]] = {
 
 __all__ = [
     "ACTION_REFINEMENTS",
-    "PRIMARY_METRIC",
     "SCORE_COLUMNS",
     "TASKS",
     "TrainingResult",
@@ -423,7 +418,7 @@ def train_all(
         result.metrics[task] = task_metrics
         result.bootstrap[task] = boot
         result.served[task] = best
-        name, _ = PRIMARY_METRIC[task]
+        name = PRIMARY_METRICS[task].metric_for(task_metrics[best])
         logger.info(
             "%s: served %s (%s=%.4f)", task, best, name, task_metrics[best].get(name, float("nan"))
         )
