@@ -14,6 +14,7 @@ from configs.settings import load_settings
 from features.schema import AS_OF, ENTITY
 from features.synth import generate_crm
 from retentio.errors import ContractError
+from tests.training import LGBM
 from training import metrics
 from training.models import (
     BTYD_COLUMNS,
@@ -29,9 +30,6 @@ from training.models import (
     survival_summary,
 )
 from training.snapshots import build_snapshots, snapshot_cutoffs
-
-LGBM = {"n_estimators": 60, "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 20,
-        "verbose": -1}  # fmt: skip
 
 
 # only check skipped by sklearn itself: check_array_api_input (needs SCIPY_ARRAY_API)

@@ -11,6 +11,7 @@ from features.build import build_features
 from features.schema import AS_OF, ENTITY, Tables
 from features.synth import generate_crm
 from retentio.errors import ConfigError, InsufficientDataError
+from tests.training import LGBM
 from training import metrics
 from training.models import BASELINES, OUTPUTS
 from training.pipeline import (
@@ -22,9 +23,6 @@ from training.pipeline import (
     score_thresholds,
     train_all,
 )
-
-LGBM = {"n_estimators": 60, "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 20,
-        "verbose": -1}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
