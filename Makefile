@@ -25,6 +25,9 @@ run: setup ## main job on embedded defaults: synthesise -> check -> features -> 
 test: setup ## the whole test suite (what CI runs)
 	@$(BIN)/python -m pytest
 
+test-fast: setup ## unit tests only (no slow or e2e suites)
+	@$(BIN)/python -m pytest -m "not slow and not e2e"
+
 lint: setup ## ruff: lint and format check
 	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
@@ -44,4 +47,4 @@ clean: ## remove generated data, stores, caches (keeps .venv)
 	@rm -rf artifacts data mlruns bench/out .pytest_cache .ruff_cache .hypothesis
 	@find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
 
-.PHONY: help setup run test lint format bench serve ui clean
+.PHONY: help setup run test test-fast lint format bench serve ui clean

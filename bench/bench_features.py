@@ -27,7 +27,7 @@ def _peak_rss_mb() -> float:
 
 
 def stage_synth(args: argparse.Namespace) -> dict:
-    from features.synth import generate_crm, write_tables
+    from retentio.features.synth import generate_crm, write_tables
 
     t0 = time.perf_counter()
     tables = generate_crm(
@@ -46,8 +46,8 @@ def stage_synth(args: argparse.Namespace) -> dict:
 
 
 def _load(args: argparse.Namespace):
-    from configs.settings import load_settings
-    from features.io import load_tables
+    from retentio.configs.settings import load_settings
+    from retentio.features.io import load_tables
 
     settings = load_settings(args.config)
     t0 = time.perf_counter()
@@ -57,7 +57,7 @@ def _load(args: argparse.Namespace):
 
 
 def stage_build(args: argparse.Namespace) -> dict:
-    from features.build import build_features
+    from retentio.features.build import build_features
 
     settings, tables, load_s = _load(args)
     cutoff = tables.last_timestamp.normalize()

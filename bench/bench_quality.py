@@ -34,9 +34,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from configs.settings import load_settings
-    from features.io import load_and_validate
+    from retentio.configs.settings import load_settings
     from retentio.errors import InsufficientDataError
+    from retentio.features.io import load_and_validate
 
     settings = load_settings(args.config)
     tables = load_and_validate(args.data, settings.data)
@@ -73,8 +73,8 @@ def _summary_line(summary: dict) -> str:
 
 def _churn_calibration(result) -> dict:
     """Paired bootstrap of Brier and log loss, churn model vs best baseline (active rows)."""
-    from training.metrics import paired_bootstrap
-    from training.pipeline import N_BOOT, prediction_column
+    from retentio.training.metrics import paired_bootstrap
+    from retentio.training.pipeline import N_BOOT, prediction_column
 
     boot = result.bootstrap.get("churn")
     if not boot:
@@ -95,7 +95,7 @@ def _churn_calibration(result) -> dict:
 
 def run_one(tables, settings, cutoff: str | None) -> dict:
     """Train and evaluate once with the data ending on ``cutoff``; print and append JSON."""
-    from training.pipeline import train_all
+    from retentio.training.pipeline import train_all
 
     t0 = time.perf_counter()
     result = train_all(tables, settings, cutoff=cutoff)

@@ -68,10 +68,10 @@ def prepare(root: Path, *, n_customers: int, train_customers: int, seed: int) ->
     if stamp.exists():
         logger.info("reusing %s", root)
         return config
-    from configs.settings import load_settings
-    from features.schema import Tables
-    from features.synth import generate_crm
-    from training.pipeline import train_all
+    from retentio.configs.settings import load_settings
+    from retentio.features.schema import Tables
+    from retentio.features.synth import generate_crm
+    from retentio.training.pipeline import train_all
 
     root.mkdir(parents=True, exist_ok=True)
     write_config(root, reload_interval_s=30.0, n_estimators=100, max_batch=10_000)
@@ -104,7 +104,7 @@ def sample_ids(config: Path, n: int, seed: int) -> list[str]:
     """``n`` random customer ids of the online store."""
     import sqlite3
 
-    from configs.settings import load_settings
+    from retentio.configs.settings import load_settings
 
     path = Path(load_settings(config).paths.artifacts) / "online.sqlite"
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:

@@ -27,9 +27,9 @@ def _rss_mb() -> int:
 
 
 def stage_train(args: argparse.Namespace) -> dict:
-    from configs.settings import load_settings
-    from features.io import load_and_validate
-    from training.pipeline import train_all
+    from retentio.configs.settings import load_settings
+    from retentio.features.io import load_and_validate
+    from retentio.training.pipeline import train_all
 
     settings = load_settings(args.config)
     t0 = time.perf_counter()
@@ -55,10 +55,10 @@ def stage_train(args: argparse.Namespace) -> dict:
 
 
 def stage_score(args: argparse.Namespace) -> dict:
-    from configs.settings import load_settings
-    from features.build import build_features
-    from features.io import load_and_validate
-    from training.pipeline import score_all
+    from retentio.configs.settings import load_settings
+    from retentio.features.build import build_features
+    from retentio.features.io import load_and_validate
+    from retentio.training.pipeline import score_all
 
     settings = load_settings(args.config)
     tables = load_and_validate(args.data, settings.data)

@@ -1,5 +1,5 @@
 """Configuration: ``default.yaml`` and the typed :class:`Settings` that loads it."""
 
-from configs.settings import Settings, load_settings
+from retentio.configs.settings import Settings, load_settings
 
 __all__ = ["Settings", "load_settings"]

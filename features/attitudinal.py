@@ -39,10 +39,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from features.cutoff import as_cutoff, history
-from features.rfm import customer_positions
-from features.schema import ATTITUDINAL_FEATURES
 from retentio.errors import ContractError
+from retentio.features.cutoff import as_cutoff, history
+from retentio.features.rfm import customer_positions
+from retentio.features.schema import ATTITUDINAL_FEATURES
 
 logger = logging.getLogger(__name__)
 

@@ -25,12 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from configs.settings import FeaturesConfig
-from features.attitudinal import build_attitudinal_features
-from features.cutoff import as_cutoff, history_end
-from features.relational import build_relational_features
-from features.rfm import build_rfm_features
-from features.schema import (
+from retentio.configs.settings import FeaturesConfig
+from retentio.errors import ContractError
+from retentio.features.attitudinal import build_attitudinal_features
+from retentio.features.cutoff import as_cutoff, history_end
+from retentio.features.relational import build_relational_features
+from retentio.features.rfm import build_rfm_features
+from retentio.features.schema import (
     AS_OF,
     ENTITY,
     RFM_FEATURES,
@@ -38,8 +39,7 @@ from features.schema import (
     STATIC_PREFIX,
     Tables,
 )
-from features.scores import build_score_features
-from retentio.errors import ContractError
+from retentio.features.scores import build_score_features
 
 logger = logging.getLogger(__name__)
 

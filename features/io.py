@@ -21,10 +21,10 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from configs.settings import DataConfig, TableSource
-from features.schema import TABLES, Column, Tables
-from features.validation import ROW_HASH, TEXT_DTYPE, ValidationReport, validate_tables
+from retentio.configs.settings import DataConfig, TableSource
 from retentio.errors import ContractError
+from retentio.features.schema import TABLES, Column, Tables
+from retentio.features.validation import ROW_HASH, TEXT_DTYPE, ValidationReport, validate_tables
 
 logger = logging.getLogger(__name__)
 

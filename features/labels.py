@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from configs.settings import LabelsConfig
-from features.cutoff import DAY, as_cutoff, history_end, label_window
-from features.rfm import check_transactions, duckdb_cursor, order_key_sql
-from features.schema import ENTITY, LABELS
+from retentio.configs.settings import LabelsConfig
 from retentio.errors import ConfigError, ContractError
+from retentio.features.cutoff import DAY, as_cutoff, history_end, label_window
+from retentio.features.rfm import check_transactions, duckdb_cursor, order_key_sql
+from retentio.features.schema import ENTITY, LABELS
 
 logger = logging.getLogger(__name__)
 

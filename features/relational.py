@@ -34,11 +34,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.cutoff import as_cutoff, history_end
-from features.rfm import customer_positions
-from features.schema import RELATIONAL_FEATURES
-from features.validation import as_arrow_text
 from retentio.errors import ContractError
+from retentio.features.cutoff import as_cutoff, history_end
+from retentio.features.rfm import customer_positions
+from retentio.features.schema import RELATIONAL_FEATURES
+from retentio.features.validation import as_arrow_text
 
 logger = logging.getLogger(__name__)
 

@@ -31,11 +31,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from configs.settings import FeaturesConfig, RfmNoteConfig
-from features.cutoff import as_cutoff, history_end
-from features.schema import ENTITY, RFM_FEATURES, TABLES
-from features.validation import as_arrow_text
+from retentio.configs.settings import FeaturesConfig, RfmNoteConfig
 from retentio.errors import ContractError
+from retentio.features.cutoff import as_cutoff, history_end
+from retentio.features.schema import ENTITY, RFM_FEATURES, TABLES
+from retentio.features.validation import as_arrow_text
 
 logger = logging.getLogger(__name__)
 

@@ -71,7 +71,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from configs.settings import FeaturesConfig
+from retentio.configs.settings import FeaturesConfig
 from retentio.errors import ContractError
 
 logger = logging.getLogger(__name__)

@@ -19,10 +19,10 @@ from typing import Any
 
 import pandas as pd
 
-from configs.settings import FeaturesConfig
-from features.cutoff import as_cutoff, history
-from features.schema import AS_OF, ENTITY, FEATURE_SET_VERSION, Tables
+from retentio.configs.settings import FeaturesConfig
 from retentio.errors import ContractError, CustomerNotFoundError
+from retentio.features.cutoff import as_cutoff, history
+from retentio.features.schema import AS_OF, ENTITY, FEATURE_SET_VERSION, Tables
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def build_feature_store(
     tuple
         The feature frame and the offline snapshot's path.
     """
-    from features.build import build_features
+    from retentio.features.build import build_features
 
     cutoff = as_cutoff(cutoff)
     frame = build_features(tables, cutoff, cfg)

@@ -44,9 +44,9 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from features.cutoff import as_cutoff
-from features.schema import TABLES, Tables
 from retentio.errors import ConfigError
+from retentio.features.cutoff import as_cutoff
+from retentio.features.schema import TABLES, Tables
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.schema import ENTITY, TABLES
 from retentio.errors import ContractError
+from retentio.features.schema import ENTITY, TABLES
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ import pandas as pd
 from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset, DataSummaryPreset
 
-from features.schema import AS_OF, ENTITY, FEATURES, LABELS
 from retentio.errors import ContractError
+from retentio.features.schema import AS_OF, ENTITY, FEATURES, LABELS
 
 logger = logging.getLogger(__name__)
 

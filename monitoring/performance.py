@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from features.schema import ENTITY
 from retentio.errors import ContractError
+from retentio.features.schema import ENTITY
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # type-only: importing the policy must not load Evidently
-    from configs.settings import DriftPolicy
-    from monitoring.drift import DriftResult
+    from retentio.configs.settings import DriftPolicy
+    from retentio.monitoring.drift import DriftResult
 
 
 @dataclass(frozen=True)

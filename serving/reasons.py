@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.schema import FEATURES
+from retentio.features.schema import FEATURES
 
 _DESCRIPTIONS = {f.name: f.description for f in FEATURES}
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
-from features.schema import FEATURES, STATIC_PREFIX
+from retentio.features.schema import FEATURES, STATIC_PREFIX
 
 __all__ = [
     "AtRiskRequest",

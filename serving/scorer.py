@@ -46,17 +46,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from configs.settings import Settings
-from features.build import build_features
-from features.cutoff import as_cutoff
-from features.schema import AS_OF, ENTITY, FEATURES, STATIC_PREFIX, TIME_DEPENDENT, Tables
-from features.scores import rfm_segments
-from features.store import OnlineStore, read_offline
+from retentio.configs.settings import Settings
 from retentio.errors import ContractError, CustomerNotFoundError, RetentioError
-from serving.prediction_log import PredictionLog, features_hash
-from serving.reasons import phrase_reasons, top_features, top_reasons
-from training.models import TaskModel
-from training.pipeline import TASKS, score_all, score_thresholds
+from retentio.features.build import build_features
+from retentio.features.cutoff import as_cutoff
+from retentio.features.schema import AS_OF, ENTITY, FEATURES, STATIC_PREFIX, TIME_DEPENDENT, Tables
+from retentio.features.scores import rfm_segments
+from retentio.features.store import OnlineStore, read_offline
+from retentio.serving.prediction_log import PredictionLog, features_hash
+from retentio.serving.reasons import phrase_reasons, top_features, top_reasons
+from retentio.training.models import TaskModel
+from retentio.training.pipeline import TASKS, score_all, score_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -213,14 +213,14 @@ _CHUNK = 100_000
 
 def load_champions(settings: Settings) -> tuple[dict[str, TaskModel], dict[str, str]]:
     """Load the ``@champion`` of every task from the MLflow registry."""
-    from training.registry import load_champions as load
+    from retentio.training.registry import load_champions as load
 
     return load(settings)
 
 
 def champion_versions(settings: Settings) -> dict[str, str | None]:
     """The registry's current champion version per task (cheap; for hot reload)."""
-    from training.registry import champion_version
+    from retentio.training.registry import champion_version
 
     return {task: champion_version(task, settings) for task in TASKS}
 

@@ -1,6 +1,6 @@
 """The BentoML service: real-time scores, at-risk lists, live events, health and metrics.
 
-``bentoml serve serving.service:Retentio`` (or ``retentio serve``) starts it; the settings come
+``bentoml serve retentio.serving.service:Retentio`` (or ``retentio serve``) starts it; the settings come
 from the YAML named by ``RETENTIO_CONFIG`` (defaults when unset). Every endpoint delegates to
 :class:`serving.scorer.Scorer`; this module only maps HTTP to calls and errors to status codes.
 
@@ -58,7 +58,7 @@ from retentio.errors import (
     ModelNotFoundError,
     RetentioError,
 )
-from serving.schemas import (
+from retentio.serving.schemas import (
     AtRiskRequest,
     AtRiskResponse,
     EventsRequest,
@@ -74,8 +74,8 @@ from serving.schemas import (
 )
 
 if TYPE_CHECKING:
-    from configs.settings import Settings
-    from serving.scorer import Scorer
+    from retentio.configs.settings import Settings
+    from retentio.serving.scorer import Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class Retentio:
     """Real-time churn, next-purchase and LTV scores over the online store (see module doc)."""
 
     def __init__(self) -> None:
-        from configs.settings import load_settings
+        from retentio.configs.settings import load_settings
 
         self.settings: Settings = load_settings(os.environ.get(CONFIG_ENV) or None)
         self.scorer: Scorer | None = None
@@ -204,7 +204,7 @@ class Retentio:
     # ---------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        from serving.scorer import Scorer
+        from retentio.serving.scorer import Scorer
 
         try:
             self.scorer = Scorer.from_settings(self.settings)

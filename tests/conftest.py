@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from configs.settings import MlflowConfig, Settings, load_settings
+from retentio.configs.settings import MlflowConfig, Settings, load_settings
 
 
 @pytest.fixture(scope="session")
 def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated, empty sqlite MLflow store (copy it; never write to it)."""
-    from training import registry
+    from retentio.training import registry
 
     db = tmp_path_factory.mktemp("template") / "mlflow.db"
     registry.configure_mlflow(MlflowConfig(tracking_uri=f"sqlite:///{db}")).search_experiments()

@@ -60,10 +60,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from configs.settings import Settings
-from features.schema import AS_OF, ENTITY
+from retentio.configs.settings import Settings
 from retentio.errors import ContractError
-from training.btyd import BtydBaseline
+from retentio.features.schema import AS_OF, ENTITY
+from retentio.training.btyd import BtydBaseline
 
 logger = logging.getLogger(__name__)
 

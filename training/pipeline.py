@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from configs.settings import Settings
-from features.cutoff import as_cutoff
-from features.schema import AS_OF, ENTITY, Tables, feature_columns
+from retentio.configs.settings import Settings
 from retentio.errors import ConfigError
-from training import metrics as evaluation
-from training.models import (
+from retentio.features.cutoff import as_cutoff
+from retentio.features.schema import AS_OF, ENTITY, Tables, feature_columns
+from retentio.training import metrics as evaluation
+from retentio.training.models import (
     BASELINES,
     BTYD_COLUMNS,
     OUTPUTS,
@@ -47,8 +47,8 @@ from training.models import (
     fit_next_purchase_candidates,
     risk_band,
 )
-from training.registry import PRIMARY_METRICS
-from training.snapshots import (
+from retentio.training.registry import PRIMARY_METRICS
+from retentio.training.snapshots import (
     build_snapshots,
     check_snapshot,
     history_tables,

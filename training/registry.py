@@ -44,7 +44,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from configs.settings import MlflowConfig, Settings
+from retentio.configs.settings import MlflowConfig, Settings
 from retentio.errors import ModelNotFoundError, RetentioError
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Sequence
 
 import pandas as pd
 
-from configs.settings import Settings
-from features.cutoff import as_cutoff, history
-from features.schema import AS_OF, ENTITY, Tables
+from retentio.configs.settings import Settings
 from retentio.errors import InsufficientDataError
+from retentio.features.cutoff import as_cutoff, history
+from retentio.features.schema import AS_OF, ENTITY, Tables
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ __all__ = [
 def _max_label_cutoff(last_timestamp: pd.Timestamp, horizon_days: int) -> pd.Timestamp:
     """Latest cutoff whose ``horizon_days`` label window lies inside the data."""
     try:
-        from features.labels import max_label_cutoff
+        from retentio.features.labels import max_label_cutoff
     except ImportError:  # pragma: no cover - the labels module is part of the features layer
         return as_cutoff(last_timestamp) - pd.Timedelta(days=horizon_days)
     return as_cutoff(max_label_cutoff(last_timestamp, horizon_days))
@@ -182,8 +182,8 @@ def build_snapshot(tables: Tables, cutoff: pd.Timestamp, settings: Settings) -> 
         :data:`LABEL_COLUMNS`. Labels of customers absent from the label frame are filled as
         "no purchase" (days censored at the horizon, revenue and orders 0).
     """
-    from features.build import build_features
-    from features.labels import build_labels
+    from retentio.features.build import build_features
+    from retentio.features.labels import build_labels
 
     cutoff = as_cutoff(cutoff)
     features = build_features(history_tables(tables, cutoff), cutoff, settings.features)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from configs import load_settings
+from retentio.configs import load_settings
 from retentio.errors import ConfigError
 
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from configs.settings import load_settings
-from retentio.cli import app
-from training.registry import compare_runs, version_tags
+from retentio.configs.settings import load_settings
+from retentio.shell.cli import app
+from retentio.training.registry import compare_runs, version_tags
 
 pytestmark = pytest.mark.e2e
 runner = CliRunner()
@@ -58,7 +58,7 @@ def test_pipeline_end_to_end(tmp_path: Path, empty_store: Path) -> None:
     assert at_risk["value_at_risk"].is_monotonic_decreasing
     assert at_risk["reasons"].str.len().gt(0).all()
 
-    from serving.scorer import Scorer
+    from retentio.serving.scorer import Scorer
 
     settings = load_settings(cfg)
     one_version_eval_cutoff = version_tags("churn", "champion", settings=settings)["eval_cutoff"]

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.attitudinal import build_attitudinal_features
-from features.relational import build_relational_features
-from features.schema import ATTITUDINAL_FEATURES, RELATIONAL_FEATURES
-from features.validation import TEXT_DTYPE
 from retentio.errors import ContractError
+from retentio.features.attitudinal import build_attitudinal_features
+from retentio.features.relational import build_relational_features
+from retentio.features.schema import ATTITUDINAL_FEATURES, RELATIONAL_FEATURES
+from retentio.features.validation import TEXT_DTYPE
 
 CUTOFF = "2024-06-30"
 IDS = pd.Index(["c1", "c2", "c3"], name="customer_id")

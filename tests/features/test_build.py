@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.settings import FeaturesConfig
-from features.build import build_features, feature_summary, known_customers
-from features.schema import FEATURE_NAMES, Tables
+from retentio.configs.settings import FeaturesConfig
 from retentio.errors import ContractError
+from retentio.features.build import build_features, feature_summary, known_customers
+from retentio.features.schema import FEATURE_NAMES, Tables
 
 CFG = FeaturesConfig()
 CUTOFF = "2024-06-30"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from configs.settings import DataConfig
-from features.io import load_and_validate, load_tables
+from retentio.configs.settings import DataConfig
 from retentio.errors import ContractError
+from retentio.features.io import load_and_validate, load_tables
 
 NOW = pd.Timestamp("2024-12-31")
 
@@ -253,7 +253,7 @@ def test_load_and_validate_logs_fixes_and_raises_on_fatal(
         tmp_path / "transactions.csv",
         "customer_id,timestamp,amount\n1,2024-01-01,5\n1,2024-01-01,5\n2,2030-01-01,1\n",
     )
-    with caplog.at_level(logging.WARNING, logger="features.io"):
+    with caplog.at_level(logging.WARNING, logger="retentio.features.io"):
         tables = load_and_validate(tmp_path, _cfg(), now=NOW)
     assert tables.transactions["customer_id"].tolist() == ["1"]
     messages = [r.getMessage() for r in caplog.records]

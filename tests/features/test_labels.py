@@ -8,11 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from configs.settings import LabelsConfig
-from features.cutoff import history_end, label_window
-from features.labels import build_labels, max_label_cutoff
-from features.schema import LABELS
+from retentio.configs.settings import LabelsConfig
 from retentio.errors import ConfigError, ContractError
+from retentio.features.cutoff import history_end, label_window
+from retentio.features.labels import build_labels, max_label_cutoff
+from retentio.features.schema import LABELS
 
 CUTOFF = pd.Timestamp("2024-06-30")
 # churn window [07-01, 07-31), next purchase [07-01, 08-30), LTV [2024-07-01, 2025-07-01)

@@ -10,18 +10,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import features.rfm as rfm_module
-from configs.settings import FeaturesConfig, RfmNoteConfig
-from features.cutoff import history_end
-from features.rfm import (
+import retentio.features.rfm as rfm_module
+from retentio.configs.settings import FeaturesConfig, RfmNoteConfig
+from retentio.errors import ContractError
+from retentio.features.cutoff import history_end
+from retentio.features.rfm import (
     NOTE_COLUMNS,
     RFM_COLUMNS,
     build_rfm_features,
     customer_codes,
     customer_positions,
 )
-from features.validation import TEXT_DTYPE
-from retentio.errors import ContractError
+from retentio.features.validation import TEXT_DTYPE
 
 CUTOFF = pd.Timestamp("2024-06-30")
 CFG = FeaturesConfig()

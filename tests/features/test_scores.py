@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.settings import FeaturesConfig
-from features.scores import (
+from retentio.configs.settings import FeaturesConfig
+from retentio.errors import ContractError
+from retentio.features.scores import (
     ABC_CLASSES,
     LIFECYCLE_STAGES,
     LOYALTY_SEGMENTS,
@@ -19,7 +20,6 @@ from features.scores import (
     quintile_scores,
     rfm_segments,
 )
-from retentio.errors import ContractError
 
 CFG = FeaturesConfig()
 

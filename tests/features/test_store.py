@@ -7,8 +7,8 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from features import store
 from retentio.errors import ContractError, CustomerNotFoundError
+from retentio.features import store
 
 
 def _features(as_of: str = "2024-03-31", n: int = 3, offset: float = 0.0) -> pd.DataFrame:

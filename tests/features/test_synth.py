@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.schema import TABLES, Tables
-from features.synth import generate_crm, write_tables
 from retentio.errors import ConfigError
+from retentio.features.schema import TABLES, Tables
+from retentio.features.synth import generate_crm, write_tables
 
 DAY = pd.Timedelta(days=1)
 START, END = "2023-01-01", "2025-06-30"

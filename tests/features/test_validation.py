@@ -7,14 +7,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from features.validation import (
+from retentio.errors import ContractError
+from retentio.features.validation import (
     ROW_HASH,
     TEXT_DTYPE,
     Problem,
     ValidationReport,
     validate_tables,
 )
-from retentio.errors import ContractError
 
 NOW = pd.Timestamp("2024-06-30")
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.settings import DriftPolicy
-from monitoring.drift import DriftResult, check_drift, column_roles, prediction_drift
-from monitoring.policy import should_retrain
+from retentio.configs.settings import DriftPolicy
 from retentio.errors import ContractError
+from retentio.monitoring.drift import DriftResult, check_drift, column_roles, prediction_drift
+from retentio.monitoring.policy import should_retrain
 
 SHIFTED = ["recency_days", "revenue_90d", "avg_order_value"]
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.performance import append_performance_history, realised_performance
 from retentio.errors import ContractError
+from retentio.monitoring.performance import append_performance_history, realised_performance
 
 
 @pytest.fixture

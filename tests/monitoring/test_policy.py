@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from configs.settings import DriftPolicy
-from monitoring.drift import DriftResult
-from monitoring.policy import Decision, should_retrain
+from retentio.configs.settings import DriftPolicy
+from retentio.monitoring.drift import DriftResult
+from retentio.monitoring.policy import Decision, should_retrain
 
 POLICY = DriftPolicy(
     max_drift_share=0.3,

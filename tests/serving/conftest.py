@@ -2,7 +2,7 @@
 
 :func:`build_setup` runs the real pipeline in a folder (synthetic CRM -> features -> offline and
 online stores -> training -> MLflow registration -> promotion) and writes the config that
-points there; :func:`start_server` starts ``bentoml serve serving.service:Retentio`` on a free
+points there; :func:`start_server` starts ``bentoml serve retentio.serving.service:Retentio`` on a free
 loopback port and waits for ``/readyz``. The benchmark reuses both.
 """
 
@@ -67,9 +67,9 @@ def write_config(
 
 def build_store(tables: object, config: Path) -> str:
     """Features at the last event day -> offline + online stores (with raw events); the as_of."""
-    from configs.settings import load_settings
-    from features.build import build_features
-    from features.store import write_offline, write_online
+    from retentio.configs.settings import load_settings
+    from retentio.features.build import build_features
+    from retentio.features.store import write_offline, write_online
 
     settings = load_settings(config)
     artifacts = Path(settings.paths.artifacts)
@@ -88,8 +88,8 @@ def build_store(tables: object, config: Path) -> str:
 
 def train_and_promote(tables: object, config: Path) -> tuple[object, dict[str, str]]:
     """Train every task, register and promote the versions; (training result, versions)."""
-    from configs.settings import load_settings
-    from training.pipeline import train_all
+    from retentio.configs.settings import load_settings
+    from retentio.training.pipeline import train_all
 
     result = train_all(tables, load_settings(config))  # type: ignore[arg-type]
     return result, register_and_promote(result, config)
@@ -97,8 +97,8 @@ def train_and_promote(tables: object, config: Path) -> tuple[object, dict[str, s
 
 def register_and_promote(result: object, config: Path, *, force: bool = False) -> dict[str, str]:
     """Register the result's models as new versions (a new run) and promote them."""
-    from configs.settings import load_settings
-    from training.registry import log_training, promote, register_task_model
+    from retentio.configs.settings import load_settings
+    from retentio.training.registry import log_training, promote, register_task_model
 
     settings = load_settings(config)
     run_id = log_training(
@@ -131,7 +131,7 @@ class Setup:
 
 def build_setup(root: Path, *, n_customers: int = 1500, seed: int = 7) -> Setup:
     """The whole pipeline in ``root``: data, stores, trained and promoted champions."""
-    from features.synth import generate_crm
+    from retentio.features.synth import generate_crm
 
     config = write_config(root)
     tables = generate_crm(n_customers=n_customers, start="2023-01-01", end="2025-06-30", seed=seed)
@@ -168,7 +168,7 @@ def start_server(
     *,
     api_key: str | None,
     log: Path,
-    service: str = "serving.service:Retentio",
+    service: str = "retentio.serving.service:Retentio",
     timeout_s: float = 120.0,
 ) -> Server:
     """``bentoml serve`` on a free loopback port; returns once ``/readyz`` answers 200."""

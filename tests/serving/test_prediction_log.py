@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serving.prediction_log import PredictionLog, features_hash, read_prediction_log
+from retentio.serving.prediction_log import PredictionLog, features_hash, read_prediction_log
 
 
 def test_rotation_bounds_growth_and_reads_back_in_order(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from serving.reasons import top_reasons
+from retentio.serving.reasons import top_reasons
 
 
 def test_phrases_follow_contribution_order_and_merge_duplicates():

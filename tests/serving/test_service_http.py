@@ -16,9 +16,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from features.schema import FEATURES
-from features.store import OnlineStore
-from serving.schemas import ScoreResult
+from retentio.features.schema import FEATURES
+from retentio.features.store import OnlineStore
+from retentio.serving.schemas import ScoreResult
 from tests.serving.conftest import Server, Setup, register_and_promote
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def http(server: Server) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def store_rows(serving_setup: Setup) -> pd.DataFrame:
-    from configs.settings import load_settings
+    from retentio.configs.settings import load_settings
 
     settings = load_settings(serving_setup.config)
     store = OnlineStore(Path(settings.paths.artifacts) / "online.sqlite")

@@ -12,8 +12,8 @@ from lifetimes.utils import ConvergenceError
 from sklearn.base import clone
 
 from retentio.errors import ContractError, InsufficientDataError, RetentioError
-from training import btyd
-from training.btyd import BtydBaseline, BtydFitError, to_lifetimes_frame
+from retentio.training import btyd
+from retentio.training.btyd import BtydBaseline, BtydFitError, to_lifetimes_frame
 
 TRUE = {"r": 0.25, "alpha": 4.0, "a": 0.8, "b": 2.5}
 GG = {"p": 6.0, "q": 4.0, "v": 15.0}  # population mean spend v p / (q - 1) = 30

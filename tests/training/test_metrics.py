@@ -8,7 +8,7 @@ from scipy.stats import spearmanr
 from sklearn import metrics as skm
 
 from retentio.errors import ContractError
-from training import metrics as tm
+from retentio.training import metrics as tm
 
 # The classic 4-row example: y = [0, 0, 1, 1], p = [0.1, 0.4, 0.35, 0.8]
 Y = np.array([0, 0, 1, 1])

@@ -10,13 +10,12 @@ import pandas as pd
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from configs.settings import load_settings
-from features.schema import AS_OF, ENTITY
-from features.synth import generate_crm
+from retentio.configs.settings import load_settings
 from retentio.errors import ContractError
-from tests.training import LGBM
-from training import metrics
-from training.models import (
+from retentio.features.schema import AS_OF, ENTITY
+from retentio.features.synth import generate_crm
+from retentio.training import metrics
+from retentio.training.models import (
     BTYD_COLUMNS,
     OUTPUTS,
     RFM_COLUMNS,
@@ -29,7 +28,8 @@ from training.models import (
     risk_band,
     survival_summary,
 )
-from training.snapshots import build_snapshots, snapshot_cutoffs
+from retentio.training.snapshots import build_snapshots, snapshot_cutoffs
+from tests.training import LGBM
 
 
 # only check skipped by sklearn itself: check_array_api_input (needs SCIPY_ARRAY_API)
@@ -109,7 +109,7 @@ def frames(settings):
 
 def _fit(fitter, frames, settings):
     train, calib, _, btyd = frames
-    from features.schema import feature_columns
+    from retentio.features.schema import feature_columns
 
     return fitter(
         train, calib, btyd=btyd, settings=settings, feature_columns=feature_columns(train)

@@ -6,15 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.settings import load_settings
-from features.build import build_features
-from features.schema import AS_OF, ENTITY, Tables
-from features.synth import generate_crm
+from retentio.configs.settings import load_settings
 from retentio.errors import ConfigError, InsufficientDataError
-from tests.training import LGBM
-from training import metrics
-from training.models import BASELINES, OUTPUTS
-from training.pipeline import (
+from retentio.features.build import build_features
+from retentio.features.schema import AS_OF, ENTITY, Tables
+from retentio.features.synth import generate_crm
+from retentio.training import metrics
+from retentio.training.models import BASELINES, OUTPUTS
+from retentio.training.pipeline import (
     SCORE_COLUMNS,
     data_hash,
     prediction_column,
@@ -23,6 +22,7 @@ from training.pipeline import (
     score_thresholds,
     train_all,
 )
+from tests.training import LGBM
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from configs.settings import Settings, load_settings
+from retentio.configs.settings import Settings, load_settings
 from retentio.errors import ModelNotFoundError, RetentioError
-from training import registry
-from training.models import TaskModel
-from training.registry import (
+from retentio.training import registry
+from retentio.training.models import TaskModel
+from retentio.training.registry import (
     PromotionDecision,
     champion_version,
     compare_runs,
@@ -292,7 +292,7 @@ def test_force_overrides_and_is_tagged(
     train_like(settings, make_model(features, seed=1), features, auc=0.80, tmp_path=tmp_path)
     promote("churn", settings=settings)
     quick_candidate(settings, auc=0.70)
-    with caplog.at_level("WARNING", logger="training.registry"):
+    with caplog.at_level("WARNING", logger="retentio.training.registry"):
         decision = promote("churn", settings=settings, force=True)
     assert decision.promoted and decision.forced
     assert decision.reason.startswith("forced: auc 0.7000 vs champion 0.8000 (worse")

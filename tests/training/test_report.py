@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.report import to_report_frame, write_report
+from retentio.training.report import to_report_frame, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

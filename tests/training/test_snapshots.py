@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from configs.settings import load_settings
-from features.cutoff import DAY, label_window
-from features.schema import AS_OF, ENTITY, Tables, feature_columns
-from features.synth import generate_crm
+from retentio.configs.settings import load_settings
 from retentio.errors import InsufficientDataError
-from training.snapshots import (
+from retentio.features.cutoff import DAY, label_window
+from retentio.features.schema import AS_OF, ENTITY, Tables, feature_columns
+from retentio.features.synth import generate_crm
+from retentio.training.snapshots import (
     LABEL_COLUMNS,
     build_snapshot,
     build_snapshots,

@@ -13,12 +13,12 @@ from typing import Any
 
 import pandas as pd
 
-from configs.settings import Settings
-from features.build import build_features
-from features.schema import Tables
+from retentio.configs.settings import Settings
 from retentio.errors import RetentioError
-from training.pipeline import TASKS, TrainingResult, evaluate_task, score_all, train_all
-from training.registry import (
+from retentio.features.build import build_features
+from retentio.features.schema import Tables
+from retentio.training.pipeline import TASKS, TrainingResult, evaluate_task, score_all, train_all
+from retentio.training.registry import (
     PromotionDecision,
     load_champions,
     load_task_model,
@@ -26,8 +26,8 @@ from training.registry import (
     promote,
     register_task_model,
 )
-from training.report import write_report
-from training.snapshots import build_snapshot
+from retentio.training.report import write_report
+from retentio.training.snapshots import build_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def at_risk_job(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """The top customers by value at risk, with their top reasons."""
-    from serving.reasons import top_reasons  # the shell may use serving's phrasing
+    from retentio.serving.reasons import top_reasons  # the shell may use serving's phrasing
 
     if top < 1:
         raise RetentioError("--top must be at least 1")

@@ -22,7 +22,7 @@ from rich.table import Table
 from retentio.errors import RetentioError
 
 if TYPE_CHECKING:  # keeps `retentio --help` free of heavy imports
-    from configs.settings import Settings
+    from retentio.configs.settings import Settings
 
 app = typer.Typer(
     help="retentio: churn risk, next purchase and lifetime value for every CRM customer.",
@@ -82,7 +82,7 @@ def _run(fn: Callable[[], T]) -> T:
 
 
 def _settings(config: Path | None) -> Settings:
-    from configs.settings import load_settings
+    from retentio.configs.settings import load_settings
 
     return _run(lambda: load_settings(config))
 
@@ -121,7 +121,7 @@ def _data_dir(settings: Settings, data: Path | None) -> Path:
 
 def _load(settings: Settings, data: Path | None) -> Any:
     """Load and validate the data folder; print fixes; stop (exit 2) on fatal problems."""
-    from features.io import load_tables
+    from retentio.features.io import load_tables
 
     folder = _data_dir(settings, data)
     tables, report = _run(lambda: load_tables(folder, settings.data))
@@ -132,7 +132,7 @@ def _load(settings: Settings, data: Path | None) -> Any:
 
 
 def _cutoff(tables: Any, cutoff: str | None) -> Any:
-    from features.cutoff import as_cutoff
+    from retentio.features.cutoff import as_cutoff
 
     return _run(lambda: as_cutoff(cutoff if cutoff is not None else tables.last_timestamp))
 
@@ -159,7 +159,7 @@ def data_synth(
     """Generate a realistic synthetic CRM (transactions, customers, surveys, interactions)."""
     _setup_logging(verbose)
     settings = _settings(config)
-    from features.synth import generate_crm, write_tables
+    from retentio.features.synth import generate_crm, write_tables
 
     if fmt not in ("csv", "parquet"):
         console.print(f"[bold red]error:[/] --format must be csv or parquet, got {fmt!r}")
@@ -186,7 +186,7 @@ def data_check(data: DataOpt = None, config: ConfigOpt = None, verbose: VerboseO
     """Validate a data folder against the contract; exit 2 on fatal problems."""
     _setup_logging(verbose)
     settings = _settings(config)
-    from features.io import load_tables
+    from retentio.features.io import load_tables
 
     folder = _data_dir(settings, data)
     tables, report = _run(lambda: load_tables(folder, settings.data))
@@ -221,8 +221,8 @@ def features_build(
     """Build one row of point-in-time features per customer known at the cutoff."""
     _setup_logging(verbose)
     settings = _settings(config)
-    from features.build import feature_summary
-    from features.store import build_feature_store
+    from retentio.features.build import feature_summary
+    from retentio.features.store import build_feature_store
 
     with progress_steps(2, "features") as step:
         tables = _load(settings, data)
@@ -275,7 +275,7 @@ def _with_horizons(settings: Settings, horizon: int | None, ltv_horizon: int | N
         labels["ltv_horizon_days"] = ltv_horizon
     if not labels:
         return settings
-    from configs.settings import Settings as _Settings
+    from retentio.configs.settings import Settings as _Settings
 
     data = settings.model_dump()
     data["labels"].update(labels)
@@ -329,7 +329,7 @@ def train(
     _setup_logging(verbose)
     settings = _with_horizons(_settings(config), horizon, ltv_horizon)
     tasks = _tasks(task)
-    from retentio.jobs import promote_job, train_job
+    from retentio.shell.jobs import promote_job, train_job
 
     tables = _load(settings, data)
     with progress_steps(None, "train") as step:
@@ -365,7 +365,7 @@ def models_promote(
     _setup_logging(verbose)
     settings = _settings(config)
     tasks = _tasks(task)
-    from retentio.jobs import promote_job
+    from retentio.shell.jobs import promote_job
 
     folder = _data_dir(settings, data)
     tables = _load(settings, data) if folder.exists() else None
@@ -390,7 +390,7 @@ def runs_compare(
     """Print a table of training runs and their metrics, newest first."""
     _setup_logging(verbose)
     settings = _settings(config)
-    from training.registry import compare_runs
+    from retentio.training.registry import compare_runs
 
     frame = _run(lambda: compare_runs(settings, experiment, key_only=not all_metrics))
     if frame.empty:
@@ -434,7 +434,7 @@ def score(
     """Batch-score every customer with the champions (churn, next purchase, LTV, action)."""
     _setup_logging(verbose)
     settings = _settings(config)
-    from retentio.jobs import score_job
+    from retentio.shell.jobs import score_job
 
     tables = _load(settings, data)
     t = _cutoff(tables, cutoff)
@@ -463,7 +463,7 @@ def at_risk(
     """The ranked list of at-risk customers by value at risk, with reasons and an action."""
     _setup_logging(verbose)
     settings = _settings(config)
-    from retentio.jobs import at_risk_job
+    from retentio.shell.jobs import at_risk_job
 
     tables = _load(settings, data)
     t = _cutoff(tables, cutoff)
@@ -515,7 +515,7 @@ def serve(
     if config is not None:
         env["RETENTIO_CONFIG"] = str(Path(config).resolve())
     cmd = [
-        sys.executable, "-m", "bentoml", "serve", "serving.service:Retentio",
+        sys.executable, "-m", "bentoml", "serve", "retentio.serving.service:Retentio",
         "--host", host or settings.serving.host,
         "--port", str(port or settings.serving.port),
     ]  # fmt: skip
@@ -544,7 +544,7 @@ def monitor(
     """Drift + data quality vs the training reference, prediction drift, realised performance."""
     _setup_logging(verbose)
     settings = _settings(config)
-    from retentio.cycle import monitor_job
+    from retentio.shell.cycle import monitor_job
 
     tables = _load(settings, data)
     with console.status("monitoring (Evidently drift and data quality)"):
@@ -579,7 +579,7 @@ def cycle(
     """Refresh features -> monitor -> retrain if needed -> promote only a better candidate."""
     _setup_logging(verbose)
     settings = _settings(config)
-    from retentio.cycle import cycle_job
+    from retentio.shell.cycle import cycle_job
 
     tables = _load(settings, data)
     with progress_steps(None, "cycle") as step:

@@ -17,16 +17,16 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-import retentio.jobs as jobs
-from configs.settings import Settings, load_settings
-from features.labels import build_labels
-from features.schema import Tables
-from features.synth import generate_crm
-from monitoring.performance import realised_performance
-from retentio.cycle import UNMONITORED_COLUMNS, cycle_job, model_age_days, monitor_job
-from retentio.jobs import promote_job, train_job
-from training.pipeline import TASKS
-from training.registry import PRIMARY_METRICS, champion_version, registered_model_name
+import retentio.shell.jobs as jobs
+from retentio.configs.settings import Settings, load_settings
+from retentio.features.labels import build_labels
+from retentio.features.schema import Tables
+from retentio.features.synth import generate_crm
+from retentio.monitoring.performance import realised_performance
+from retentio.shell.cycle import UNMONITORED_COLUMNS, cycle_job, model_age_days, monitor_job
+from retentio.shell.jobs import promote_job, train_job
+from retentio.training.pipeline import TASKS
+from retentio.training.registry import PRIMARY_METRICS, champion_version, registered_model_name
 
 N_CUSTOMERS = 2000
 START, END = "2023-01-01", "2025-06-30"

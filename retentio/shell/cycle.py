@@ -49,20 +49,20 @@ from typing import Any
 
 import pandas as pd
 
-from configs.settings import Settings
-from features.build import build_features
-from features.cutoff import as_cutoff
-from features.labels import build_labels, max_label_cutoff
-from features.schema import FEATURES, STATIC_PREFIX, Tables
-from features.store import build_feature_store
-from monitoring.drift import DriftResult, check_drift, prediction_drift
-from monitoring.performance import append_performance_history, realised_performance
-from monitoring.policy import Decision, should_retrain
+from retentio.configs.settings import Settings
 from retentio.errors import ModelNotFoundError
-from retentio.jobs import TrainJob, promote_job, train_job
-from training.pipeline import TASKS, score_all
-from training.registry import PromotionDecision, load_champions, log_run, version_tags
-from training.snapshots import task_horizon_days
+from retentio.features.build import build_features
+from retentio.features.cutoff import as_cutoff
+from retentio.features.labels import build_labels, max_label_cutoff
+from retentio.features.schema import FEATURES, STATIC_PREFIX, Tables
+from retentio.features.store import build_feature_store
+from retentio.monitoring.drift import DriftResult, check_drift, prediction_drift
+from retentio.monitoring.performance import append_performance_history, realised_performance
+from retentio.monitoring.policy import Decision, should_retrain
+from retentio.shell.jobs import TrainJob, promote_job, train_job
+from retentio.training.pipeline import TASKS, score_all
+from retentio.training.registry import PromotionDecision, load_champions, log_run, version_tags
+from retentio.training.snapshots import task_horizon_days
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.store import OnlineStore
-from retentio.cli import app
+from retentio.features.store import OnlineStore
+from retentio.shell.cli import app
 
 runner = CliRunner()
 
