@@ -126,6 +126,25 @@ class TrainingConfig(_Section):
         "newest and calibrate it on the newest, and register that model (its recorded metrics "
         "are then those of the evaluated fit)",
     )
+    protocol: Literal["auto", "time_split", "customer_split", "btyd_only"] = Field(
+        "auto",
+        description="evaluation protocol per task: auto takes the strongest the history allows "
+        "(time_split, then customer_split, then btyd_only); another value forces it",
+    )
+    n_folds: int = Field(
+        5, ge=3, description="customer_split: folds grouped by customer (out-of-fold evaluation)"
+    )
+    min_repeat_customers: int = Field(
+        30,
+        gt=0,
+        description="customers with a repeat purchase BG/NBD needs; below it training refuses",
+    )
+    min_ltv_label_days: int = Field(
+        90,
+        gt=0,
+        description="shortest LTV label horizon learned and then extended to labels."
+        "ltv_horizon_days (with BG/NBD x Gamma-Gamma) when the history is too short",
+    )
     random_state: int = 42
     min_customers: int = Field(200, gt=0)
     min_purchasers: int = Field(50, gt=0)

@@ -4,7 +4,8 @@ The generative story (one latent process per customer, fully vectorised over cus
 
 1. **Acquisition.** Customers sign up between ``start`` and ``end``: an established cohort in the
    first weeks, then a steady inflow. Each gets static attributes (``acquisition_channel``,
-   ``region``, ``age_band``); after ``drift_date`` a new channel (``tiktok``) appears.
+   ``region``, ``age_band``); after ``drift_date`` a new channel (``tiktok``) appears. With
+   ``cohort_days`` the cohort is closed: everyone signs up in the first ``cohort_days`` days.
 2. **Latent traits.** A purchase rate ``lambda ~ Gamma`` and a dropout probability
    ``p ~ Beta`` (BG/NBD), a mean order value ``~ Gamma`` (Gamma-Gamma), all shifted by the
    attributes (referral customers churn less, older ones spend more, ...). A latent *attitude*
@@ -130,6 +131,7 @@ def generate_crm(
     end: str | dt.date,
     seed: int,
     drift_date: str | dt.date | None = None,
+    cohort_days: int | None = None,
 ) -> Tables:
     """Generate a synthetic CRM (the four tables of the contract) with realistic behaviour.
 
@@ -145,6 +147,10 @@ def generate_crm(
     drift_date : str or date, optional
         After this day order values are ~1.5x, the purchase rate 0.8x, and the acquisition
         channel ``tiktok`` appears for new customers. ``None``: no drift.
+    cohort_days : int, optional
+        A closed cohort: every customer signs up in the first ``cohort_days`` days, uniformly
+        (the classic BTYD setting, where the whole population only ages). ``None``: the default
+        acquisition (an early cohort, then a steady inflow until ``end``).
 
     Returns
     -------
@@ -156,10 +162,13 @@ def generate_crm(
     Raises
     ------
     ConfigError
-        ``n_customers`` is not positive, a date does not parse, or ``end`` is before ``start``.
+        ``n_customers`` is not positive, a date does not parse, ``end`` is before ``start``, or
+        ``cohort_days`` is not positive.
     """
     if int(n_customers) <= 0:
         raise ConfigError(f"synth: n_customers must be positive, got {n_customers}")
+    if cohort_days is not None and int(cohort_days) <= 0:
+        raise ConfigError(f"synth: --cohort-days must be positive, got {cohort_days}")
     t_start, t_end = as_cutoff(start), as_cutoff(end)
     if t_end < t_start:
         raise ConfigError(f"synth: end {t_end.date()} is before start {t_start.date()}; swap them")
@@ -177,7 +186,7 @@ def generate_crm(
 
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
     ids = _ids("C", np.arange(n_customers), max(7, len(str(n_customers - 1))))
-    cust = _customers(streams[0], int(n_customers), n_days, drift_day)
+    cust = _customers(streams[0], int(n_customers), n_days, drift_day, cohort_days)
     season = _daily_intensity(t_start, n_days, drift_day)
     orders = _purchases(streams[1], cust, season, n_days)
     # build each frame as soon as its arrays are complete, and drop the arrays (peak memory)
@@ -300,15 +309,24 @@ def _as_datetime(seconds: np.ndarray, t_start: pd.Timestamp) -> np.ndarray:
 
 
 def _customers(
-    rng: np.random.Generator, n: int, n_days: int, drift_day: float
+    rng: np.random.Generator,
+    n: int,
+    n_days: int,
+    drift_day: float,
+    cohort_days: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Signup day, static attributes and latent traits of every customer."""
+    """Signup day, static attributes and latent traits of every customer.
+
+    ``cohort_days`` (a closed cohort) draws every signup uniformly in the first ``cohort_days``
+    days; the draws consumed are the same either way, so the other traits do not change.
+    """
     early = rng.random(n) < _EARLY_SHARE
-    signup = np.where(
-        early,
-        rng.integers(0, min(_EARLY_DAYS, n_days), n),
-        rng.integers(0, n_days, n),
-    )
+    early_day = rng.integers(0, min(_EARLY_DAYS, n_days), n)
+    late_day = rng.integers(0, n_days, n)
+    if cohort_days is not None:
+        signup = np.floor(late_day * (min(int(cohort_days), n_days) / n_days)).astype(np.int64)
+    else:
+        signup = np.where(early, early_day, late_day)
     weights = _CHANNEL_WEIGHTS / _CHANNEL_WEIGHTS.sum()
     channel = rng.choice(len(_CHANNELS), size=n, p=weights)
     new_channel = (signup >= drift_day) & (rng.random(n) < _NEW_CHANNEL_SHARE)

@@ -152,6 +152,10 @@ def data_synth(
     drift: Annotated[
         str | None, typer.Option(help="Date after which behaviour shifts (for drift demos).")
     ] = None,
+    cohort_days: Annotated[
+        int | None,
+        typer.Option(help="Closed cohort: every customer is acquired in the first N days."),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
@@ -173,6 +177,7 @@ def data_synth(
                 end=end or settings.synth.end,
                 seed=settings.synth.seed if seed is None else seed,
                 drift_date=drift,
+                cohort_days=cohort_days,
             )
         )
         paths = write_tables(tables, folder, fmt=fmt)  # type: ignore[arg-type]

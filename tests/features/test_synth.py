@@ -334,3 +334,25 @@ def test_write_tables_rejects_unknown_format(tmp_path: Path) -> None:
     tables = generate_crm(n_customers=10, start="2024-01-01", end="2024-01-31", seed=2)
     with pytest.raises(ConfigError, match="unknown output format 'xlsx'"):
         write_tables(tables, tmp_path, fmt="xlsx")  # type: ignore[arg-type]
+
+
+def test_closed_cohort_acquires_everyone_in_the_first_days() -> None:
+    open_crm = generate_crm(n_customers=800, start="2024-07-01", end="2025-06-30", seed=4)
+    closed = generate_crm(
+        n_customers=800, start="2024-07-01", end="2025-06-30", seed=4, cohort_days=30
+    )
+    signup = closed.customers["signup_date"]
+    assert signup.max() < pd.Timestamp("2024-07-01") + 30 * DAY
+    assert signup.dt.normalize().nunique() > 20  # spread over the window, not one day
+    first = closed.transactions.groupby("customer_id")["timestamp"].min()
+    assert first.max() < pd.Timestamp("2024-07-01") + 30 * DAY
+    # the default acquisition keeps signing customers up until the end
+    assert open_crm.customers["signup_date"].max() > pd.Timestamp("2025-05-01")
+    # the other traits do not change: same attributes per customer
+    cols = ["customer_id", "acquisition_channel", "region", "age_band"]
+    pd.testing.assert_frame_equal(open_crm.customers[cols], closed.customers[cols])
+
+
+def test_cohort_days_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="cohort-days must be positive"):
+        generate_crm(n_customers=10, start=START, end=END, seed=1, cohort_days=0)
