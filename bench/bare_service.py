@@ -1,7 +1,8 @@
 """The floor: a BentoML service that returns a constant, served like the real one.
 
-``bench/bench_serve.py`` measures it beside ``retentio.serving.service:Retentio`` (same BentoML version,
-one worker, a sync API with a pydantic body) and reports our latency as a ratio to it.
+``bench/bench_serve.py`` measures it beside ``retentio.serving.service:Retentio`` (same
+BentoML version, one worker, a sync API with a pydantic body) and reports our latency as a
+ratio to it.
 """
 
 from __future__ import annotations

@@ -110,7 +110,8 @@ def shift_to(frame: pd.DataFrame, date: pd.Timestamp) -> pd.DataFrame:
     if {"overdue_ratio", "recency_days", "ipt_mean_days"} <= set(out.columns):
         with np.errstate(divide="ignore", invalid="ignore"):
             out["overdue_ratio"] = out["recency_days"] / out["ipt_mean_days"]
-    out[AS_OF] = np.maximum(pd.to_datetime(out[AS_OF]), date)
+    as_of = pd.to_datetime(out[AS_OF])
+    out[AS_OF] = as_of.where(as_of >= date, date)
     return out
 
 

@@ -1,8 +1,9 @@
 """The BentoML service: real-time scores, at-risk lists, live events, health and metrics.
 
-``bentoml serve retentio.serving.service:Retentio`` (or ``retentio serve``) starts it; the settings come
-from the YAML named by ``RETENTIO_CONFIG`` (defaults when unset). Every endpoint delegates to
-:class:`serving.scorer.Scorer`; this module only maps HTTP to calls and errors to status codes.
+``bentoml serve retentio.serving.service:Retentio`` (or ``retentio serve``) starts it; the
+settings come from the YAML named by ``RETENTIO_CONFIG`` (defaults when unset). Every endpoint
+delegates to :class:`serving.scorer.Scorer`; this module only maps HTTP to calls and errors to
+status codes.
 
 Endpoints
 ---------

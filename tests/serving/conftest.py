@@ -2,8 +2,8 @@
 
 :func:`build_setup` runs the real pipeline in a folder (synthetic CRM -> features -> offline and
 online stores -> training -> MLflow registration -> promotion) and writes the config that
-points there; :func:`start_server` starts ``bentoml serve retentio.serving.service:Retentio`` on a free
-loopback port and waits for ``/readyz``. The benchmark reuses both.
+points there; :func:`start_server` starts ``bentoml serve retentio.serving.service:Retentio``
+on a free loopback port and waits for ``/readyz``. The benchmark reuses both.
 """
 
 from __future__ import annotations
