@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,24 +23,104 @@ DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
 TABLE_NAMES = ("transactions", "customers", "surveys", "interactions")
 
 
+def has_password(url: str) -> bool:
+    """Whether a database URL (``postgresql://user:password@host/db``) carries a password.
+
+    Parameters
+    ----------
+    url
+        Any URI; only ``postgresql``/``postgres`` schemes (any ``+driver``) are looked at.
+
+    Returns
+    -------
+    bool
+        True when the URL has a password part, or a ``password=`` query parameter.
+    """
+    parsed = urlsplit(url)
+    if parsed.scheme.split("+")[0] not in ("postgresql", "postgres"):
+        return False
+    try:
+        password = parsed.password
+    except ValueError:
+        return False
+    query = {k.lower() for k, _ in parse_qsl(parsed.query)}
+    return password is not None or "password" in query
+
+
+def redact_password(value: Any) -> Any:
+    """``value`` with the password of a database URL replaced by ``***`` (others unchanged)."""
+    if not isinstance(value, str) or not has_password(value):
+        return value
+    parts = urlsplit(value)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = userinfo.split(":", 1)[0] + ":***@" + hostport
+    query = "&".join(
+        f"{k}=***" if k.lower() == "password" else f"{k}={v}" for k, v in parse_qsl(parts.query)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_PASSWORD_IN_URL = (
+    "carries a password, which would end up in shell history, process lists and logs; remove "
+    "it (postgresql://user@host:port/dbname) and set PGPASSWORD or a ~/.pgpass line instead"
+)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TableSource(_Section):
-    """Where one input table comes from and how its columns map onto the contract."""
+    """Where one input table comes from and how its columns map onto the contract.
+
+    ``file`` is read when the source is a folder; ``table`` or ``query`` when it is a database
+    (one of the two; default: the table named like the contract table). The same ``columns``
+    mapping applies to both, so one config reads a folder export and the database alike.
+    """
 
     file: str | None = Field(
         None, description="File name or glob inside the data folder; default <table>.csv/.parquet"
+    )
+    table: str | None = Field(
+        None, description="Database table (or schema.table); default: the contract table's name"
+    )
+    query: str | None = Field(
+        None, description="Database SQL query whose result is the table (instead of table)"
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="contract column -> source column, or a DuckDB SQL expression over them",
     )
 
+    @model_validator(mode="after")
+    def _table_or_query(self) -> TableSource:
+        if self.table is not None and self.query is not None:
+            raise ValueError("give table or query, not both")
+        return self
+
 
 class DataConfig(_Section):
     name: str | None = Field(None, description="Dataset name (MLflow experiment); default: folder")
+    source: str | None = Field(
+        None,
+        description="a data folder or postgresql://user@host:port/dbname (the password comes "
+        "from PGPASSWORD or ~/.pgpass, never from here); default: paths.data",
+    )
+    incremental: bool = Field(
+        True,
+        description="database source: read only events newer than the watermark kept under "
+        "paths.artifacts (false: read every table in full each time)",
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _no_password(cls, v: str | None) -> str | None:
+        if v is not None and has_password(v):
+            raise ValueError(f"the database URL {_PASSWORD_IN_URL}")
+        return v
+
     tables: dict[Literal["transactions", "customers", "surveys", "interactions"], TableSource] = (
         Field(default_factory=dict)
     )
@@ -167,6 +248,13 @@ class MlflowConfig(_Section):
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_location: str = "mlruns/artifacts"
     experiment: str | None = Field(None, description="default: retentio-<dataset name>")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_password(cls, v: str) -> str:
+        if has_password(v):
+            raise ValueError(f"the tracking URI {_PASSWORD_IN_URL}")
+        return v
 
 
 class ActionRule(_Section):
@@ -335,7 +423,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         lines = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
-            got = err.get("input")
+            got = redact_password(err.get("input"))
             if err["type"] == "extra_forbidden":
                 lines.append(f"unknown key '{key}' (remove it or check its spelling)")
             else:

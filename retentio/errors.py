@@ -27,6 +27,13 @@ class InsufficientDataError(RetentioError):
     exit_code = 2
 
 
+class DataSourceError(RetentioError):
+    """A data source cannot be reached or read: connection, authentication or permission
+    (host, database and table in the message, never a password)."""
+
+    exit_code = 5
+
+
 class ModelNotFoundError(RetentioError):
     """A registered model, version or alias does not exist (the fix is in the message)."""
 
