@@ -48,8 +48,13 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", help="YAML file with the settings to change (see configs/)."),
 ]
 DataOpt = Annotated[
-    Path | None,
-    typer.Option("--data", "-d", help="Folder of CSV/Parquet tables (default: paths.data)."),
+    str | None,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Folder of CSV/Parquet tables, or postgresql://user@host:port/dbname (password "
+        "from PGPASSWORD or ~/.pgpass). Default: data.source, then paths.data.",
+    ),
 ]
 CutoffOpt = Annotated[
     str | None,
@@ -115,16 +120,24 @@ def progress_steps(total: int | None, label: str) -> Iterator[Callable[[str], No
         progress.update(task, total=progress.tasks[0].completed, description=f"{label}: done")
 
 
-def _data_dir(settings: Settings, data: Path | None) -> Path:
-    return Path(data) if data is not None else Path(settings.paths.data)
+def _data_dir(settings: Settings, data: str | None) -> str:
+    """The data source: ``--data``, else ``data.source``, else ``paths.data``."""
+    return data or settings.data.source or settings.paths.data
 
 
-def _load(settings: Settings, data: Path | None) -> Any:
-    """Load and validate the data folder; print fixes; stop (exit 2) on fatal problems."""
-    from retentio.features.io import load_tables
+def _read(settings: Settings, source: str) -> Any:
+    """Tables and report from a folder or a database (incremental; the mirror in artifacts)."""
+    from retentio.features.database import load_source_tables
 
-    folder = _data_dir(settings, data)
-    tables, report = _run(lambda: load_tables(folder, settings.data))
+    return _run(
+        lambda: load_source_tables(source, settings.data, artifacts=Path(settings.paths.artifacts))
+    )
+
+
+def _load(settings: Settings, data: str | None) -> Any:
+    """Load and validate the data folder or database; print fixes; stop (exit 2) on fatal
+    problems."""
+    tables, report = _read(settings, _data_dir(settings, data))
     for line in report.summary_lines():
         logger.info(line)
     _run(report.raise_if_fatal)
@@ -191,10 +204,8 @@ def data_check(data: DataOpt = None, config: ConfigOpt = None, verbose: VerboseO
     """Validate a data folder against the contract; exit 2 on fatal problems."""
     _setup_logging(verbose)
     settings = _settings(config)
-    from retentio.features.io import load_tables
-
     folder = _data_dir(settings, data)
-    tables, report = _run(lambda: load_tables(folder, settings.data))
+    tables, report = _read(settings, folder)
     for line in report.summary_lines():
         out.print(line, highlight=False)
     if report.fatal:
@@ -370,10 +381,11 @@ def models_promote(
     _setup_logging(verbose)
     settings = _settings(config)
     tasks = _tasks(task)
+    from retentio.features.database import is_database_url
     from retentio.shell.jobs import promote_job
 
     folder = _data_dir(settings, data)
-    tables = _load(settings, data) if folder.exists() else None
+    tables = _load(settings, data) if is_database_url(folder) or Path(folder).exists() else None
     failed = False
     for d in _run(lambda: promote_job(tasks, settings, tables=tables, force=force)):
         verdict = "promoted" if d.promoted else "kept champion"
