@@ -23,9 +23,11 @@ run: setup ## main job on embedded defaults: synthesise -> check -> features -> 
 	@bash scripts/run.sh
 
 test: setup ## the whole test suite (what CI runs)
+	@bash scripts/ensure_postgres.sh
 	@$(BIN)/python -m pytest
 
 test-fast: setup ## unit tests only (no slow or e2e suites)
+	@bash scripts/ensure_postgres.sh
 	@$(BIN)/python -m pytest -m "not slow and not e2e"
 
 lint: setup ## ruff: lint and format check

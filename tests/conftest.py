@@ -1,15 +1,41 @@
-"""Shared fixtures: a migrated empty MLflow store copied per test (creating one costs ~10 s)."""
+"""Shared fixtures: a migrated empty MLflow store copied per test (creating one costs ~10 s);
+a throwaway PostgreSQL cluster for the session (tests/pg_cluster.py)."""
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from retentio.configs.settings import MlflowConfig, Settings, load_settings
+from tests.pg_cluster import PgCluster, find_bindir
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A running throwaway PostgreSQL cluster (superuser ``retentio``, random password).
+
+    Skipped only when the server binaries are missing outside CI (``make test`` installs them
+    with scripts/ensure_postgres.sh); in CI a missing server fails the tests.
+    """
+    bindir = find_bindir()
+    if bindir is None:
+        message = (
+            "PostgreSQL server binaries (initdb, pg_ctl) not found; run "
+            "scripts/ensure_postgres.sh (make test does)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = PgCluster(bindir)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")
