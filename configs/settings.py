@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -318,8 +319,8 @@ class PathsConfig(_Section):
 
 class SynthConfig(_Section):
     n_customers: int = Field(5_000, gt=0)
-    start: str = "2023-01-01"
-    end: str = "2025-06-30"
+    start: str = Field("2023-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-MM-DD")
+    end: str = Field("2025-06-30", pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-MM-DD")
     seed: int = 7
 
 
@@ -417,6 +418,14 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         raw = _merge(raw, _read_yaml(source))
     if overrides:
         raw = _merge(raw, overrides)
+    return _validate(raw, source)
+
+
+def _validate(
+    raw: dict[str, Any], source: Path | str, options: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate ``raw``; a bad value raises ConfigError naming its key (or CLI option)."""
+    options = options or {}
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
@@ -424,8 +433,49 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             got = redact_password(err.get("input"))
+            option = next(
+                (o for k, o in options.items() if key == k or key.startswith(k + ".")), None
+            )
             if err["type"] == "extra_forbidden":
                 lines.append(f"unknown key '{key}' (remove it or check its spelling)")
+            elif option is not None:
+                lines.append(f"{option} ({key}): {err['msg']} (got {got!r:.60})")
             else:
                 lines.append(f"'{key}': {err['msg']} (got {got!r:.60})")
         raise ConfigError(f"{source}: invalid configuration\n  " + "\n  ".join(lines)) from None
+
+
+def with_options(settings: Settings, options: Mapping[str, tuple[str, Any]]) -> Settings:
+    """``settings`` with command-line options applied, validated like a config file.
+
+    Parameters
+    ----------
+    settings
+        The loaded settings.
+    options
+        Dotted settings key (``labels.churn_horizon_days``) -> (option name as the user typed
+        it, value). ``None`` values mean "not given" and change nothing; any other value,
+        including 0 or an empty string, is applied and validated.
+
+    Returns
+    -------
+    Settings
+        New validated settings (``settings`` itself when no option was given).
+
+    Raises
+    ------
+    ConfigError
+        A value is invalid; the message names the option, the key and what is expected.
+    """
+    given = {key: value for key, (_, value) in options.items() if value is not None}
+    if not given:
+        return settings
+    raw = settings.model_dump()
+    for key, value in given.items():
+        *sections, leaf = key.split(".")
+        node = raw
+        for section in sections:
+            node = node[section]
+        node[leaf] = value
+    names = {key: name for key, (name, value) in options.items() if value is not None}
+    return _validate(raw, "command line", names)

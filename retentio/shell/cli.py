@@ -86,10 +86,16 @@ def _run(fn: Callable[[], T]) -> T:
         raise typer.Exit(exc.exit_code) from None
 
 
-def _settings(config: Path | None) -> Settings:
-    from retentio.configs.settings import load_settings
+def _settings(config: Path | None, options: dict[str, tuple[str, Any]] | None = None) -> Settings:
+    """Load the settings, then apply the command's options on top, validated like the file.
 
-    return _run(lambda: load_settings(config))
+    ``options`` maps a dotted settings key to (option name, value); ``None`` means not given.
+    Every option that sets a setting goes through here, so a bad value (``--horizon 0``,
+    ``--customers 0``) is a config error naming the option (exit 2), never a default.
+    """
+    from retentio.configs.settings import load_settings, with_options
+
+    return _run(lambda: with_options(load_settings(config), options or {}))
 
 
 SCORE_STEPS = 7
@@ -175,20 +181,28 @@ def data_synth(
 ) -> None:
     """Generate a realistic synthetic CRM (transactions, customers, surveys, interactions)."""
     _setup_logging(verbose)
-    settings = _settings(config)
+    settings = _settings(
+        config,
+        {
+            "synth.n_customers": ("--customers", customers),
+            "synth.seed": ("--seed", seed),
+            "synth.start": ("--start", start),
+            "synth.end": ("--end", end),
+        },
+    )
     from retentio.features.synth import generate_crm, write_tables
 
     if fmt not in ("csv", "parquet"):
         console.print(f"[bold red]error:[/] --format must be csv or parquet, got {fmt!r}")
         raise typer.Exit(2)
-    folder = out_dir or Path(settings.paths.data)
+    folder = out_dir if out_dir is not None else Path(settings.paths.data)
     with console.status("generating synthetic CRM data"):
         tables = _run(
             lambda: generate_crm(
-                n_customers=customers or settings.synth.n_customers,
-                start=start or settings.synth.start,
-                end=end or settings.synth.end,
-                seed=settings.synth.seed if seed is None else seed,
+                n_customers=settings.synth.n_customers,
+                start=settings.synth.start,
+                end=settings.synth.end,
+                seed=settings.synth.seed,
                 drift_date=drift,
                 cohort_days=cohort_days,
             )
@@ -283,21 +297,6 @@ def _tasks(task: str) -> tuple[str, ...]:
     return ("churn", "next-purchase", "ltv") if task == "all" else (task,)
 
 
-def _with_horizons(settings: Settings, horizon: int | None, ltv_horizon: int | None) -> Settings:
-    labels = {}
-    if horizon is not None:
-        labels.update(churn_horizon_days=horizon, next_purchase_horizon_days=horizon)
-    if ltv_horizon is not None:
-        labels["ltv_horizon_days"] = ltv_horizon
-    if not labels:
-        return settings
-    from retentio.configs.settings import Settings as _Settings
-
-    data = settings.model_dump()
-    data["labels"].update(labels)
-    return _run(lambda: _Settings.model_validate(data))
-
-
 KEY_METRICS = {
     "churn": ("auc", "pr_auc", "brier", "log_loss", "ece", "lift_at_10"),
     "next-purchase": ("brier_30d", "brier_60d", "brier_90d", "interval_coverage_80"),
@@ -343,7 +342,14 @@ def train(
 ) -> None:
     """Train churn, next-purchase and LTV models beside their baselines; register @candidate."""
     _setup_logging(verbose)
-    settings = _with_horizons(_settings(config), horizon, ltv_horizon)
+    settings = _settings(
+        config,
+        {
+            "labels.churn_horizon_days": ("--horizon", horizon),
+            "labels.next_purchase_horizon_days": ("--horizon", horizon),
+            "labels.ltv_horizon_days": ("--ltv-horizon", ltv_horizon),
+        },
+    )
     tasks = _tasks(task)
     from retentio.shell.jobs import promote_job, train_job
 
@@ -457,7 +463,8 @@ def score(
     t = _cutoff(tables, cutoff)
     with progress_steps(SCORE_STEPS, f"scoring as of {t.date()}") as step:
         scores, ctx = _run(lambda: score_job(tables, settings, cutoff=t, progress=step))
-    out_file = out_file or Path(settings.paths.artifacts) / "scores.csv"
+    if out_file is None:
+        out_file = Path(settings.paths.artifacts) / "scores.csv"
     _write_frame(scores, out_file)
     out.print(f"{len(scores):,} customers scored with versions {ctx['versions']} -> {out_file}")
 
@@ -465,7 +472,7 @@ def score(
 @app.command("at-risk")
 def at_risk(
     data: DataOpt = None,
-    top: Annotated[int, typer.Option(help="How many customers.")] = 100,
+    top: Annotated[int, typer.Option(min=1, help="How many customers.")] = 100,
     min_value: Annotated[
         float | None, typer.Option(help="Only customers worth at least this if retained.")
     ] = None,
@@ -490,7 +497,8 @@ def at_risk(
                 tables, settings, cutoff=t, top=top, min_value=min_value, progress=step
             )
         )
-    out_file = out_file or Path(settings.paths.artifacts) / "at_risk.csv"
+    if out_file is None:
+        out_file = Path(settings.paths.artifacts) / "at_risk.csv"
     _write_frame(frame, out_file)
     table = Table(title=f"top {min(len(frame), 10)} of {len(frame)} at-risk customers")
     for col in ("customer", "churn p", "value at risk", "action", "reasons"):
@@ -527,14 +535,16 @@ def serve(
     import subprocess
 
     _setup_logging(verbose)
-    settings = _settings(config)
+    settings = _settings(
+        config, {"serving.port": ("--port", port), "serving.host": ("--host", host)}
+    )
     env = dict(os.environ)
     if config is not None:
         env["RETENTIO_CONFIG"] = str(Path(config).resolve())
     cmd = [
         sys.executable, "-m", "bentoml", "serve", "retentio.serving.service:Retentio",
-        "--host", host or settings.serving.host,
-        "--port", str(port or settings.serving.port),
+        "--host", settings.serving.host,
+        "--port", str(settings.serving.port),
     ]  # fmt: skip
     raise typer.Exit(subprocess.call(cmd, env=env))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from retentio.configs import load_settings
+from retentio.configs.settings import with_options
 from retentio.errors import ConfigError
 
 
@@ -54,3 +55,16 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("labels: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(bad)
+
+
+def test_with_options_applies_given_values_and_names_the_option_on_error():
+    settings = load_settings()
+    same = with_options(settings, {"labels.churn_horizon_days": ("--horizon", None)})
+    assert same is settings
+    changed = with_options(settings, {"labels.churn_horizon_days": ("--horizon", 30)})
+    assert changed.labels.churn_horizon_days == 30
+    assert changed.labels.ltv_horizon_days == settings.labels.ltv_horizon_days
+    with pytest.raises(ConfigError, match=r"--horizon \(labels.churn_horizon_days\).*greater"):
+        with_options(settings, {"labels.churn_horizon_days": ("--horizon", 0)})
+    with pytest.raises(ConfigError, match=r"--start \(synth.start\)"):
+        with_options(settings, {"synth.start": ("--start", "")})

@@ -97,3 +97,37 @@ def test_features_build_writes_offline_and_online(synth_dir: Path, tmp_path: Pat
     some = frame["customer_id"].iloc[0]
     tx = online.events("transactions", some)
     assert len(tx) > 0 and (pd.to_datetime(tx["timestamp"]) < pd.Timestamp("2025-02-01")).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["train", "--horizon", "0"], "--horizon"),
+        (["train", "--ltv-horizon", "-5"], "--ltv-horizon"),
+        (["data", "synth", "--customers", "0"], "--customers"),
+        (["data", "synth", "--start", ""], "--start"),
+        (["serve", "--port", "0"], "--port"),
+    ],
+)
+def test_invalid_option_value_is_a_config_error_exit_2(args: list[str], option: str):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "invalid configuration" in result.output
+    assert option in result.output
+    assert "Traceback" not in result.output
+
+
+def test_synth_customers_option_is_used_not_the_default(tmp_path: Path):
+    result = runner.invoke(
+        app, ["data", "synth", "--out", str(tmp_path), "--customers", "7", "--seed", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    customers = pd.read_csv(tmp_path / "customers.csv")
+    assert len(customers) == 7
+
+
+def test_at_risk_top_must_be_positive():
+    result = runner.invoke(app, ["at-risk", "--top", "0"])
+    assert result.exit_code == 2
+    assert "--top" in result.output
