@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
+from retentio.configs.settings import FeaturesConfig
 from retentio.errors import ContractError, CustomerNotFoundError
 from retentio.features import store
+from retentio.features.schema import Tables
 
 
 def _features(as_of: str = "2024-03-31", n: int = 3, offset: float = 0.0) -> pd.DataFrame:
@@ -79,3 +84,63 @@ def test_crash_mid_write_keeps_previous_store(tmp_path, monkeypatch):
         ).fetchone()
     assert value == 1.0  # the old store, whole
     assert [p.name for p in tmp_path.iterdir()] == ["online.sqlite"]  # no temp file left
+
+
+def test_store_files_are_fsynced_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    online = store.write_online(_features(), tmp_path / "online.sqlite")
+    offline = store.write_offline(_features(), tmp_path / "features")
+    monkeypatch.undo()
+
+    kinds = [k for k, _ in events]
+    assert kinds == ["fsync", "replace", "fsync"] * 2
+    assert events[0][1].endswith(".tmp") and events[0][1].startswith(str(tmp_path))
+    assert events[1][1] == str(online)
+    assert events[2][1] == str(tmp_path)  # the folder, after the rename
+    assert events[3][1] == str(offline.with_suffix(".parquet.tmp"))
+    assert events[4][1] == str(offline)
+    assert events[5][1] == str(offline.parent)
+
+
+def test_next_build_removes_temporary_files_of_a_killed_build(tmp_path):
+    tables = Tables(
+        transactions=pd.DataFrame(
+            {
+                "customer_id": ["a", "a", "b"],
+                "timestamp": pd.to_datetime(["2024-01-02", "2024-02-03", "2024-01-20"]),
+                "amount": [10.0, 20.0, 5.0],
+            }
+        ),
+        name="t",
+    )
+    # a build killed mid-write (kill -9: no cleanup ran) left its temporary files
+    script = (
+        "import os, sys, sqlite3, pathlib\n"
+        "root = pathlib.Path(sys.argv[1]); (root / 'features').mkdir(parents=True)\n"
+        "(root / 'features' / 'features_2024-03-01.parquet.tmp').write_bytes(b'PAR1 half')\n"
+        "sqlite3.connect(root / 'online.sqlite.ab12cd.tmp').execute('create table x(a)')\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=False)
+    assert proc.returncode == -9
+    leftovers = sorted(tmp_path.glob("online.sqlite.*.tmp")) + sorted(
+        tmp_path.glob("features/*.tmp")
+    )
+    assert len(leftovers) == 2
+
+    store.build_feature_store(tables, "2024-03-01", FeaturesConfig(), tmp_path)
+    assert not list(tmp_path.glob("**/*.tmp"))
+    assert (tmp_path / "online.sqlite").exists()
+    assert (tmp_path / "features" / "features_2024-03-01.parquet").exists()
