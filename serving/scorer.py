@@ -55,8 +55,9 @@ from retentio.features.scores import rfm_segments
 from retentio.features.store import OnlineStore, read_offline
 from retentio.serving.prediction_log import PredictionLog, features_hash
 from retentio.serving.reasons import phrase_reasons, top_features, top_reasons
-from retentio.training.models import TaskModel
-from retentio.training.pipeline import TASKS, score_all, score_thresholds
+from retentio.training.pipeline import score_all, score_thresholds
+from retentio.training.task_model import TaskModel
+from retentio.training.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 

@@ -41,10 +41,10 @@ def pg_cluster() -> Iterator[PgCluster]:
 @pytest.fixture(scope="session")
 def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated, empty sqlite MLflow store (copy it; never write to it)."""
-    from retentio.training import registry
+    from retentio.training.tracking import configure_mlflow
 
     db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    registry.configure_mlflow(MlflowConfig(tracking_uri=f"sqlite:///{db}")).search_experiments()
+    configure_mlflow(MlflowConfig(tracking_uri=f"sqlite:///{db}")).search_experiments()
     return db
 
 

@@ -35,19 +35,9 @@ from retentio.errors import ConfigError
 from retentio.features.cutoff import as_cutoff
 from retentio.features.schema import AS_OF, ENTITY, Tables, feature_columns
 from retentio.training import metrics as evaluation
-from retentio.training.models import (
-    BASELINES,
-    BTYD_COLUMNS,
-    OUTPUTS,
-    TaskModel,
-    add_btyd_features,
-    btyd_features,
-    fit_churn_candidates,
-    fit_ltv_candidates,
-    fit_next_purchase_candidates,
-    risk_band,
-)
-from retentio.training.registry import PRIMARY_METRICS
+from retentio.training.churn import fit_churn_candidates
+from retentio.training.ltv import fit_ltv_candidates
+from retentio.training.next_purchase import fit_next_purchase_candidates
 from retentio.training.snapshots import (
     build_snapshots,
     check_snapshot,
@@ -55,10 +45,17 @@ from retentio.training.snapshots import (
     snapshot_cutoffs,
     task_horizon_days,
 )
+from retentio.training.task_model import (
+    BTYD_COLUMNS,
+    TaskModel,
+    add_btyd_features,
+    btyd_features,
+    risk_band,
+)
+from retentio.training.tasks import BASELINES, BOOTSTRAP_METRICS, OUTPUTS, PRIMARY_METRICS, TASKS
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("churn", "next-purchase", "ltv")
 BOOTSTRAP_MAX_ROWS = 200_000
 N_BOOT = 300
 
@@ -110,7 +107,7 @@ __all__ = [
 ]
 
 _QUADRANTS = tuple(f"{v}_value_{p}_potential" for v in ("high", "low") for p in ("high", "low"))
-_FITTERS = {
+_FITTERS: dict[str, Callable[..., dict[str, TaskModel]]] = {
     "churn": fit_churn_candidates,
     "next-purchase": fit_next_purchase_candidates,
     "ltv": fit_ltv_candidates,
@@ -245,8 +242,8 @@ def _rank_key(task: str, values: dict[str, float]) -> tuple[float, float]:
     higher = rule.higher_is_better
     value = values.get(rule.metric_for(values), np.nan)
     value = -np.inf if np.isnan(value) and higher else (np.inf if np.isnan(value) else value)
-    tie = values.get("brier", 0.0) if task == "churn" else 0.0
-    return (-value if higher else value, tie)
+    tie = values.get(rule.tie_break, 0.0) if rule.tie_break else 0.0
+    return (-value if higher else value, -tie if rule.tie_break_higher_is_better else tie)
 
 
 def evaluate_task(
@@ -298,8 +295,9 @@ def evaluate_task(
         if len(y) > BOOTSTRAP_MAX_ROWS:
             keep = np.random.default_rng(seed).choice(len(y), BOOTSTRAP_MAX_ROWS, replace=False)
             y, p_a, p_b = y[keep], p_a[keep], p_b[keep]
-        metric = {"churn": "auc", "next-purchase": "brier", "ltv": "gini"}[task]
-        boot = evaluation.paired_bootstrap(y, p_a, p_b, metric, n_boot=N_BOOT, seed=seed)
+        boot = evaluation.paired_bootstrap(
+            y, p_a, p_b, BOOTSTRAP_METRICS[task], n_boot=N_BOOT, seed=seed
+        )
         boot.update({"a_name": a, "b_name": b, "n_rows": len(y)})
     return scores, boot, preds, best
 
@@ -557,15 +555,15 @@ def recommend_actions(quadrant: np.ndarray, band: np.ndarray, settings: Settings
 
 
 def _btyd_signature(model: TaskModel) -> tuple[Any, ...]:
-    btyd, lab = model.btyd, model.settings.labels
+    btyd, params = model.btyd, model.params
     gg = getattr(btyd, "gg_params_", None)
     return (
         tuple(np.round(np.asarray(btyd.params_, dtype=float), 12)),
         None if gg is None else tuple(np.round(np.asarray(gg, dtype=float), 12)),
         float(getattr(btyd, "population_spend_", np.nan)),
-        lab.churn_horizon_days,
-        lab.ltv_horizon_days,
-        lab.annual_discount_rate,
+        params.churn_horizon_days,
+        params.ltv_horizon_days,
+        params.annual_discount_rate,
     )
 
 
@@ -580,7 +578,7 @@ def _with_shared_btyd(models: dict[str, TaskModel], features: pd.DataFrame) -> p
         same = False
     if not same:
         return features
-    extra = btyd_features(first.btyd, features, first.settings)
+    extra = btyd_features(first.btyd, features, first.params)
     return features.assign(**{c: extra[c].to_numpy() for c in BTYD_COLUMNS})
 
 

@@ -44,6 +44,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from retentio.training.tasks import TASKS
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_BASELINES", "to_report_frame", "write_report"]
@@ -52,7 +54,6 @@ DEFAULT_BASELINES: frozenset[str] = frozenset({
     "logistic_rfm", "bgnbd", "bgnbd_gg", "btyd", "logreg", "baseline",
 })  # fmt: skip
 NEXT_DAYS: tuple[int, ...] = (30, 60, 90)
-TASK_ORDER: tuple[str, ...] = ("churn", "next-purchase", "ltv")
 
 _HIGHER = frozenset({
     "auc", "pr_auc", "lift_at_10", "spearman", "gini", "top_decile_capture",
@@ -467,7 +468,7 @@ def write_report(
             f"<tr><td>{html.escape(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in notes.items()
         )
         parts.append(f"<table><tr><th>run</th><th></th></tr>{rows}</table>")
-    tasks = [t for t in TASK_ORDER if t in metrics] + [t for t in metrics if t not in TASK_ORDER]
+    tasks = [t for t in TASKS if t in metrics] + [t for t in metrics if t not in TASKS]
     for task in tasks:
         parts.append(f"<h2 id='{html.escape(task)}'>{html.escape(task)}</h2>")
         parts.append(_metrics_table(metrics[task], baselines, served.get(task)))

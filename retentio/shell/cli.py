@@ -413,7 +413,7 @@ def runs_compare(
     """Print a table of training runs and their metrics, newest first."""
     _setup_logging(verbose)
     settings = _settings(config)
-    from retentio.training.registry import compare_runs
+    from retentio.training.tracking import compare_runs
 
     frame = _run(lambda: compare_runs(settings, experiment, key_only=not all_metrics))
     if frame.empty:

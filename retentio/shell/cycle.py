@@ -60,9 +60,12 @@ from retentio.monitoring.drift import DriftResult, check_drift, prediction_drift
 from retentio.monitoring.performance import append_performance_history, realised_performance
 from retentio.monitoring.policy import Decision, should_retrain
 from retentio.shell.jobs import TrainJob, promote_job, train_job
-from retentio.training.pipeline import TASKS, score_all
-from retentio.training.registry import PromotionDecision, load_champions, log_run, version_tags
+from retentio.training.gate import PromotionDecision
+from retentio.training.pipeline import score_all
+from retentio.training.registry import load_champions, version_tags
 from retentio.training.snapshots import task_horizon_days
+from retentio.training.tasks import TASKS
+from retentio.training.tracking import log_run
 
 logger = logging.getLogger(__name__)
 

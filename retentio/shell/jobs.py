@@ -17,17 +17,18 @@ from retentio.configs.settings import Settings
 from retentio.errors import RetentioError
 from retentio.features.build import build_features
 from retentio.features.schema import Tables
-from retentio.training.pipeline import TASKS, TrainingResult, evaluate_task, score_all, train_all
+from retentio.training.gate import PromotionDecision
+from retentio.training.pipeline import TrainingResult, evaluate_task, score_all, train_all
 from retentio.training.registry import (
-    PromotionDecision,
     load_champions,
     load_task_model,
-    log_training,
     promote,
     register_task_model,
 )
 from retentio.training.report import write_report
 from retentio.training.snapshots import build_snapshot
+from retentio.training.tasks import TASKS
+from retentio.training.tracking import log_training
 
 logger = logging.getLogger(__name__)
 

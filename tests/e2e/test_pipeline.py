@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from retentio.configs.settings import load_settings
 from retentio.shell.cli import app
-from retentio.training.registry import compare_runs, version_tags
+from retentio.training.registry import version_tags
+from retentio.training.tracking import compare_runs
 
 pytestmark = pytest.mark.e2e
 runner = CliRunner()

@@ -25,8 +25,8 @@ from retentio.features.synth import generate_crm
 from retentio.monitoring.performance import realised_performance
 from retentio.shell.cycle import UNMONITORED_COLUMNS, cycle_job, model_age_days, monitor_job
 from retentio.shell.jobs import promote_job, train_job
-from retentio.training.pipeline import TASKS
-from retentio.training.registry import PRIMARY_METRICS, champion_version, registered_model_name
+from retentio.training.registry import champion_version, registered_model_name
+from retentio.training.tasks import PRIMARY_METRICS, TASKS
 
 N_CUSTOMERS = 2000
 START, END = "2023-01-01", "2025-06-30"

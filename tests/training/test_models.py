@@ -1,4 +1,4 @@
-"""Tests for training.models: the caster, survival arithmetic, and the three task models."""
+"""Tests for the task models (churn, next_purchase, ltv): the caster, survival arithmetic, fits."""
 
 from __future__ import annotations
 
@@ -15,20 +15,17 @@ from retentio.errors import ContractError
 from retentio.features.schema import AS_OF, ENTITY
 from retentio.features.synth import generate_crm
 from retentio.training import metrics
-from retentio.training.models import (
-    BTYD_COLUMNS,
-    OUTPUTS,
-    RFM_COLUMNS,
-    CategoricalCaster,
+from retentio.training.casting import CategoricalCaster
+from retentio.training.churn import fit_churn_candidates
+from retentio.training.ltv import fit_ltv_candidates
+from retentio.training.next_purchase import (
     _hazard_rows,
-    add_btyd_features,
-    fit_churn_candidates,
-    fit_ltv_candidates,
     fit_next_purchase_candidates,
-    risk_band,
     survival_summary,
 )
 from retentio.training.snapshots import build_snapshots, snapshot_cutoffs
+from retentio.training.task_model import BTYD_COLUMNS, RFM_COLUMNS, add_btyd_features, risk_band
+from retentio.training.tasks import OUTPUTS
 from tests.training import LGBM
 
 

@@ -12,7 +12,6 @@ from retentio.features.build import build_features
 from retentio.features.schema import AS_OF, ENTITY, Tables
 from retentio.features.synth import generate_crm
 from retentio.training import metrics
-from retentio.training.models import BASELINES, OUTPUTS
 from retentio.training.pipeline import (
     SCORE_COLUMNS,
     data_hash,
@@ -22,6 +21,7 @@ from retentio.training.pipeline import (
     score_thresholds,
     train_all,
 )
+from retentio.training.tasks import BASELINES, OUTPUTS
 from tests.training import LGBM
 
 

@@ -16,17 +16,20 @@ from sklearn.linear_model import LogisticRegression
 
 from retentio.configs.settings import Settings, load_settings
 from retentio.errors import ModelNotFoundError, RetentioError
-from retentio.training import registry
-from retentio.training.models import TaskModel
+from retentio.training import tasks
+from retentio.training.gate import PromotionDecision
 from retentio.training.registry import (
-    PromotionDecision,
     champion_version,
-    compare_runs,
-    experiment_name,
     load_task_model,
-    log_training,
     promote,
     register_task_model,
+)
+from retentio.training.task_model import TaskModel
+from retentio.training.tracking import (
+    compare_runs,
+    configure_mlflow,
+    experiment_name,
+    log_training,
 )
 
 FEATURES = ["recency_days", "frequency", "monetary_value"]
@@ -135,7 +138,7 @@ def quick_candidate(settings: Settings, *, auc: float, brier: float = 0.2, **tag
 
     Logging a model costs ~1 s; the gate only reads tags, so its cases reuse one logged model.
     """
-    client = registry.configure_mlflow(settings.mlflow)
+    client = configure_mlflow(settings.mlflow)
     first = client.get_model_version("retentio-churn", "1")
     snapshot = {"eval_cutoff": "2025-03-31", "data_hash": "abc123", **tags}
     mv = client.create_model_version(
@@ -177,7 +180,7 @@ def test_round_trip_register_promote_load(
     pd.testing.assert_frame_equal(loaded.predict_frame(features), model.predict_frame(features))
 
     # the version carries the snapshot and metric tags the gate reads
-    client = registry.configure_mlflow(settings.mlflow)
+    client = configure_mlflow(settings.mlflow)
     mv = client.get_model_version("retentio-churn", "1")
     assert mv.tags["eval_cutoff"] == "2025-03-31"
     assert mv.tags["train_max_cutoff"] == "2025-01-30"  # newest of train + calibration cutoffs
@@ -221,7 +224,7 @@ def test_log_training_records_params_metrics_and_experiment(
         params={"git_note": "x"},
         artifacts={"report": report},  # the suffix comes from the file
     )
-    client = registry.configure_mlflow(settings.mlflow)
+    client = configure_mlflow(settings.mlflow)
     run = client.get_run(run_id)
     assert run.data.metrics == {"churn.lightgbm.auc": 0.81, "churn.lightgbm.brier": 0.17,
                                 "ltv.bgnbd.gini": 0.4}  # fmt: skip
@@ -298,7 +301,7 @@ def test_force_overrides_and_is_tagged(
     assert decision.reason.startswith("forced: auc 0.7000 vs champion 0.8000 (worse")
     assert "promoted by force" in caplog.text
     assert champion_version("churn", settings) == "2"
-    client = registry.configure_mlflow(settings.mlflow)
+    client = configure_mlflow(settings.mlflow)
     assert client.get_model_version("retentio-churn", "2").tags["forced"] == "true"
 
 
@@ -372,12 +375,12 @@ def test_gate_falls_back_to_the_metric_the_candidate_has(
 ) -> None:
     # like next purchase with a horizon under 60 days: brier_60d does not exist, brier_30d does;
     # the gate compares the fallback, as the pipeline's ranking does
-    rule = registry.MetricRule("brier_60d", higher_is_better=False, fallback="brier")
+    rule = tasks.MetricRule("brier_60d", higher_is_better=False, fallback="brier")
     assert rule.metric_for({"brier_30d": 0.1, "brier_60d": 0.2}) == "brier_60d"
     assert rule.metric_for({"brier": 0.1}) == "brier"
     assert rule.metric_for({"auc": 0.1}) == "brier_60d"  # neither: reported as missing
-    assert registry.PRIMARY_METRICS["next-purchase"].metric_for({"brier_30d": 0.1}) == "brier_30d"
-    monkeypatch.setitem(registry.PRIMARY_METRICS, "churn", rule)
+    assert tasks.PRIMARY_METRICS["next-purchase"].metric_for({"brier_30d": 0.1}) == "brier_30d"
+    monkeypatch.setitem(tasks.PRIMARY_METRICS, "churn", rule)
     train_like(settings, make_model(features, seed=1), features, auc=0.80, tmp_path=tmp_path)
     promote("churn", settings=settings)
     quick_candidate(settings, auc=0.80, brier=0.25)  # worse Brier than the champion's 0.2

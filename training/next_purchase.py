@@ -1,0 +1,244 @@
+"""Next purchase: P(purchase within 30/60/90 days) and the next purchase time with an interval.
+
+Candidates (one class each): ``lightgbm_hazard`` (discrete-time hazard on customer x 30-day
+period rows, censoring handled honestly) and ``bgnbd`` (P(purchase by t) = 1 - exp(-E[N(t)]), a
+Poisson approximation; baseline).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from retentio.configs.settings import Settings
+from retentio.training import lgbm
+from retentio.training.btyd import BtydBaseline
+from retentio.training.task_model import BTYD_COLUMNS, ModelParams, TaskModel, index_of
+from retentio.training.tasks import OUTPUTS
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PERIOD_DAYS",
+    "BgnbdNextPurchase",
+    "HazardNextPurchase",
+    "NextPurchaseModel",
+    "fit_next_purchase_candidates",
+    "survival_summary",
+]
+
+PERIOD_COLUMN = "period"
+PERIOD_DAYS = 30
+"""Hazard period length: 30 days puts 30/60/90 days on the grid (no interpolation) and costs
+three predictions per customer (the comparison with 15-day periods is in BENCHMARKS.md)."""
+MAX_HAZARD_ROWS = 2_000_000
+
+
+def survival_summary(
+    surv: np.ndarray, *, period_days: float, horizon_days: int
+) -> dict[str, np.ndarray]:
+    """P(purchase within 30/60/90 d) and time quantiles from a discrete survival curve.
+
+    Parameters
+    ----------
+    surv
+        ``(n, m)`` survival probabilities S at ``period_days * (1..m)`` days (non-increasing
+        along a row); S(0) = 1 is implied. The curve is linear between grid points.
+    period_days
+        Grid step in days.
+    horizon_days
+        Times beyond this are reported as ``horizon_days + 1`` (the "beyond horizon" marker).
+
+    Returns
+    -------
+    dict[str, numpy.ndarray]
+        The six next-purchase output columns: ``p_purchase_{30,60,90}d``,
+        ``expected_next_purchase_days`` (median), ``next_purchase_days_lo`` (10 % quantile) and
+        ``next_purchase_days_hi`` (90 % quantile).
+    """
+    n, m = surv.shape
+    grid = np.concatenate([np.ones((n, 1)), np.minimum.accumulate(surv, axis=1)], axis=1)
+    out: dict[str, np.ndarray] = {}
+    for days in (30, 60, 90):
+        pos = min(days / period_days, float(m))
+        i = min(int(math.floor(pos)), m - 1)
+        frac = pos - i
+        s = grid[:, i] + frac * (grid[:, i + 1] - grid[:, i])
+        out[f"p_purchase_{days}d"] = np.clip(1.0 - s, 0.0, 1.0)
+    beyond = float(horizon_days + 1)
+    names = {
+        0.5: "expected_next_purchase_days",
+        0.1: "next_purchase_days_lo",
+        0.9: "next_purchase_days_hi",
+    }
+    rows = np.arange(n)
+    for q, name in names.items():
+        level = 1.0 - q
+        below = grid <= level
+        has = below.any(axis=1)
+        j = np.where(has, below.argmax(axis=1), 1)
+        j = np.maximum(j, 1)
+        s0, s1 = grid[rows, j - 1], grid[rows, j]
+        frac = np.where(s0 > s1, (s0 - level) / np.where(s0 > s1, s0 - s1, 1.0), 0.0)
+        t = (j - 1 + frac) * period_days
+        out[name] = np.where(has & (t <= horizon_days), t, beyond)
+    return out
+
+
+def _hazard_rows(
+    frame: pd.DataFrame, *, n_periods: int, period_days: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expand customers into customer x period rows: (row index, period, event)."""
+    days = frame["days_to_next_purchase"].to_numpy(float)
+    observed = frame["next_purchase_observed"].to_numpy(bool)
+    event_k = np.clip(np.ceil(days / period_days), 1, n_periods).astype(int) - 1
+    counts = np.where(observed, event_k + 1, n_periods)
+    idx = np.repeat(np.arange(len(frame)), counts)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    period = np.arange(len(idx)) - starts
+    event = (observed[idx] & (period == event_k[idx])).astype(float)
+    return idx, period, event
+
+
+class NextPurchaseModel(TaskModel):
+    """P(purchase within 30/60/90 days) and the next purchase time with an 80 % interval.
+
+    The expected next purchase is the median of the discrete survival curve (linear between the
+    30-day grid points); the interval is the 10 % and 90 % quantiles. A time beyond the
+    next-purchase horizon is reported as ``horizon + 1`` days (finite marker, never inf/NaN).
+    Subclasses give the survival curve (:meth:`survival`).
+    """
+
+    task = "next-purchase"
+    period_days = PERIOD_DAYS
+
+    @property
+    def horizon_days(self) -> int:
+        """The next-purchase horizon at training time."""
+        return self.params.next_purchase_horizon_days
+
+    @property
+    def n_out_periods(self) -> int:
+        """Grid points of the survival curve: up to 90 days or the horizon, if longer."""
+        return math.ceil(max(self.horizon_days, 90) / self.period_days)
+
+    def survival(self, features: pd.DataFrame) -> np.ndarray:
+        """``(n, m)`` survival probabilities at ``period_days * (1..m)`` days."""
+        raise NotImplementedError
+
+    def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The six next-purchase columns (see :func:`survival_summary`) per customer."""
+        out = survival_summary(
+            self.survival(features), period_days=self.period_days, horizon_days=self.horizon_days
+        )
+        return pd.DataFrame(out, index=index_of(features))[list(OUTPUTS[self.task])]
+
+
+class HazardNextPurchase(NextPurchaseModel):
+    """Discrete-time hazard LightGBM: one prediction per 30-day period.
+
+    The curve beyond the horizon (e.g. 90 days with a 60-day horizon) extrapolates the last
+    trained period's hazard. ``contributions`` explain the first period's hazard (log-odds).
+    """
+
+    candidate = "lightgbm_hazard"
+
+    def __init__(self, *, estimator: Pipeline, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.estimator = estimator
+
+    def survival(self, features: pd.DataFrame) -> np.ndarray:
+        Xm = self.model_input(features)[self.model_columns]
+        caster = self.estimator.named_steps["cast"]
+        booster = self.estimator.named_steps["model"]
+        Xc = caster.transform(Xm)
+        m = self.n_out_periods
+        n_train_periods = self.metadata.get("n_periods", m)
+        hazards = []
+        for k in range(m):
+            Xc[PERIOD_COLUMN] = min(k, n_train_periods - 1)
+            hazards.append(booster.predict_proba(Xc, **lgbm.threads(len(Xc)))[:, 1])
+        return np.cumprod(1.0 - np.column_stack(hazards), axis=1)
+
+    def contributions(self, features: pd.DataFrame) -> pd.DataFrame | None:
+        X = self.model_input(features)[self.model_columns]
+        X[PERIOD_COLUMN] = 0
+        return lgbm.contributions(self.estimator, X, index_of(features))
+
+
+class BgnbdNextPurchase(NextPurchaseModel):
+    """BG/NBD: S(t) = exp(-E[N(t)]) at each grid point (baseline)."""
+
+    candidate = "bgnbd"
+
+    def survival(self, features: pd.DataFrame) -> np.ndarray:
+        X = self.model_input(features)
+        cols = []
+        for k in range(1, self.n_out_periods + 1):
+            pred = self.btyd.predict(X, horizon_days=k * self.period_days)
+            expected = np.nan_to_num(pred["expected_purchases"].to_numpy(float), nan=0.0)
+            cols.append(np.exp(-np.maximum(expected, 0.0)))
+        return np.column_stack(cols)
+
+
+def fit_next_purchase_candidates(
+    train: pd.DataFrame,
+    calib: pd.DataFrame,
+    *,
+    btyd: BtydBaseline,
+    settings: Settings,
+    feature_columns: Sequence[str],
+) -> dict[str, NextPurchaseModel]:
+    """Fit the discrete-time hazard model (early-stopped on ``calib``) and the BG/NBD baseline.
+
+    Every customer of ``train`` contributes one row per hazard period (:data:`PERIOD_DAYS`)
+    until its next purchase or the horizon (censored); rows are subsampled (seeded) above
+    :data:`MAX_HAZARD_ROWS`.
+
+    Returns
+    -------
+    dict[str, NextPurchaseModel]
+        ``lightgbm_hazard`` and ``bgnbd``.
+    """
+    seed = settings.training.random_state
+    horizon = settings.labels.next_purchase_horizon_days
+    n_periods = math.ceil(horizon / PERIOD_DAYS)
+    cols = [*feature_columns, *BTYD_COLUMNS]
+    common: dict[str, Any] = {
+        "feature_columns": feature_columns,
+        "btyd": btyd,
+        "params": ModelParams.from_settings(settings),
+    }
+
+    def expand(frame: pd.DataFrame, rng_seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+        frame = lgbm.subsample(frame, lgbm.MAX_ROWS_PER_SNAPSHOT, rng_seed)
+        idx, period, event = _hazard_rows(frame, n_periods=n_periods, period_days=PERIOD_DAYS)
+        if len(idx) > MAX_HAZARD_ROWS:
+            rng = np.random.default_rng(rng_seed)
+            keep = np.sort(rng.choice(len(idx), MAX_HAZARD_ROWS, replace=False))
+            idx, period, event = idx[keep], period[keep], event[keep]
+        X = frame[cols].iloc[idx].reset_index(drop=True)
+        X[PERIOD_COLUMN] = period
+        return X, event
+
+    X_tr, y_tr = expand(train, seed)
+    X_ca, y_ca = expand(calib, seed + 1)
+    hazard = lgbm.fit_lgbm(X_tr, y_tr, X_ca, y_ca, settings=settings, objective="binary")
+    meta = {
+        "n_periods": n_periods,
+        "period_days": PERIOD_DAYS,
+        "n_train_rows": len(X_tr),
+        "n_trees": hazard.named_steps["model"].best_iteration_,
+    }
+    models: dict[str, NextPurchaseModel] = {
+        "lightgbm_hazard": HazardNextPurchase(estimator=hazard, metadata=meta, **common),
+        "bgnbd": BgnbdNextPurchase(**common),
+    }
+    logger.info("next-purchase: hazard model on %d customer-period rows", len(X_tr))
+    return models
