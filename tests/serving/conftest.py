@@ -98,7 +98,8 @@ def train_and_promote(tables: object, config: Path) -> tuple[object, dict[str, s
 def register_and_promote(result: object, config: Path, *, force: bool = False) -> dict[str, str]:
     """Register the result's models as new versions (a new run) and promote them."""
     from retentio.configs.settings import load_settings
-    from retentio.training.registry import log_training, promote, register_task_model
+    from retentio.training.registry import promote, register_task_model
+    from retentio.training.tracking import log_training
 
     settings = load_settings(config)
     run_id = log_training(
