@@ -27,7 +27,9 @@ The generative story (one latent process per customer, fully vectorised over cus
    cost and attractiveness of alternatives, all noisy readings of the latent attitude, lowered
    after an unresolved complaint.
 7. **Drift.** After ``drift_date`` order values are ~1.5x, the purchase rate is 0.8x and 30 % of
-   new customers come from ``tiktok`` (who churn more and spend less).
+   new customers come from ``tiktok`` (who churn more and spend less); :class:`Drift` sets each
+   of the three sizes (1, 1 and 0 switch one off), so a drift of one kind and size can be
+   injected on its own.
 
 Every event falls on a day in ``[start, end]`` (``timestamp < end + 1 day``). Same arguments give
 identical frames: every component draws from its own stream spawned from ``seed``.
@@ -38,6 +40,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -51,7 +54,7 @@ from retentio.features.schema import TABLES, Tables
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["generate_crm", "write_tables"]
+__all__ = ["Drift", "generate_crm", "write_tables"]
 
 _SECONDS_PER_DAY = 86_400
 _ISO = "%Y-%m-%dT%H:%M:%S"
@@ -94,8 +97,37 @@ _HOURS = np.array(
 )  # fmt: skip
 
 # --- drift ----------------------------------------------------------------------------------
-_DRIFT_SPEND = 1.5
-_DRIFT_RATE = 0.8
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What changes after the drift date (the default is the demo drift: all three at once).
+
+    Attributes
+    ----------
+    spend
+        Multiplier of every order value (1.0: no spend drift).
+    rate
+        Multiplier of every customer's purchase rate (1.0: no frequency drift).
+    new_channel_share
+        Share of the customers signing up after the drift date who come from the new
+        acquisition channel ``tiktok`` (0.0: no new channel).
+    """
+
+    spend: float = 1.5
+    rate: float = 0.8
+    new_channel_share: float = _NEW_CHANNEL_SHARE
+
+    def __post_init__(self) -> None:
+        if not (self.spend > 0 and self.rate > 0 and 0 <= self.new_channel_share <= 1):
+            raise ConfigError(
+                f"synth: drift sizes must be spend > 0, rate > 0 and 0 <= new_channel_share <= 1, "
+                f"got spend={self.spend}, rate={self.rate}, "
+                f"new_channel_share={self.new_channel_share}"
+            )
+
+
+_NO_DRIFT = Drift(spend=1.0, rate=1.0, new_channel_share=0.0)
 
 # --- orders, lines, returns -----------------------------------------------------------------
 _SALES_CHANNELS = ("web", "store", "app")
@@ -132,6 +164,7 @@ def generate_crm(
     seed: int,
     drift_date: str | dt.date | None = None,
     cohort_days: int | None = None,
+    drift: Drift | None = None,
 ) -> Tables:
     """Generate a synthetic CRM (the four tables of the contract) with realistic behaviour.
 
@@ -151,6 +184,9 @@ def generate_crm(
         A closed cohort: every customer signs up in the first ``cohort_days`` days, uniformly
         (the classic BTYD setting, where the whole population only ages). ``None``: the default
         acquisition (an early cohort, then a steady inflow until ``end``).
+    drift : Drift, optional
+        The sizes of the drift after ``drift_date`` (default ``Drift()``: the three changes
+        above); ignored without ``drift_date``.
 
     Returns
     -------
@@ -174,6 +210,7 @@ def generate_crm(
         raise ConfigError(f"synth: end {t_end.date()} is before start {t_start.date()}; swap them")
     n_days = int((t_end - t_start).days) + 1
     drift_day = np.inf
+    change = _NO_DRIFT if drift_date is None else (drift or Drift())
     if drift_date is not None:
         drift_day = float((as_cutoff(drift_date) - t_start).days)
         if not 0 < drift_day < n_days:
@@ -186,11 +223,11 @@ def generate_crm(
 
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
     ids = _ids("C", np.arange(n_customers), max(7, len(str(n_customers - 1))))
-    cust = _customers(streams[0], int(n_customers), n_days, drift_day, cohort_days)
-    season = _daily_intensity(t_start, n_days, drift_day)
+    cust = _customers(streams[0], int(n_customers), n_days, drift_day, change, cohort_days)
+    season = _daily_intensity(t_start, n_days, drift_day, change)
     orders = _purchases(streams[1], cust, season, n_days)
     # build each frame as soon as its arrays are complete, and drop the arrays (peak memory)
-    lines = _lines(streams[2], cust, orders, n_days, drift_day)
+    lines = _lines(streams[2], cust, orders, n_days, drift_day, change)
     transactions = _transactions_frame(lines, ids, t_start)
     del lines
     inter = _interactions(streams[3], cust, orders, n_days)
@@ -313,6 +350,7 @@ def _customers(
     n: int,
     n_days: int,
     drift_day: float,
+    change: Drift,
     cohort_days: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Signup day, static attributes and latent traits of every customer.
@@ -329,7 +367,7 @@ def _customers(
         signup = np.where(early, early_day, late_day)
     weights = _CHANNEL_WEIGHTS / _CHANNEL_WEIGHTS.sum()
     channel = rng.choice(len(_CHANNELS), size=n, p=weights)
-    new_channel = (signup >= drift_day) & (rng.random(n) < _NEW_CHANNEL_SHARE)
+    new_channel = (signup >= drift_day) & (rng.random(n) < change.new_channel_share)
     channel = np.where(new_channel, _CHANNELS.index("tiktok"), channel)
     region = rng.choice(len(_REGIONS), size=n, p=_REGION_WEIGHTS)
     age = rng.choice(len(_AGE_BANDS), size=n, p=_AGE_WEIGHTS)
@@ -373,11 +411,13 @@ def _customers(
     }
 
 
-def _daily_intensity(t_start: pd.Timestamp, n_days: int, drift_day: float) -> np.ndarray:
+def _daily_intensity(
+    t_start: pd.Timestamp, n_days: int, drift_day: float, change: Drift
+) -> np.ndarray:
     """Seasonal purchase-rate multiplier of each day (weekday x month x drift)."""
     dates = pd.date_range(t_start, periods=n_days, freq="D")
     s = _WEEKDAY[dates.dayofweek.to_numpy()] * _MONTH[dates.month.to_numpy() - 1]
-    return np.where(np.arange(n_days) >= drift_day, s * _DRIFT_RATE, s)
+    return np.where(np.arange(n_days) >= drift_day, s * change.rate, s)
 
 
 def _purchases(
@@ -458,12 +498,13 @@ def _lines(
     orders: dict[str, np.ndarray],
     n_days: int,
     drift_day: float,
+    change: Drift,
 ) -> dict[str, np.ndarray]:
     """Order lines (amount, quantity, category, channel, margin) plus return lines."""
     o_cust, o_t = orders["cust"], orders["t"]
     n_orders = len(o_t)
     value = rng.gamma(_ORDER_SHAPE, cust["spend"][o_cust] / _ORDER_SHAPE)
-    value = np.where(o_t >= drift_day, value * _DRIFT_SPEND, value)
+    value = np.where(o_t >= drift_day, value * change.spend, value)
     u = rng.random(n_orders)
     channel = np.where(u < 0.7, cust["sales_channel"][o_cust], rng.integers(0, 3, n_orders))
     channel = channel.astype(np.int8)

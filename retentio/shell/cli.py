@@ -175,6 +175,16 @@ def data_synth(
         int | None,
         typer.Option(help="Closed cohort: every customer is acquired in the first N days."),
     ] = None,
+    drift_spend: Annotated[
+        float, typer.Option(help="With --drift: order values x this (1 = unchanged).")
+    ] = 1.5,
+    drift_rate: Annotated[
+        float, typer.Option(help="With --drift: purchase rates x this (1 = unchanged).")
+    ] = 0.8,
+    drift_channel_share: Annotated[
+        float,
+        typer.Option(help="With --drift: share of new customers from a new channel (0 = none)."),
+    ] = 0.3,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
@@ -190,7 +200,7 @@ def data_synth(
             "synth.end": ("--end", end),
         },
     )
-    from retentio.features.synth import generate_crm, write_tables
+    from retentio.features.synth import Drift, generate_crm, write_tables
 
     if fmt not in ("csv", "parquet"):
         console.print(f"[bold red]error:[/] --format must be csv or parquet, got {fmt!r}")
@@ -205,6 +215,9 @@ def data_synth(
                 seed=settings.synth.seed,
                 drift_date=drift,
                 cohort_days=cohort_days,
+                drift=Drift(
+                    spend=drift_spend, rate=drift_rate, new_channel_share=drift_channel_share
+                ),
             )
         )
         paths = write_tables(tables, folder, fmt=fmt)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import pytest
 
 from retentio.errors import ConfigError
 from retentio.features.schema import TABLES, Tables
-from retentio.features.synth import generate_crm, write_tables
+from retentio.features.synth import Drift, generate_crm, write_tables
 
 DAY = pd.Timedelta(days=1)
 START, END = "2023-01-01", "2025-06-30"
@@ -302,6 +302,53 @@ def test_drift_raises_spend_and_brings_a_new_channel(drifted: Tables) -> None:
 
 def test_no_drift_means_no_new_channel(crm: Tables) -> None:
     assert "tiktok" not in set(crm.customers["acquisition_channel"])
+
+
+def _drift_effects(drift: Drift) -> tuple[float, float, float]:
+    """(order value ratio, order count ratio, tiktok share of late signups): drifted / clean
+    after the drift date, on the same seed."""
+    date = pd.Timestamp("2024-07-01")
+    kwargs = {"n_customers": 1500, "start": START, "end": END, "seed": 4}
+    clean = generate_crm(**kwargs)
+    drifted = generate_crm(**kwargs, drift_date=date, drift=drift)
+
+    def after(tables: Tables) -> tuple[float, int]:
+        sales = tables.transactions[tables.transactions["amount"] > 0]
+        orders = sales.groupby("order_id").agg(v=("amount", "sum"), t=("timestamp", "first"))
+        late = orders[orders["t"] >= date]
+        return float(late["v"].mean()), len(late)
+
+    (v_clean, n_clean), (v_drift, n_drift) = after(clean), after(drifted)
+    cust = drifted.customers
+    late = cust[cust["signup_date"] >= date]
+    share = float((late["acquisition_channel"] == "tiktok").mean())
+    return v_drift / v_clean, n_drift / n_clean, share
+
+
+@pytest.mark.parametrize(
+    ("drift", "value", "count", "share"),
+    [
+        (Drift(spend=1.3, rate=1.0, new_channel_share=0.0), (1.2, 1.4), (0.97, 1.03), (0, 0)),
+        (Drift(spend=1.0, rate=0.7, new_channel_share=0.0), (0.95, 1.05), (0.6, 0.8), (0, 0)),
+        (Drift(spend=1.0, rate=1.0, new_channel_share=0.5), (0.9, 1.0), (0.85, 1.02), (0.4, 0.6)),
+    ],
+    ids=["spend", "rate", "new-channel"],
+)
+def test_each_drift_kind_can_be_injected_alone(
+    drift: Drift,
+    value: tuple[float, float],
+    count: tuple[float, float],
+    share: tuple[float, float],
+) -> None:
+    value_ratio, count_ratio, tiktok_share = _drift_effects(drift)
+    assert value[0] <= value_ratio <= value[1]
+    assert count[0] <= count_ratio <= count[1]
+    assert share[0] <= tiktok_share <= share[1]
+
+
+def test_a_drift_size_out_of_range_is_refused() -> None:
+    with pytest.raises(ConfigError, match="new_channel_share"):
+        Drift(new_channel_share=1.5)
 
 
 # --- writing ----------------------------------------------------------------------------------
