@@ -309,7 +309,23 @@ class DriftPolicy(_Section):
 
 class MonitoringConfig(_Section):
     policy: DriftPolicy = Field(default_factory=DriftPolicy)
-    drift_threshold: float = Field(0.1, gt=0, description="per-column drift score threshold")
+    drift_threshold: float = Field(
+        0.1,
+        gt=0,
+        description="per-column drift score threshold: a numerical column drifts when its "
+        "values moved by this many standard deviations (normed Wasserstein)",
+    )
+    noise_multiple: float = Field(
+        2.0,
+        gt=0,
+        description="a column also needs this multiple of the score sampling noise alone gives it",
+    )
+    reference: Literal["same_season", "champion"] = Field(
+        "same_season",
+        description="same_season: compare with the same day a year earlier on equal history "
+        "(the champion's snapshot when the history is too short); champion: always the "
+        "champion's evaluation snapshot",
+    )
 
 
 class PathsConfig(_Section):

@@ -12,6 +12,11 @@ categorical ones; a column drifts when its score reaches the threshold (0.1 by d
 ``monitoring.drift_threshold`` setting). Sampling noise alone gives a normed Wasserstein distance of
 roughly ``1.1 / sqrt(n)`` for two samples of ``n`` rows each, so keep samples above ~1000 rows.
 
+With ``noise_multiple`` set, each column's threshold is raised to that multiple of the distance
+sampling noise alone would give on that column (:func:`noise_floor`, from the non-missing values
+on each side and, for categorical columns, the number of categories): a survey column answered
+by 300 customers cannot resolve a shift of 0.1 standard deviations, and no longer reports one.
+
 References
 ----------
 Evidently, "Data drift": https://docs.evidentlyai.com/metrics/explainer_drift
@@ -72,6 +77,9 @@ class DriftResult:
         Column -> drift method Evidently used.
     skipped_columns
         Columns not tested because they are empty in one of the frames.
+    column_thresholds
+        Column -> the threshold applied to it, when it differs from ``drift_threshold`` (raised
+        to the noise floor, see ``noise_multiple`` in :func:`check_drift`).
     """
 
     drift_share: float
@@ -86,6 +94,7 @@ class DriftResult:
     drift_threshold: float | None = None
     methods: dict[str, str] = field(default_factory=dict)
     skipped_columns: list[str] = field(default_factory=list)
+    column_thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
     def n_columns(self) -> int:
@@ -186,6 +195,71 @@ def _select_columns(
     return shared
 
 
+def noise_floor(
+    reference: np.ndarray | pd.Series, n_current: int, *, categorical: bool = False
+) -> float:
+    """The drift score two samples of one distribution show on average (sampling noise).
+
+    Numerical columns (normed Wasserstein): with ``F`` the reference distribution, ``n`` and
+    ``m`` the sample sizes, ``F_n - G_m`` behaves like ``sqrt(1/n + 1/m)`` times a Brownian
+    bridge ``B(F(x))`` and ``E|B(t)| = sqrt(2 t (1 - t) / pi)``, so the expected distance is
+    ``sqrt(2/pi) * sqrt(1/n + 1/m) * integral sqrt(F (1 - F)) dx / std`` (0.80 for a binary
+    column, 1.26 for a normal one, times ``sqrt(1/n + 1/m)``); the integral is taken on the
+    reference sample. Categorical columns (Jensen-Shannon distance, natural log): the divergence
+    is about ``(k - 1) / 8 * (1/n + 1/m)`` for ``k`` categories (its second-order expansion, a
+    chi-square over 8), and the distance its square root.
+
+    Parameters
+    ----------
+    reference
+        The reference values of the column (missing values are ignored).
+    n_current
+        Non-missing values on the current side.
+    categorical
+        Whether the column is categorical.
+
+    Returns
+    -------
+    float
+        The expected score under no drift (``inf`` when a side has no value).
+
+    References
+    ----------
+    E. del Barrio, E. Gine and C. Matran, "Central limit theorems for the Wasserstein distance
+    between the empirical and the true distributions", Annals of Probability 27 (1999).
+    """
+    values = pd.Series(reference).dropna()
+    n = len(values)
+    if n == 0 or n_current <= 0:
+        return float("inf")
+    spread = 1.0 / n + 1.0 / n_current
+    if categorical:
+        k = int(values.nunique())
+        return float(np.sqrt(max(k - 1, 1) * spread / 8.0))
+    x = np.sort(values.to_numpy(dtype="float64"))
+    f = np.arange(1, n) / n
+    shape = float(np.sum(np.sqrt(f * (1.0 - f)) * np.diff(x))) / max(float(np.std(x)), 0.001)
+    return float(np.sqrt(2.0 / np.pi) * np.sqrt(spread) * shape)
+
+
+def _column_thresholds(
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    numerical: list[str],
+    categorical: list[str],
+    base: float,
+    multiple: float,
+) -> dict[str, float]:
+    """Column -> max(base, multiple x noise floor), only where the floor wins."""
+    out: dict[str, float] = {}
+    for col in [*numerical, *categorical]:
+        n_current = int(cur[col].notna().sum())
+        floor = multiple * noise_floor(ref[col], n_current, categorical=col in categorical)
+        if floor > base:
+            out[col] = round(floor, 4)
+    return out
+
+
 def _sample(frame: pd.DataFrame, sample_size: int | None, rng: np.random.Generator) -> pd.DataFrame:
     if sample_size is None or len(frame) <= sample_size:
         return frame
@@ -256,6 +330,7 @@ def _run_check(
     num_method: str,
     cat_method: str,
     include_summary: bool,
+    noise_multiple: float | None = None,
 ) -> DriftResult:
     what = stem.replace("_", " ")
     if sample_size is not None and sample_size <= 0:
@@ -285,10 +360,18 @@ def _run_check(
             "the current frame); check that the feature snapshots were built"
         )
 
+    thresholds: dict[str, float] = {}
+    if noise_multiple is not None:
+        base = 0.1 if drift_threshold is None else drift_threshold
+        thresholds = _column_thresholds(ref, cur, numerical, categorical, base, noise_multiple)
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
     presets: list[Any] = [
         DataDriftPreset(
-            columns=tested, num_method=num_method, cat_method=cat_method, threshold=drift_threshold
+            columns=tested,
+            num_method=num_method,
+            cat_method=cat_method,
+            threshold=drift_threshold,
+            per_column_threshold=thresholds or None,
         )
     ]
     if include_summary:
@@ -331,6 +414,7 @@ def _run_check(
         drift_threshold=drift_threshold,
         methods={c: methods[c] for c in tested},
         skipped_columns=empty,
+        column_thresholds=thresholds,
     )
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -378,6 +462,7 @@ def check_drift(
     num_method: str = DEFAULT_NUM_METHOD,
     cat_method: str = DEFAULT_CAT_METHOD,
     include_summary: bool = True,
+    noise_multiple: float | None = None,
 ) -> DriftResult:
     """Compare a current feature frame with the reference, column by column, with Evidently.
 
@@ -407,6 +492,9 @@ def check_drift(
         Add Evidently's ``DataSummaryPreset`` (per-column statistics) to the report. It costs
         about as much as the drift itself (its plots, per column), so turn it off when only the
         numbers matter.
+    noise_multiple
+        When given, a column drifts only if its score also reaches this multiple of the score
+        sampling noise alone would give it (:func:`noise_floor`; ``monitoring.noise_multiple``).
 
     Returns
     -------
@@ -431,6 +519,7 @@ def check_drift(
         num_method=num_method,
         cat_method=cat_method,
         include_summary=include_summary,
+        noise_multiple=noise_multiple,
     )
 
 

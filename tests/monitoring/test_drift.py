@@ -11,7 +11,13 @@ import pytest
 
 from retentio.configs.settings import DriftPolicy
 from retentio.errors import ContractError
-from retentio.monitoring.drift import DriftResult, check_drift, column_roles, prediction_drift
+from retentio.monitoring.drift import (
+    DriftResult,
+    check_drift,
+    column_roles,
+    noise_floor,
+    prediction_drift,
+)
 from retentio.monitoring.policy import should_retrain
 
 SHIFTED = ["recency_days", "revenue_90d", "avg_order_value"]
@@ -184,3 +190,76 @@ def test_column_empty_in_one_frame_is_skipped() -> None:
     assert list(result.column_scores) == ["recency_days"]
     with pytest.raises(ContractError, match="no column left to test"):
         check_drift(ref[["monetary_value"]], cur[["monetary_value"]])
+
+
+@pytest.mark.parametrize(
+    ("draw", "k"),
+    [
+        (lambda rng, n: rng.normal(0.0, 1.0, n), None),
+        (lambda rng, n: (rng.random(n) < 0.3).astype(float), None),
+        (lambda rng, n: rng.gamma(2.0, 25.0, n), None),
+        (lambda rng, n: rng.choice(5, n, p=[0.4, 0.3, 0.15, 0.1, 0.05]), 5),
+    ],
+    ids=["normal", "binary", "gamma", "categorical"],
+)
+def test_noise_floor_is_the_mean_score_of_two_samples_of_one_distribution(draw, k) -> None:
+    from scipy.spatial.distance import jensenshannon
+    from scipy.stats import wasserstein_distance
+
+    rng = np.random.default_rng(0)
+    n, m = 300, 1200
+    scores = []
+    for _ in range(200):
+        a, b = draw(rng, n), draw(rng, m)
+        if k is None:
+            scores.append(wasserstein_distance(a, b) / np.std(a))
+        else:
+            pa = np.bincount(a, minlength=k) / n
+            pb = np.bincount(b, minlength=k) / m
+            scores.append(jensenshannon(pa, pb))
+    floors = [noise_floor(draw(rng, n), m, categorical=k is not None) for _ in range(20)]
+    assert np.mean(floors) == pytest.approx(np.mean(scores), rel=0.15)
+
+
+def test_noise_floor_without_values_is_infinite() -> None:
+    assert noise_floor(np.array([np.nan]), 100) == float("inf")
+
+
+def test_a_sparse_column_needs_more_than_noise_to_drift(reference: pd.DataFrame) -> None:
+    current = make_features(2000, seed=2)
+    # a survey-like column answered by 150 customers on each side, shifted by 0.2 sd: within
+    # the noise of 150 answers (floor 2 x 0.8 x sqrt(2 / 150) = 0.18 ... its sampling spread)
+    sparse_ref = reference.assign(att_nps_last=np.nan)
+    sparse_cur = current.assign(att_nps_last=np.nan)
+    rng = np.random.default_rng(5)
+    sparse_ref.loc[sparse_ref.index[:150], "att_nps_last"] = rng.normal(7.0, 2.0, 150)
+    sparse_cur.loc[sparse_cur.index[:150], "att_nps_last"] = rng.normal(7.0, 2.0, 150)
+    columns = ["recency_days", "att_nps_last", "cust_region"]
+    plain = check_drift(
+        sparse_ref, sparse_cur, columns=columns, drift_threshold=0.1, include_summary=False
+    )
+    aware = check_drift(
+        sparse_ref,
+        sparse_cur,
+        columns=columns,
+        drift_threshold=0.1,
+        include_summary=False,
+        noise_multiple=2.0,
+    )
+    assert set(aware.column_thresholds) == {"att_nps_last"}  # only the sparse column is raised
+    assert aware.column_thresholds["att_nps_last"] == pytest.approx(
+        2 * noise_floor(sparse_ref["att_nps_last"], 150), abs=1e-3
+    )
+    assert aware.column_scores == plain.column_scores  # same scores, other thresholds
+    assert "att_nps_last" not in aware.drifted_columns
+    # a real shift of one standard deviation still drifts through the raised threshold
+    sparse_cur.loc[sparse_cur.index[:150], "att_nps_last"] += 2.0
+    shifted = check_drift(
+        sparse_ref,
+        sparse_cur,
+        columns=columns,
+        drift_threshold=0.1,
+        include_summary=False,
+        noise_multiple=2.0,
+    )
+    assert "att_nps_last" in shifted.drifted_columns
