@@ -44,3 +44,17 @@ class CustomerNotFoundError(RetentioError):
     """A customer id is unknown to the feature store."""
 
     exit_code = 4
+
+
+class LockBusyError(RetentioError):
+    """Another process holds a lock this one needs (e.g. a cycle already running); the message
+    names the holder."""
+
+    exit_code = 75  # EX_TEMPFAIL: a temporary condition, try again later
+
+
+class RetrainFailedError(RetentioError):
+    """The cycle decided to retrain and training or the promotion gate failed; the champions
+    are unchanged and the decision is recorded."""
+
+    exit_code = 6

@@ -613,12 +613,63 @@ def cycle(
     force_retrain: Annotated[
         bool, typer.Option("--retrain", help="Retrain even if the policy does not ask for it.")
     ] = False,
+    every: Annotated[
+        str | None,
+        typer.Option(
+            help="Run a cycle now and then every period (e.g. 7d, 12h) until SIGTERM/SIGINT; "
+            "each cycle reloads the data and uses its last day as cutoff."
+        ),
+    ] = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Refresh features -> monitor -> retrain if needed -> promote only a better candidate."""
+    """Refresh features -> monitor -> retrain if needed -> promote only a better candidate.
+
+    A file lock (``<paths.artifacts>/cycle.lock``) keeps two cycles from overlapping: a cycle
+    that finds it taken names the holder and exits with code 75.
+    """
     _setup_logging(verbose)
     settings = _settings(config)
+    from retentio.shell.schedule import CycleLock, StopFlag, lock_path, parse_period, run_every
+
+    lock = CycleLock(lock_path(Path(settings.paths.artifacts)))
+    if every is None:
+        _run(lock.acquire)
+        try:
+            _cycle_once(settings, data, cutoff, force_retrain)
+        finally:
+            lock.release()
+        return
+    if cutoff is not None:
+        console.print(
+            "[bold red]error:[/] --cutoff and --every exclude each other: a periodic "
+            "cycle always monitors the newest data; drop --cutoff"
+        )
+        raise typer.Exit(2)
+    period = _run(lambda: parse_period(every))
+    stop = StopFlag()
+
+    def once() -> None:
+        try:
+            with lock:
+                _cycle_once(settings, data, None, force_retrain)
+        except typer.Exit as exc:  # already reported; the loop goes on
+            if exc.exit_code:
+                raise RetentioError(f"cycle ended with exit code {exc.exit_code}") from None
+        except RetentioError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise
+
+    out.print(f"cycling every {every}; SIGTERM or Ctrl-C stops after the current cycle")
+    with stop.installed():
+        n_failed = run_every(once, period, stop)
+    out.print(f"stopped ({n_failed} failed cycles)")
+
+
+def _cycle_once(
+    settings: Settings, data: Path | None, cutoff: str | None, force_retrain: bool
+) -> None:
+    """One cycle: load, monitor, retrain if needed; print the outcome."""
     from retentio.shell.cycle import cycle_job
 
     tables = _load(settings, data)
