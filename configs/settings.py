@@ -94,6 +94,11 @@ class TableSource(_Section):
         default_factory=dict,
         description="contract column -> source column, or a DuckDB SQL expression over them",
     )
+    date_format: str | None = Field(
+        None,
+        description="strptime format of the table's text dates (e.g. '%d/%m/%Y %H:%M'); default: "
+        "ISO 8601, or day/month numbers in the one order the values show",
+    )
 
     @model_validator(mode="after")
     def _table_or_query(self) -> TableSource:
@@ -127,6 +132,9 @@ class DataConfig(_Section):
     )
     strict: bool = Field(False, description="Treat fixable problems (duplicates, ...) as fatal")
     csv_delimiter: str | None = Field(None, description="CSV delimiter; default: sniffed")
+    csv_encoding: Literal["utf-8", "utf-16", "latin-1"] | None = Field(
+        None, description="CSV text encoding; default: UTF-8 (convert other encodings to UTF-8)"
+    )
 
 
 class RfmNoteConfig(_Section):

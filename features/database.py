@@ -498,7 +498,7 @@ def load_database_tables(
         The transactions table does not exist, a query fails, or a column mapping fails (the
         table and column named; exit code 2).
     """
-    from retentio.features.io import _read_table  # the folder reader, applied to the mirror
+    from retentio.features.io import _read_table, date_formats  # the folder reader, on the mirror
 
     url = url if isinstance(url, DatabaseUrl) else DatabaseUrl.parse(url)
     mirror = _Mirror(mirror_root(artifacts, url), url)
@@ -527,7 +527,9 @@ def load_database_tables(
         duck.close()
 
     when = pd.Timestamp.now(tz="UTC") if now is None else now
-    clean, report = validate_tables(raw, strict=cfg.strict, now=when)
+    clean, report = validate_tables(
+        raw, strict=cfg.strict, now=when, date_formats=date_formats(cfg)
+    )
     pa.default_memory_pool().release_unused()
     report.sources = sources
     transactions = clean.get("transactions")

@@ -102,7 +102,36 @@ def _listing(data_dir: Path, limit: int = 12) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def _reader_sql(files: list[Path], *, delimiter: str | None, full_sample: bool) -> str:
+_NO_DATE_TYPES = "['BOOLEAN', 'BIGINT', 'DOUBLE', 'VARCHAR']"
+
+
+def _local_dates(con: duckdb.DuckDBPyConnection, files: list[Path], encoding: str | None) -> bool:
+    """True when DuckDB's sniffer would read a CSV's dates in a non-ISO format it guessed.
+
+    DuckDB picks one day/month order for ``03/04/2025`` without saying so; such columns are
+    read as text instead, and validation applies one order it can show (or reports them).
+    """
+    if not files or files[0].name.lower().endswith((".parquet", ".pq")):
+        return False
+    options = f", encoding = {_quote_str(encoding)}" if encoding else ""
+    try:
+        row = con.execute(
+            f"SELECT DateFormat, TimestampFormat FROM sniff_csv({_quote_str(str(files[0]))}"
+            f"{options})"
+        ).fetchone()
+    except duckdb.Error:  # unreadable: the read itself reports why
+        return False
+    return any(fmt and not fmt.startswith("%Y-%m-%d") for fmt in row or ())
+
+
+def _reader_sql(
+    files: list[Path],
+    *,
+    delimiter: str | None,
+    full_sample: bool,
+    encoding: str | None = None,
+    dates_as_text: bool = False,
+) -> str:
     """A DuckDB table function reading ``files`` (all CSV or all Parquet)."""
     parquet = [f.name.lower().endswith((".parquet", ".pq")) for f in files]
     paths = "[" + ", ".join(_quote_str(str(f)) for f in files) + "]"
@@ -116,6 +145,10 @@ def _reader_sql(files: list[Path], *, delimiter: str | None, full_sample: bool) 
     options = ["auto_detect = true", "union_by_name = true"]
     if delimiter is not None:
         options.append(f"delim = {_quote_str(delimiter)}")
+    if encoding is not None:
+        options.append(f"encoding = {_quote_str(encoding)}")
+    if dates_as_text:
+        options.append(f"auto_type_candidates = {_NO_DATE_TYPES}")
     if full_sample:
         options.append("sample_size = -1")
     return f"read_csv({paths}, {', '.join(options)})"
@@ -175,6 +208,15 @@ def _plan(
     try:
         src = _describe(con, f"SELECT * FROM {reader}")
     except duckdb.Error as exc:
+        if "not utf-8 encoded" in str(exc).lower() or "invalid unicode" in str(exc).lower():
+            where = re.search(r"file = (.+)", str(exc))
+            file = where.group(1).strip() if where else f"the {name} file"
+            raise ContractError(
+                f"{file} ({name} table) is not UTF-8 text ({_first_line(exc)}). If it is "
+                "Latin-1 (ISO-8859-1) or UTF-16, set data.csv_encoding: latin-1 (or utf-16); "
+                f"otherwise convert it to UTF-8, e.g. iconv -f WINDOWS-1252 -t UTF-8 {file} > "
+                f"{Path(file).stem}.utf8.csv"
+            ) from None
         raise ContractError(
             f"cannot read the {name} table with DuckDB ({reader}): {_first_line(exc)}; check the "
             "file format (CSV with a header row, or Parquet) and data.csv_delimiter"
@@ -241,11 +283,30 @@ def _read_table(
     *,
     source: TableSource | None,
     delimiter: str | None,
+    encoding: str | None = None,
 ) -> pd.DataFrame:
-    """Read one table through its column mapping (raw values, contract column names)."""
+    """Read one table through its column mapping (raw values, contract column names).
+
+    A table whose files are all empty (0 bytes) comes back as an empty frame whose
+    ``attrs["empty_file"]`` names them: validation reports it once, as an empty file.
+    """
+    if all(f.stat().st_size == 0 for f in files):
+        frame = pd.DataFrame()
+        frame.attrs["empty_file"] = ", ".join(str(f) for f in files)
+        return frame
+    files = [f for f in files if f.stat().st_size > 0]  # a glob may match an empty part
+    dates_as_text = (source is not None and source.date_format is not None) or _local_dates(
+        con, files, encoding
+    )
     full_sample = False
     while True:
-        reader = _reader_sql(files, delimiter=delimiter, full_sample=full_sample)
+        reader = _reader_sql(
+            files,
+            delimiter=delimiter,
+            full_sample=full_sample,
+            encoding=encoding,
+            dates_as_text=dates_as_text,
+        )
         select, src = _plan(con, name, reader, source)
         if not select:
             frame = pd.DataFrame(index=pd.RangeIndex(_count(con, reader)))
@@ -316,6 +377,11 @@ def _diagnose(
     )
 
 
+def date_formats(cfg: DataConfig) -> dict[str, str]:
+    """Table name -> the ``date_format`` its config names (tables without one left out)."""
+    return {name: t.date_format for name, t in cfg.tables.items() if t.date_format is not None}
+
+
 def load_tables(
     data_dir: Path, cfg: DataConfig, *, now: pd.Timestamp | None = None
 ) -> tuple[Tables, ValidationReport]:
@@ -375,7 +441,14 @@ def load_tables(
                     )
                 logger.debug("no %s table in %s (optional)", name, data_dir)
                 continue
-            raw[name] = _read_table(con, name, files, source=source, delimiter=cfg.csv_delimiter)
+            raw[name] = _read_table(
+                con,
+                name,
+                files,
+                source=source,
+                delimiter=cfg.csv_delimiter,
+                encoding=cfg.csv_encoding,
+            )
             pa.default_memory_pool().release_unused()  # the Arrow result's freed pages
             sources[name] = ", ".join(str(f) for f in files)
             logger.info("read %s: %d rows from %s", name, len(raw[name]), sources[name])
@@ -383,7 +456,9 @@ def load_tables(
         con.close()
 
     when = pd.Timestamp.now(tz="UTC") if now is None else now
-    clean, report = validate_tables(raw, strict=cfg.strict, now=when)
+    clean, report = validate_tables(
+        raw, strict=cfg.strict, now=when, date_formats=date_formats(cfg)
+    )
     pa.default_memory_pool().release_unused()
     report.sources = sources
     transactions = clean.get("transactions")

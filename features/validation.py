@@ -60,6 +60,8 @@ _WHAT: dict[str, str] = {
     "future_timestamp": "timestamps in the future",
     "unknown_id": "customer ids unknown to transactions and customers",
     "out_of_range": "values out of range",
+    "non_finite": "values that are not finite numbers (inf, -inf, or beyond ±1.8e308)",
+    "date_out_of_range": "dates outside 1677-09-22 .. 2262-04-11 (the range pandas can hold)",
 }
 
 
@@ -77,7 +79,8 @@ class Problem:
         Machine-readable kind: ``missing_column``, ``empty_table``, ``unparsable_date``,
         ``non_numeric``, ``invalid_bool``, ``missing_id``, ``missing_value``,
         ``duplicate_rows``, ``duplicate_id``, ``future_timestamp``, ``unknown_id``,
-        ``out_of_range``, ``no_rows_left``, ``missing_table``.
+        ``out_of_range``, ``non_finite``, ``date_out_of_range``, ``mixed_date_formats``,
+        ``ambiguous_dates``, ``empty_file``, ``no_rows_left``, ``missing_table``.
     n_rows
         Rows concerned (excluded rows for a fixable problem).
     example
@@ -304,46 +307,200 @@ def _lower(values: pd.Series) -> pd.Series:
     return _text_series(pc.utf8_lower(arr), values.index)
 
 
-def _to_datetime(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Naive-UTC ``datetime64[ns]``, and a mask of values present but unparsable."""
+_DATE_MIN = np.datetime64("1677-09-22")  # pandas' nanosecond range, whole days inside it
+_DATE_MAX = np.datetime64("2262-04-11")
+# day and month as numbers: 30/06/2025, 06.30.25, 3-4-2025 10:00, 03/04/2025 1:05:09.5 PM
+_NUMERIC_DATE = (
+    r"^(\d{1,2})([/.\-])(\d{1,2})[/.\-](\d{4}|\d{2})"
+    r"(?:([ T])(\d{1,2}):(\d{2})(?::(\d{2})(\.\d+)?)?\s*([AaPp][Mm])?)?$"
+)
+_YEAR = r"(?:^|\D)(\d{4})(?:\D|$)"
+
+
+@dataclass(frozen=True)
+class _DateIssue:
+    """Why a date column cannot be parsed as a whole (mixed or ambiguous formats)."""
+
+    kind: str
+    n_rows: int
+    example: str
+    detail: str
+
+
+def _in_range(values: np.ndarray) -> np.ndarray:
+    """Mask of datetime64 values (any unit) pandas can hold in nanoseconds; NaT counts as in."""
+    days = values.astype("datetime64[D]")
+    return np.isnat(days) | ((days >= _DATE_MIN) & (days <= _DATE_MAX))
+
+
+def _numeric_formats(parts: pd.DataFrame, day_first: bool) -> pd.Series:
+    """The strptime format of each numeric date (separator, year digits and time part)."""
+    first, second = ("%d", "%m") if day_first else ("%m", "%d")
+    sep = parts[1].astype(object)
+    year = np.where(parts[3].str.len() == 4, "%Y", "%y")
+    fmt = first + sep + second + sep + year
+    has_time = parts[5].notna()
+    hour = np.where(parts[9].notna(), "%I", "%H")
+    time = (
+        parts[4].fillna("").astype(object)
+        + hour
+        + ":%M"
+        + np.where(parts[7].notna(), ":%S", "")
+        + np.where(parts[8].notna(), "%f", "")
+        + np.where(parts[9].notna(), " %p", "")
+    )
+    fmt = fmt.where(~has_time, fmt + time)
+    return fmt.astype(object)
+
+
+def _parse_numeric_dates(text: pd.Series, parts: pd.DataFrame, day_first: bool) -> pd.Series:
+    """Parse day/month/year text with one order, each group of rows with its exact format."""
+    formats = _numeric_formats(parts, day_first)
+    clean = (
+        text.str.replace(r"(\d)(\.\d+)", r"\1\2", regex=True)
+        .str.replace(r"\s*([AaPp][Mm])$", r" \1", regex=True)
+        .str.replace(r"(:\d{2})\.(\d+)", r"\1.\2", regex=True)
+    )
+    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    for fmt, rows in formats.groupby(formats, sort=False).groups.items():
+        fmt = str(fmt).replace("%f", ".%f")
+        out[rows] = pd.to_datetime(clean[rows], format=fmt, errors="coerce", utc=True)
+    return out
+
+
+def _to_datetime(
+    values: pd.Series, date_format: str | None = None
+) -> tuple[pd.Series, np.ndarray, np.ndarray, _DateIssue | None]:
+    """Naive-UTC ``datetime64[ns]``, masks of unparsable and out-of-range values, and an issue.
+
+    Text is parsed with one format per column: ``date_format`` when given, else ISO 8601 (dates,
+    datetimes and offsets mixed freely), else day/month/year numbers in one order, decided from
+    the values (a day above 12 shows it), else the one format pandas infers from the values.
+    A column whose values follow two of these (ISO and day-first, day-first and month-first)
+    or whose day/month order cannot be told (no day above 12) is never guessed row by row: the
+    issue says so, and the caller reports it.
+    """
+    n = len(values)
+    none = np.zeros(n, bool)
     dtype = values.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]"), np.zeros(
-            len(values), bool
-        )
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        dtype = values.dtype
     if pd.api.types.is_datetime64_dtype(dtype):
-        return values.astype("datetime64[ns]"), np.zeros(len(values), bool)
+        arr = values.to_numpy()
+        oob = ~_in_range(arr)
+        if oob.any():
+            arr = arr.copy()
+            arr[oob] = np.datetime64("NaT")
+        return pd.Series(arr.astype("datetime64[ns]"), index=values.index), none, oob, None
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
         # bare numbers are not dates (an epoch or a year would be a guess): all unparsable
         bad = values.notna().to_numpy()
-        return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]"), bad
+        return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]"), bad, none, None
     text = values.astype("string[pyarrow]").str.strip()
     text = text.mask(text == "")
     present = text.notna().to_numpy()
-    # ISO 8601 first (fast, mixed dates/datetimes/offsets), then the remaining values with an
-    # inferred format, then value by value: only the leftovers pay for the slower parsers
-    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    issue = None
+    if date_format is not None:
+        parsed = pd.to_datetime(text, errors="coerce", utc=True, format=date_format)
+    else:
+        parsed, issue = _parse_one_format(text, present)
     bad = present & parsed.isna().to_numpy()
-    for fmt in (None, "mixed"):
-        if not bad.any():
-            break
+    oob = np.zeros(n, bool)
+    if bad.any():  # a year pandas cannot hold is out of range, not unparsable
+        year = pd.to_numeric(text[bad].str.extract(_YEAR, expand=False), errors="coerce")
+        far = ((year < 1678) | (year > 2261)).fillna(False).to_numpy(dtype=bool)
+        oob[np.flatnonzero(bad)[far]] = True
+        bad &= ~oob
+    return parsed.dt.tz_localize(None).astype("datetime64[ns]"), bad, oob, issue
+
+
+def _parse_one_format(text: pd.Series, present: np.ndarray) -> tuple[pd.Series, _DateIssue | None]:
+    """Parse text dates with one format family for the whole column (see :func:`_to_datetime`)."""
+    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    iso = present & parsed.notna().to_numpy()
+    rest = present & ~iso
+    if not rest.any():
+        return parsed, None
+    parts = text[rest].str.extract(_NUMERIC_DATE)
+    numeric = np.zeros(len(text), bool)
+    numeric[np.flatnonzero(rest)[parts[0].notna().to_numpy()]] = True
+    other = rest & ~numeric
+    parts = parts[parts[0].notna()]
+    guessed = None
+    if other.any():  # one format inferred from the values (pandas); failures are unparsable
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Could not infer format", UserWarning)
-            retry = pd.to_datetime(text[bad], errors="coerce", utc=True, format=fmt)
+            guessed = pd.to_datetime(text[other], errors="coerce", utc=True)
+        other = _mark(other, guessed.notna().to_numpy())
+        guessed = guessed[guessed.notna()]
+    first = parts[0].astype(int).to_numpy()
+    second = parts[2].astype(int).to_numpy()
+    day_first = (first > 12) & (second <= 12)
+    month_first = (second > 12) & (first <= 12)
+    families = {
+        "ISO 8601": iso,
+        "day/month/year": _mark(numeric, day_first),
+        "month/day/year": _mark(numeric, month_first),
+        "another format": other,
+    }
+    seen = {name: mask for name, mask in families.items() if mask.any()}
+    if len(seen) > 1:
+        (big, big_mask), *others = sorted(seen.items(), key=lambda kv: -int(kv[1].sum()))
+        shown = "; ".join(
+            f"{_rows(int(mask.sum()))} {name} (e.g. {_first(text, mask)})"
+            for name, mask in [(big, big_mask), *others]
+        )
+        n_minority = sum(int(mask.sum()) for _, mask in others)
+        return parsed, _DateIssue(
+            "mixed_date_formats",
+            n_minority,
+            "",
+            f"dates in {len(seen)} formats in one column: {shown}",
+        )
+    if numeric.any() and not (day_first.any() or month_first.any()):
+        return parsed, _DateIssue(
+            "ambiguous_dates",
+            int(numeric.sum()),
+            _first(text, numeric),
+            f"{_rows(int(numeric.sum()))} with day and month both 12 or less, so their order "
+            "cannot be told (03/04/2025: 3 April or March 4?)",
+        )
+    if numeric.any():
         parsed = parsed.copy()
-        parsed[bad] = retry
-        bad = present & parsed.isna().to_numpy()
-    return parsed.dt.tz_localize(None).astype("datetime64[ns]"), bad
+        parsed[numeric] = _parse_numeric_dates(text[numeric], parts, bool(day_first.any()))
+    if guessed is not None and len(guessed):
+        parsed = parsed.copy()
+        parsed[other] = guessed
+    return parsed, None
+
+
+def _mark(mask: np.ndarray, sub: np.ndarray) -> np.ndarray:
+    """A full-length mask: the rows of ``mask`` where ``sub`` (one entry per row of it) holds."""
+    out = np.zeros(len(mask), bool)
+    out[np.flatnonzero(mask)[sub]] = True
+    return out
 
 
 def _to_float(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """``float64``, and a mask of values present but not numbers."""
+    """``float64``, and a mask of values present but not numbers.
+
+    Text beyond the float range (``1e400``) becomes ``inf`` here; the caller reports every
+    non-finite value.
+    """
     if pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_numeric_dtype(values.dtype):
         return values.astype("float64"), np.zeros(len(values), bool)
     text = values.astype("string[pyarrow]").str.strip()
     text = text.mask(text == "")
     numbers = pd.to_numeric(text, errors="coerce").astype("float64")
     bad = text.notna().to_numpy() & numbers.isna().to_numpy()
+    if bad.any():  # numbers too large for a float: inf (reported as not finite), not "text"
+        huge = text[bad].str.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+").fillna(False)
+        rows = np.flatnonzero(bad)[huge.to_numpy(dtype=bool)]
+        if len(rows):
+            numbers = numbers.copy()
+            numbers.iloc[rows] = [float(v) for v in text.iloc[rows]]
+            bad[rows] = ~np.isinf(numbers.iloc[rows].to_numpy())
     return numbers, bad
 
 
@@ -370,8 +527,18 @@ def _to_str(values: pd.Series) -> pd.Series:
     return _clean_text(values, fix_ids=False)
 
 
-def _coerce(name: str, frame: pd.DataFrame, check: _Checker) -> pd.DataFrame:
-    """Coerce every contract column of ``frame``; record unparsable values as fatal problems."""
+def _date_fix(name: str) -> str:
+    return (
+        f"write every date in one format (ISO 8601: 2025-06-30 or 2025-06-30 10:00), or name "
+        f"the file's format: data.tables.{name}.date_format: '%d/%m/%Y' (or '%m/%d/%Y', "
+        "'%d/%m/%Y %H:%M', ...)"
+    )
+
+
+def _coerce(
+    name: str, frame: pd.DataFrame, check: _Checker, *, date_format: str | None = None
+) -> pd.DataFrame:
+    """Coerce every contract column of ``frame``; record unusable values as fatal problems."""
     out = frame.copy(deep=False)  # columns are replaced, never written into: no data copy
     for column in TABLES[name].columns:
         col = column.name
@@ -384,11 +551,53 @@ def _coerce(name: str, frame: pd.DataFrame, check: _Checker) -> pd.DataFrame:
                 out[col] = _lower(out[col])
             continue
         if column.dtype == "datetime":
-            out[col], bad = _to_datetime(raw)
+            out[col], bad, oob, issue = _to_datetime(raw, date_format)
             kind = "unparsable_date"
+            if issue is not None:
+                check.fatal(
+                    name,
+                    col,
+                    issue.kind,
+                    issue.n_rows,
+                    issue.example,
+                    detail=issue.detail,
+                    action=_date_fix(name),
+                )
+                continue
+            if oob.any():
+                check.fatal(
+                    name,
+                    col,
+                    "date_out_of_range",
+                    int(oob.sum()),
+                    _first(raw, oob),
+                    action="fix or remove those rows (a typo in the year?)",
+                )
+            if date_format is not None and bad.any():
+                check.fatal(
+                    name,
+                    col,
+                    kind,
+                    int(bad.sum()),
+                    _first(raw, bad),
+                    detail=f"{_rows(int(bad.sum()))} not in the format {date_format!r}",
+                    action=f"fix those rows or data.tables.{name}.date_format",
+                )
+                continue
         elif column.dtype == "float":
             out[col], bad = _to_float(raw)
             kind = "non_numeric"
+            numbers = out[col].to_numpy()
+            infinite = ~bad & np.isinf(numbers)
+            if infinite.any():
+                check.fatal(
+                    name,
+                    col,
+                    "non_finite",
+                    int(infinite.sum()),
+                    _first(raw, infinite),
+                    action="fix or remove those rows: values must be finite numbers",
+                )
         elif column.dtype == "bool":
             out[col], bad = _to_bool(raw)
             kind = "invalid_bool"
@@ -437,13 +646,44 @@ def _duplicated(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _check_table(
-    name: str, raw: pd.DataFrame, check: _Checker, *, now: pd.Timestamp
+    name: str,
+    raw: pd.DataFrame,
+    check: _Checker,
+    *,
+    now: pd.Timestamp,
+    date_format: str | None = None,
 ) -> pd.DataFrame | None:
     """Coerce and clean one table up to (not including) the cross-table id check.
 
     Returns None when the table cannot be used (a fatal problem) or is an ignored empty table.
     """
     table = TABLES[name]
+    empty_file = raw.attrs.get("empty_file")
+    if empty_file:  # a 0-byte file: no header, no rows; one problem, not one per column
+        detail = f"the file {empty_file} is empty (0 bytes: no header row, no data)"
+        if table.required:
+            columns = ",".join(table.required_columns)
+            check.fatal(
+                name,
+                "",
+                "empty_file",
+                0,
+                "",
+                detail=detail,
+                action=f"export the table again: a header row ({columns}, ...) then one row "
+                "per event",
+            )
+        else:
+            check.fixable(
+                name,
+                "",
+                "empty_file",
+                0,
+                "",
+                detail=detail,
+                done="ignored (treated as absent); delete the file or export it again",
+            )
+        return None
     missing = [c for c in table.required_columns if c not in raw.columns]
     if missing:
         found = raw.attrs.get("source_columns", list(raw.columns))
@@ -485,7 +725,7 @@ def _check_table(
         return None
 
     n_fatal = len(check.report.fatal)
-    frame = _coerce(name, raw, check)
+    frame = _coerce(name, raw, check, date_format=date_format)
     if len(check.report.fatal) > n_fatal:
         return None  # unusable values: no cleaning on top (nothing would be meaningful)
 
@@ -576,7 +816,11 @@ def _check_table(
 
 
 def validate_tables(
-    raw: Mapping[str, pd.DataFrame | None], *, strict: bool, now: pd.Timestamp
+    raw: Mapping[str, pd.DataFrame | None],
+    *,
+    strict: bool,
+    now: pd.Timestamp,
+    date_formats: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, pd.DataFrame], ValidationReport]:
     """Coerce the input tables to the canonical form, check them and clean fixable problems.
 
@@ -594,6 +838,11 @@ def validate_tables(
         optional table) is fatal instead of cleaned.
     now
         Events after this instant are future timestamps (tz-aware values are taken in UTC).
+    date_formats
+        Table name -> strptime format of its text dates (``data.tables.<t>.date_format``).
+        Without one, each text date column must hold one format: ISO 8601, or day and month
+        as numbers in one order that the values show (mixed or ambiguous columns are fatal).
+        A frame whose ``attrs["empty_file"]`` names a file was read from a 0-byte file.
 
     Returns
     -------
@@ -632,7 +881,9 @@ def validate_tables(
         if frame is None:
             continue
         report.rows_in[name] = len(frame)
-        result = _check_table(name, frame, check, now=now)
+        result = _check_table(
+            name, frame, check, now=now, date_format=(date_formats or {}).get(name)
+        )
         pa.default_memory_pool().release_unused()  # temporaries of the Arrow text checks
         if result is not None:
             clean[name] = result

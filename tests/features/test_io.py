@@ -271,3 +271,41 @@ def test_load_and_validate_logs_fixes_and_raises_on_fatal(
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(ContractError, match=r"data folder .*nope does not exist"):
         load_tables(tmp_path / "nope", _cfg(), now=NOW)
+
+
+def test_empty_file_is_one_problem_saying_the_file_is_empty(tmp_path: Path) -> None:
+    (tmp_path / "transactions.csv").write_bytes(b"")
+    (tmp_path / "surveys.csv").write_bytes(b"")
+    _, report = load_tables(tmp_path, _cfg(), now=NOW)
+    assert [(p.table, p.kind, p.fatal) for p in report.problems] == [
+        ("transactions", "empty_file", True),
+        ("surveys", "empty_file", False),
+    ]
+    text = str(report.problems[0])
+    assert "transactions.csv is empty (0 bytes" in text
+    assert "column0" not in "\n".join(report.summary_lines())
+
+
+def test_non_utf8_file_says_which_option_or_how_to_convert(tmp_path: Path) -> None:
+    latin1 = "customer_id,timestamp,amount,city\nc1,2024-01-02,10,München\nc2,2024-01-03,5,Köln\n"
+    (tmp_path / "transactions.csv").write_bytes(latin1.encode("latin-1"))
+    with pytest.raises(ContractError, match="is not UTF-8 text") as info:
+        load_tables(tmp_path, _cfg(), now=NOW)
+    assert "data.csv_encoding: latin-1" in str(info.value)
+    assert "iconv" in str(info.value) and "transactions.csv" in str(info.value)
+    tables, report = load_tables(tmp_path, _cfg(csv_encoding="latin-1"), now=NOW)
+    assert report.ok and len(tables.transactions) == 2
+
+
+def test_date_format_option_of_a_table_is_applied(tmp_path: Path) -> None:
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id,timestamp,amount\nc1,03/04/2024,10\nc2,01/02/2024,5\n"
+    )
+    _, report = load_tables(tmp_path, _cfg(), now=NOW)
+    assert [p.kind for p in report.fatal] == ["ambiguous_dates"]
+    cfg = _cfg(tables={"transactions": {"date_format": "%m/%d/%Y"}})
+    tables, report = load_tables(tmp_path, cfg, now=NOW)
+    assert report.ok
+    assert tables.transactions["timestamp"].tolist() == list(
+        pd.to_datetime(["2024-03-04", "2024-01-02"])
+    )

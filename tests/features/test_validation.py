@@ -314,3 +314,87 @@ def test_arrow_text_passes_through_and_interaction_types_are_lowered() -> None:
     inter = clean["interactions"]
     assert inter["type"].tolist() == ["complaint", "visit"]
     assert inter["resolved"].tolist()[0] is False and np.isnan(inter["resolved"].iloc[1])
+
+
+def test_dates_beyond_the_pandas_range_are_fatal_not_a_crash() -> None:
+    # as text, and as timestamps of a coarser unit (what DuckDB and Parquet hand over)
+    text = _tx(timestamp=["2024-01-05", "1066-10-14", "2999-01-01", "2024-04-20"])
+    coarse = _tx(
+        timestamp=np.array(
+            ["2024-01-05", "1066-10-14", "2999-01-01", "2024-04-20"], dtype="datetime64[us]"
+        )
+    )
+    for tx in (text, coarse):
+        _, report = _validate(transactions=tx)
+        problem = _only(report, "date_out_of_range")
+        assert problem.fatal and problem.n_rows == 2 and "1066-10-14" in problem.example
+        assert "1677-09-22 .. 2262-04-11" in str(problem)
+        assert [p.kind for p in report.problems] == ["date_out_of_range"]
+
+
+@pytest.mark.parametrize("amounts", [[10.0, np.inf, -np.inf, 1.0], ["10", "inf", "1e400", "1"]])
+def test_non_finite_amounts_are_fatal(amounts: list) -> None:
+    _, report = _validate(transactions=_tx(amount=amounts))
+    problem = _only(report, "non_finite")
+    assert problem.fatal and problem.n_rows == 2
+    assert str(problem).startswith("transactions.amount: 2 rows with values that are not finite")
+    assert "non_numeric" not in [p.kind for p in report.problems]
+
+
+def test_mixed_date_formats_in_one_column_are_fatal_not_guessed_row_by_row() -> None:
+    tx = _tx(timestamp=["30/06/2025", "06/30/2025 10:00", "03/04/2025", "01/02/2025"])
+    _, report = _validate(transactions=tx)
+    problem = _only(report, "mixed_date_formats")
+    assert problem.fatal
+    text = str(problem)
+    assert "day/month/year (e.g. '30/06/2025')" in text
+    assert "month/day/year (e.g. '06/30/2025 10:00')" in text
+    assert "data.tables.transactions.date_format" in text
+    iso_and_local = _tx(timestamp=["2024-01-05", "2024-02-10", "15/03/2024", "2024-04-20"])
+    _, report = _validate(transactions=iso_and_local)
+    assert "3 rows ISO 8601" in str(_only(report, "mixed_date_formats"))
+
+
+def test_ambiguous_day_month_order_is_fatal_and_names_the_option() -> None:
+    tx = _tx(timestamp=["03/04/2024", "01/02/2024", "05/06/2024", "11/12/2024"])
+    _, report = _validate(transactions=tx)
+    problem = _only(report, "ambiguous_dates")
+    assert problem.fatal and problem.n_rows == 4 and problem.example == "'03/04/2024'"
+    assert "date_format" in problem.action
+
+
+def test_one_numeric_order_is_read_for_the_whole_column() -> None:
+    day_first = ["30/06/2024", "03/04/2024 10:30", "01/02/2024", "13/01/2024 9:05:07"]
+    clean, report = _validate(transactions=_tx(timestamp=day_first))
+    assert report.ok, report.summary_lines()
+    assert clean["transactions"]["timestamp"].tolist() == list(
+        pd.to_datetime(
+            ["2024-06-30", "2024-04-03 10:30", "2024-02-01", "2024-01-13 09:05:07"],
+            format="ISO8601",
+        )
+    )
+    month_first = ["06/30/2024", "03/04/2024", "1/2/24 1:05 PM", "12/13/2023"]
+    clean, report = _validate(transactions=_tx(timestamp=month_first))
+    assert report.ok, report.summary_lines()
+    assert clean["transactions"]["timestamp"].tolist() == list(
+        pd.to_datetime(
+            ["2024-06-30", "2024-03-04", "2024-01-02 13:05", "2023-12-13"], format="ISO8601"
+        )
+    )
+
+
+def test_date_format_option_names_the_order_and_reports_rows_not_in_it() -> None:
+    tx = _tx(timestamp=["03/04/2024", "01/02/2024", "2024-05-06", "11/12/2024"])
+    clean, report = validate_tables(
+        {"transactions": tx}, strict=False, now=NOW, date_formats={"transactions": "%d/%m/%Y"}
+    )
+    problem = _only(report, "unparsable_date")
+    assert problem.n_rows == 1 and "not in the format '%d/%m/%Y'" in str(problem)
+    clean, report = validate_tables(
+        {"transactions": _tx(timestamp=["03/04/2024", "01/02/2024", "05/06/2024", "11/12/2024"])},
+        strict=False,
+        now=NOW,
+        date_formats={"transactions": "%d/%m/%Y"},
+    )
+    assert report.ok
+    assert clean["transactions"]["timestamp"].iloc[0] == pd.Timestamp("2024-04-03")

@@ -131,3 +131,13 @@ def test_at_risk_top_must_be_positive():
     result = runner.invoke(app, ["at-risk", "--top", "0"])
     assert result.exit_code == 2
     assert "--top" in result.output
+
+
+def test_check_out_of_range_date_exits_2_without_traceback(tmp_path: Path):
+    (tmp_path / "transactions.csv").write_text(
+        "customer_id,timestamp,amount\na,2024-01-01,10\nb,1066-10-14,5\nc,2999-01-01,3\n"
+    )
+    result = runner.invoke(app, ["data", "check", "--data", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "transactions.timestamp: 2 rows with dates outside" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
