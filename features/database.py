@@ -232,7 +232,7 @@ def _connect(url: DatabaseUrl) -> Iterator[Any]:
 
 
 def _fetch(con: Any, url: DatabaseUrl, name: str, what: str, sql: str) -> pa.Table:
-    """Run ``sql`` and return its result as one Arrow table (plain Arrow types)."""
+    """Run ``sql`` and return its result as one Arrow table."""
     cur = con.cursor()
     try:
         cur.execute(sql)
@@ -243,20 +243,23 @@ def _fetch(con: Any, url: DatabaseUrl, name: str, what: str, sql: str) -> pa.Tab
         raise _error(url, name, what, exc) from None
     finally:
         cur.close()
-    return _plain_types(table)
-
-
-def _plain_types(table: pa.Table) -> pa.Table:
-    """Replace the driver's extension columns (``numeric``, ``uuid``, ``json``, ...) by plain
-    Arrow types: ``numeric`` -> float64, anything else -> its text."""
-    for i, field in enumerate(table.schema):
-        if not isinstance(field.type, pa.ExtensionType):
-            continue
-        storage = pc.cast(table.column(i), field.type.storage_type)  # the text form
-        if (field.metadata or {}).get(b"POSTGRESQL:type") == b"numeric":
-            storage = pc.cast(storage, pa.float64())
-        table = table.set_column(i, pa.field(field.name, storage.type), storage)
     return table.replace_schema_metadata(None)
+
+
+def _select_list(con: Any, url: DatabaseUrl, name: str, what: str, relation: str) -> str:
+    """The columns of ``relation``, cast in SQL where the driver's Arrow type is an extension
+    type: ``numeric`` -> ``float8``, anything else (``uuid``, ``json``, ``money``, ...) ->
+    ``text``; plain columns as they are."""
+    schema = _fetch(con, url, name, what, f"SELECT * FROM {relation} LIMIT 0").schema
+    columns = []
+    for field in schema:
+        column = _quote_ident(field.name)
+        if isinstance(field.type, pa.BaseExtensionType):
+            pg_type = (field.metadata or {}).get(b"POSTGRESQL:type", b"")
+            cast = "float8" if pg_type == b"numeric" else "text"
+            column = f"{column}::{cast} AS {column}"
+        columns.append(column)
+    return ", ".join(columns) if columns else "*"
 
 
 def _exists(con: Any, url: DatabaseUrl, name: str, relation: str) -> bool:
@@ -369,7 +372,8 @@ def _sync_table(
         _append_new(con, mirror, name, relation, what, entry)
         return True
 
-    table = _fetch(con, url, name, what, f"SELECT * FROM {relation}")
+    select = _select_list(con, url, name, what, relation)
+    table = _fetch(con, url, name, what, f"SELECT {select} FROM {relation}")
     column = _watermark_column(name, source, table.schema) if incremental else None
     mirror.reset(name)
     entry = {"key": key, "column": column, "watermark": None, "nulls": 0, "next_part": 1}
@@ -410,7 +414,8 @@ def _append_new(
     where = f"{column} IS NULL"
     if since is not None:
         where = f"{column} > {_quote_str(since)} OR {where}"
-    fresh = _fetch(con, url, name, what, f"SELECT * FROM {relation} WHERE {where}")
+    select = _select_list(con, url, name, what, relation)
+    fresh = _fetch(con, url, name, what, f"SELECT {select} FROM {relation} WHERE {where}")
     is_null = pc.is_null(fresh.column(entry["column"]))
     nulls = fresh.filter(is_null)
     new = fresh.filter(pc.invert(is_null))
@@ -451,6 +456,21 @@ def _compact(mirror: _Mirror, name: str, entry: dict[str, Any]) -> None:
     mirror.save()
     for p in old:
         (folder / p).unlink(missing_ok=True)
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """An exclusive lock on the mirror (a second reader waits: it then fetches only what the
+    first one did not)."""
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def mirror_root(artifacts: Path, url: DatabaseUrl) -> Path:
@@ -501,9 +521,10 @@ def load_database_tables(
     from retentio.features.io import _read_table, date_formats  # the folder reader, on the mirror
 
     url = url if isinstance(url, DatabaseUrl) else DatabaseUrl.parse(url)
-    mirror = _Mirror(mirror_root(artifacts, url), url)
+    root = mirror_root(artifacts, url)
     present: list[str] = []
-    with _connect(url) as con:
+    with _locked(root), _connect(url) as con:  # one process at a time brings the mirror up
+        mirror = _Mirror(root, url)
         for name in TABLES:
             if _sync_table(con, mirror, name, cfg.tables.get(name), incremental=cfg.incremental):
                 present.append(name)

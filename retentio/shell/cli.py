@@ -667,7 +667,7 @@ def cycle(
 
 
 def _cycle_once(
-    settings: Settings, data: Path | None, cutoff: str | None, force_retrain: bool
+    settings: Settings, data: str | None, cutoff: str | None, force_retrain: bool
 ) -> None:
     """One cycle: load, monitor, retrain if needed; print the outcome."""
     from retentio.shell.cycle import cycle_job

@@ -313,3 +313,71 @@ def test_load_source_tables_picks_folder_or_database(
     db, _ = load_source_tables(settings.data.source, settings.data, artifacts=tmp_path, now=NOW)
     folder, _ = load_source_tables(synth_folder, settings.data, artifacts=tmp_path, now=NOW)
     assert len(db.transactions) == len(folder.transactions)
+
+
+def test_database_types_numeric_uuid_timestamptz_and_their_watermark(
+    pg_cluster: PgCluster, pgpassword: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    name, url = _database(pg_cluster)
+    pg_cluster.execute(
+        "CREATE TABLE orders (id uuid DEFAULT gen_random_uuid(), cust text, "
+        "placed timestamptz, value numeric(10, 2))",
+        dbname=name,
+    )
+    pg_cluster.execute(
+        "INSERT INTO orders (cust, placed, value) VALUES "
+        "('a', '2024-03-01 10:00+02', 12.50), ('b', '2024-03-02 23:30+00', 7.25)",
+        dbname=name,
+    )
+    cfg = DataConfig.model_validate(
+        {
+            "tables": {
+                "transactions": {
+                    "table": "orders",
+                    "columns": {
+                        "customer_id": "cust",
+                        "timestamp": "placed",
+                        "amount": "value",
+                        "order_id": "id",
+                    },
+                }
+            }
+        }
+    )
+    tables, _ = load_database_tables(url, cfg, artifacts=tmp_path, now=NOW)
+    tx = tables.transactions
+    assert tx["amount"].tolist() == [12.5, 7.25]
+    assert tx["timestamp"].tolist() == [
+        pd.Timestamp("2024-03-01 08:00"),
+        pd.Timestamp("2024-03-02 23:30"),
+    ]
+    assert tx["order_id"].str.len().tolist() == [36, 36]  # uuid text
+
+    pg_cluster.execute(
+        "INSERT INTO orders (cust, placed, value) VALUES ('c', '2024-03-03 01:00+01', 1.00)",
+        dbname=name,
+    )
+    caplog.set_level(logging.INFO, logger="retentio")
+    tables, _ = load_database_tables(url, cfg, artifacts=tmp_path, now=NOW)
+    assert "transactions: 1 new rows after 2024-03-02 23:30:00+00:00" in caplog.text
+    assert tables.transactions["customer_id"].tolist() == ["a", "b", "c"]
+
+
+def test_urls_are_checked_before_any_connection() -> None:
+    parsed = DatabaseUrl.parse("postgresql://crm@db.example:6543/sales?sslmode=require")
+    assert (parsed.user, parsed.host, parsed.port, parsed.dbname) == (
+        "crm",
+        "db.example",
+        6543,
+        "sales",
+    )
+    assert parsed.uri == "postgresql://crm@db.example:6543/sales?sslmode=require"
+    for bad, message in (
+        ("postgresql://crm:s3cret@db/sales", "PGPASSWORD"),
+        ("postgresql://crm@db/sales?password=s3cret", "PGPASSWORD"),
+        ("postgresql://crm@db:port/sales", "port is not a number"),
+        ("postgresql://crm@db", "lacks a host or a database name"),
+    ):
+        with pytest.raises(ConfigError, match=message) as exc:
+            DatabaseUrl.parse(bad)
+        assert "s3cret" not in str(exc.value)
