@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,11 +40,19 @@ from retentio.features.schema import (
     STATIC_PREFIX,
     Tables,
 )
-from retentio.features.scores import build_score_features
+from retentio.features.scores import PopulationStats, build_score_features
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_features", "feature_summary", "known_customers"]
+__all__ = [
+    "PartialFeatures",
+    "build_features",
+    "build_partial_features",
+    "feature_summary",
+    "finish_features",
+    "known_customers",
+    "static_categories",
+]
 
 _SIGNUP = "signup_date"
 _ZERO_FLOATS = (
@@ -187,23 +196,60 @@ def _with_prospects(
     return pd.DataFrame(columns, index=pd.Index(ids, name=ENTITY), copy=False)
 
 
-def _static(customers: pd.DataFrame | None, ids: pd.Index) -> pd.DataFrame:
-    """``cust_<col>`` for every customers column but the id and signup date; strings -> category.
-
-    Booleans become float (1/0, NaN for customers absent from the table); categories are the
-    sorted distinct values among the rows of ``ids`` only, so a customer who signs up after the
-    cutoff cannot add a category to an earlier snapshot. Other dtypes are kept.
-    """
+def _static_rows(customers: pd.DataFrame | None, ids: pd.Index) -> pd.DataFrame:
+    """The customers table's attribute rows of ``ids`` (booleans as float), uncoded."""
     if customers is None:
         return pd.DataFrame(index=ids)
     source = customers.drop(columns=[_SIGNUP], errors="ignore")
     bools = [c for c in source.columns if pd.api.types.is_bool_dtype(source[c].dtype)]
     if bools:
         source = source.astype(dict.fromkeys(bools, "float64"))
-    rows = source.reindex(ids)
+    return source.reindex(ids)
+
+
+def _is_text(values: pd.Series) -> bool:
+    return pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)
+
+
+def static_categories(rows: pd.DataFrame) -> dict[str, list[Any]]:
+    """The distinct present values of each text attribute column of ``rows``, as lists.
+
+    The union over every partition of a population, sorted, is the category set a single
+    frame of the whole population would get (see :func:`finish_features`).
+    """
+    out: dict[str, list[Any]] = {}
+    for col in rows.columns:
+        values = rows[col]
+        if isinstance(values.dtype, pd.CategoricalDtype) or _is_text(values):
+            present = pd.unique(values.dropna().astype(object))
+            if not all(isinstance(v, str) for v in present):
+                present = pd.unique(pd.Series(present).astype(str))
+            out[col] = list(present)
+    return out
+
+
+def _static(
+    rows: pd.DataFrame, ids: pd.Index, categories: dict[str, list[Any]] | None = None
+) -> pd.DataFrame:
+    """``cust_<col>`` for every customers column but the id and signup date; strings -> category.
+
+    Booleans become float (1/0, NaN for customers absent from the table); categories are the
+    sorted distinct values among the rows of ``ids`` only (or ``categories[col]``, the whole
+    population's, for a partition of it), so a customer who signs up after the cutoff cannot
+    add a category to an earlier snapshot. Other dtypes are kept.
+    """
     columns: dict[str, Any] = {}
     for col in rows.columns:
         values = rows[col]
+        if categories is not None and col in categories:
+            known = pd.Index(categories[col]).sort_values()
+            text = values.astype(object)
+            if not all(isinstance(c, str) for c in known):
+                text = text.where(text.isna(), text.astype(str))
+            columns[f"{STATIC_PREFIX}{col}"] = pd.Series(
+                pd.Categorical(text, categories=known), index=ids
+            )
+            continue
         if isinstance(values.dtype, pd.CategoricalDtype):
             columns[f"{STATIC_PREFIX}{col}"] = values.cat.remove_unused_categories()
             continue
@@ -219,6 +265,102 @@ def _static(customers: pd.DataFrame | None, ids: pd.Index) -> pd.DataFrame:
             categorical = pd.Categorical(values.where(values.isna(), values.astype(str)))
         columns[f"{STATIC_PREFIX}{col}"] = pd.Series(categorical, index=ids)
     return pd.DataFrame(columns, index=ids, copy=False)
+
+
+@dataclass
+class PartialFeatures:
+    """Every per-customer part of a feature frame, before what needs the whole population.
+
+    Produced by :func:`build_partial_features` for one partition (or the whole population);
+    :func:`finish_features` adds the scores and segments and codes the static attributes.
+    """
+
+    cutoff: pd.Timestamp
+    rfm: pd.DataFrame
+    attitudinal: pd.DataFrame
+    relational: pd.DataFrame
+    static: pd.DataFrame
+
+
+def build_partial_features(
+    tables: Tables, cutoff: str | dt.date | pd.Timestamp, cfg: FeaturesConfig
+) -> PartialFeatures:
+    """RFM, attitudinal, relational and static rows at ``cutoff`` (see :func:`build_features`).
+
+    Nothing here depends on customers other than the row's own: a population split by customer
+    gives the same rows, partition by partition.
+    """
+    cut = as_cutoff(cutoff)
+    customers = _indexed_customers(tables.customers)
+    known = _known(customers, cut)
+    signup = known[_SIGNUP] if known is not None and _SIGNUP in known.columns else None
+
+    rfm = build_rfm_features(tables.transactions, cut, cfg, signup=signup)
+    rfm = _with_prospects(rfm, known, cutoff=cut)
+    ids = rfm.index
+    # static attributes are undated: every customer of ``ids`` takes its row, even one whose
+    # signup_date (wrongly) follows its first purchase
+    return PartialFeatures(
+        cutoff=cut,
+        rfm=rfm,
+        attitudinal=build_attitudinal_features(tables.surveys, ids, cut),
+        relational=build_relational_features(tables.interactions, ids, cut),
+        static=_static_rows(customers, ids),
+    )
+
+
+def finish_features(
+    partial: PartialFeatures,
+    cfg: FeaturesConfig,
+    *,
+    stats: PopulationStats | None = None,
+    categories: dict[str, list[Any]] | None = None,
+) -> pd.DataFrame:
+    """The feature frame from its per-customer parts (columns as :func:`build_features`).
+
+    Parameters
+    ----------
+    partial
+        From :func:`build_partial_features`.
+    cfg
+        Feature settings.
+    stats, categories
+        The whole population's score statistics and static categories when ``partial`` is
+        one partition of it (``features.scores.population_stats`` and the sorted union of
+        :func:`static_categories`); default: ``partial`` is the whole population.
+    """
+    cut = partial.cutoff
+    ids = partial.rfm.index
+    scored = build_score_features(partial.rfm, cfg, stats)
+    att, rel = partial.attitudinal, partial.relational
+    static = _static(partial.static, ids, categories)
+    columns: dict[str, Any] = {
+        ENTITY: ids.to_numpy(),
+        AS_OF: np.full(len(ids), cut.to_datetime64(), dtype="datetime64[ns]"),
+    }
+    for part, names in (
+        (scored, [f.name for f in RFM_FEATURES + SCORE_FEATURES]),
+        (att, att.columns),
+        (rel, rel.columns),
+        (static, static.columns),
+    ):
+        columns.update(
+            {
+                name: part[name].to_numpy()
+                if not isinstance(part[name].dtype, pd.CategoricalDtype)
+                else part[name].array
+                for name in names
+            }
+        )
+    features = pd.DataFrame(columns, index=pd.RangeIndex(len(ids)), copy=False)  # no consolidation
+    logger.info(
+        "features at %s: %d customers (%d with purchases), %d columns",
+        cut.date(),
+        len(features),
+        int(features["recency_days"].notna().sum()),
+        features.shape[1],
+    )
+    return features
 
 
 def build_features(
@@ -257,48 +399,7 @@ def build_features(
     ConfigError
         ``cutoff`` is not a date.
     """
-    cut = as_cutoff(cutoff)
-    customers = _indexed_customers(tables.customers)
-    known = _known(customers, cut)
-    signup = known[_SIGNUP] if known is not None and _SIGNUP in known.columns else None
-
-    rfm = build_rfm_features(tables.transactions, cut, cfg, signup=signup)
-    rfm = _with_prospects(rfm, known, cutoff=cut)
-    ids = rfm.index
-
-    scored = build_score_features(rfm, cfg)
-    att = build_attitudinal_features(tables.surveys, ids, cut)
-    rel = build_relational_features(tables.interactions, ids, cut)
-    # static attributes are undated: every customer of ``ids`` takes its row, even one whose
-    # signup_date (wrongly) follows its first purchase
-    static = _static(customers, ids)
-    columns: dict[str, Any] = {
-        ENTITY: ids.to_numpy(),
-        AS_OF: np.full(len(ids), cut.to_datetime64(), dtype="datetime64[ns]"),
-    }
-    for part, names in (
-        (scored, [f.name for f in RFM_FEATURES + SCORE_FEATURES]),
-        (att, att.columns),
-        (rel, rel.columns),
-        (static, static.columns),
-    ):
-        columns.update(
-            {
-                name: part[name].to_numpy()
-                if not isinstance(part[name].dtype, pd.CategoricalDtype)
-                else part[name].array
-                for name in names
-            }
-        )
-    features = pd.DataFrame(columns, index=pd.RangeIndex(len(ids)), copy=False)  # no consolidation
-    logger.info(
-        "features at %s: %d customers (%d with purchases), %d columns",
-        cut.date(),
-        len(features),
-        int(features["recency_days"].notna().sum()),
-        features.shape[1],
-    )
-    return features
+    return finish_features(build_partial_features(tables, cutoff, cfg), cfg)
 
 
 def _number(value: Any) -> float | None:

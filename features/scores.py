@@ -67,6 +67,7 @@ Review*, 80(7), 86-94.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -79,6 +80,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ABC_CLASSES",
     "LIFECYCLE_STAGES",
+    "PopulationStats",
     "LOYALTY_SEGMENTS",
     "RFM_SEGMENTS",
     "SEGMENT_GRID",
@@ -86,6 +88,7 @@ __all__ = [
     "build_score_features",
     "lifecycle_stages",
     "loyalty_segments",
+    "population_stats",
     "quintile_scores",
     "rfm_segments",
 ]
@@ -137,7 +140,13 @@ def _categorical(codes: np.ndarray, categories: tuple[str, ...], index: pd.Index
     )
 
 
-def quintile_scores(values: pd.Series, *, mask: pd.Series, reverse: bool = False) -> pd.Series:
+def quintile_scores(
+    values: pd.Series,
+    *,
+    mask: pd.Series,
+    reverse: bool = False,
+    population: np.ndarray | None = None,
+) -> pd.Series:
     """Quintile scores 1-5 of ``values`` among the rows where ``mask`` is True; 0 elsewhere.
 
     Parameters
@@ -148,6 +157,10 @@ def quintile_scores(values: pd.Series, *, mask: pd.Series, reverse: bool = False
         Rows that take part in the ranking (purchasers); the others score 0.
     reverse
         Score low values high (recency: 5 = most recent).
+    population
+        The sorted ranked values of the whole population (negated when ``reverse``, NaN
+        excluded) when ``values`` holds only part of it (one partition); default: ``values``
+        is the whole population.
 
     Returns
     -------
@@ -158,8 +171,15 @@ def quintile_scores(values: pd.Series, *, mask: pd.Series, reverse: bool = False
     ranked = values[mask]
     if reverse:
         ranked = -ranked
-    pct = ranked.rank(method="min", pct=True, na_option="top")  # NaN ranks lowest: score 1
-    scores = np.ceil(5.0 * pct.to_numpy(dtype=float)).clip(1, 5)
+    if population is None:
+        pct = ranked.rank(method="min", pct=True, na_option="top")  # NaN ranks lowest: score 1
+        pct_values = pct.to_numpy(dtype=float)
+    else:
+        # rank(method="min") = 1 + the number of strictly smaller values in the population
+        x = ranked.to_numpy(dtype=float)
+        below = np.searchsorted(population, x, side="left").astype(float)
+        pct_values = np.where(np.isnan(x), 1.0, below + 1.0) / max(len(population), 1)
+    scores = np.ceil(5.0 * pct_values).clip(1, 5)
     out = pd.Series(0, index=values.index, dtype="int64")
     out[mask] = scores.astype("int64")
     return out
@@ -190,7 +210,13 @@ def rfm_segments(r_score: pd.Series, f_score: pd.Series) -> pd.Series:
     )
 
 
-def abc_classes(revenue: pd.Series, *, a_share: float, b_share: float) -> pd.Series:
+def abc_classes(
+    revenue: pd.Series,
+    *,
+    a_share: float,
+    b_share: float,
+    bounds: tuple[tuple[float, str] | None, tuple[float, str] | None] | None = None,
+) -> pd.Series:
     """Pareto (ABC) class of each customer from its trailing revenue.
 
     Parameters
@@ -199,6 +225,10 @@ def abc_classes(revenue: pd.Series, *, a_share: float, b_share: float) -> pd.Ser
         Revenue per customer, index ``customer_id``; NaN or <= 0 is class C.
     a_share, b_share
         Cumulative revenue shares closing classes A and B (``0 < a_share < b_share < 1``).
+    bounds
+        The (revenue, customer_id) key of the last A and the last B customer of the whole
+        population (:func:`population_stats`; ``None`` when a class is empty), when
+        ``revenue`` holds only part of it; default: ``revenue`` is the whole population.
 
     Returns
     -------
@@ -207,8 +237,18 @@ def abc_classes(revenue: pd.Series, *, a_share: float, b_share: float) -> pd.Ser
         share of the customers ranked above it is below ``a_share``, B below ``b_share``.
     """
     rev = revenue.astype("float64").where(revenue > 0, 0.0).fillna(0.0)
-    total = float(rev.sum())
     codes = np.full(len(rev), 2, dtype="int8")  # C
+    if bounds is not None:
+        values = rev.to_numpy()
+        ids = np.asarray(revenue.index.to_numpy(), dtype=object)
+        for code, bound in ((1, bounds[1]), (0, bounds[0])):  # B first, A overwrites
+            if bound is None:
+                continue
+            value, last_id = bound
+            inside = (values > value) | ((values == value) & (ids <= last_id))
+            codes[inside & (values > 0)] = code
+        return _categorical(codes, ABC_CLASSES, revenue.index)
+    total = float(rev.sum())
     if total > 0:
         values = rev.to_numpy()
         ids = rev.index
@@ -265,7 +305,13 @@ def lifecycle_stages(rfm: pd.DataFrame, cfg: FeaturesConfig) -> pd.Series:
     return _categorical(codes, LIFECYCLE_STAGES, rfm.index)
 
 
-def loyalty_segments(frequency: pd.Series, revenue: pd.Series, *, mask: pd.Series) -> pd.Series:
+def loyalty_segments(
+    frequency: pd.Series,
+    revenue: pd.Series,
+    *,
+    mask: pd.Series,
+    medians: tuple[float, float] | None = None,
+) -> pd.Series:
     """Loyalty x profitability quadrant (Reinartz & Kumar) among purchasers.
 
     Parameters
@@ -276,6 +322,9 @@ def loyalty_segments(frequency: pd.Series, revenue: pd.Series, *, mask: pd.Serie
         Total revenue; profitable = strictly above the purchasers' median.
     mask
         Purchasers; the others are ``"stranger"``.
+    medians
+        The purchasers' (frequency, revenue) medians of the whole population, when the series
+        hold only part of it; default: computed from the series.
 
     Returns
     -------
@@ -284,7 +333,10 @@ def loyalty_segments(frequency: pd.Series, revenue: pd.Series, *, mask: pd.Serie
     """
     freq = frequency.astype("float64")
     rev = revenue.astype("float64")
-    if mask.any():
+    if medians is not None:
+        loyal = (freq > medians[0]) & mask
+        profitable = (rev > medians[1]) & mask
+    elif mask.any():
         loyal = (freq > freq[mask].median()) & mask
         profitable = (rev > rev[mask].median()) & mask
     else:
@@ -298,7 +350,86 @@ def loyalty_segments(frequency: pd.Series, revenue: pd.Series, *, mask: pd.Serie
     return _categorical(codes, LOYALTY_SEGMENTS, frequency.index)
 
 
-def build_score_features(rfm: pd.DataFrame, cfg: FeaturesConfig) -> pd.DataFrame:
+@dataclass(frozen=True)
+class PopulationStats:
+    """What the scores need of the whole population, for frames holding only part of it.
+
+    Computed once by :func:`population_stats` over every partition's purchasers and broadcast,
+    so that a partition's scores equal those of the whole population scored at once.
+
+    Attributes
+    ----------
+    recency, frequency, revenue
+        Sorted ranked values of the purchasers (recency negated: 5 = most recent).
+    abc_bounds
+        (revenue, customer_id) of the last A and last B customer (``None``: empty class).
+    medians
+        Purchasers' median frequency and total revenue (loyalty segments).
+    """
+
+    recency: np.ndarray
+    frequency: np.ndarray
+    revenue: np.ndarray
+    abc_bounds: tuple[tuple[float, str] | None, tuple[float, str] | None]
+    medians: tuple[float, float]
+
+
+def population_stats(parts: list[pd.DataFrame], cfg: FeaturesConfig) -> PopulationStats:
+    """:class:`PopulationStats` from the purchasers' columns of every partition.
+
+    Parameters
+    ----------
+    parts
+        One frame per partition, index ``customer_id``, with ``recency_days``, ``frequency``,
+        ``total_revenue`` and ``revenue_{cfg.abc.window_days}d`` of its purchasers (rows with
+        a known ``recency_days``; other rows are ignored).
+    cfg
+        Feature settings (``abc`` shares and window).
+
+    Returns
+    -------
+    PopulationStats
+    """
+    abc_col = f"revenue_{cfg.abc.window_days}d"
+    frames = [p[p["recency_days"].notna()] for p in parts]
+    recency = np.concatenate([-f["recency_days"].to_numpy(dtype=float) for f in frames])
+    frequency = np.concatenate([f["frequency"].to_numpy(dtype=float) for f in frames])
+    revenue = np.concatenate([f["total_revenue"].to_numpy(dtype=float) for f in frames])
+    abc = np.concatenate([f[abc_col].to_numpy(dtype=float) for f in frames])
+    ids = np.concatenate([np.asarray(f.index.to_numpy(), dtype=object) for f in frames])
+    abc = np.where(abc > 0, abc, 0.0)
+    abc = np.where(np.isnan(abc), 0.0, abc)
+    order = np.argsort(-abc, kind="stable")
+    ranked = abc[order]
+    total = float(ranked.sum())
+    bounds: list[tuple[float, str] | None] = [None, None]
+    if total > 0:
+        share_before = (np.cumsum(ranked) - ranked) / total
+        for i, share in enumerate((cfg.abc.a_revenue_share, cfg.abc.b_revenue_share)):
+            k = int(np.count_nonzero((ranked > 0) & (share_before < share)))
+            if k == 0:
+                continue
+            value = float(ranked[k - 1])
+            n_inside = k - int(np.count_nonzero(ranked > value))  # of the customers tied at value
+            tied = np.sort(ids[abc == value])  # ties go by customer_id, ascending
+            bounds[i] = (value, tied[n_inside - 1])
+    medians = (
+        (float(np.median(frequency)), float(np.median(revenue)))
+        if len(frequency)
+        else (np.nan, np.nan)
+    )
+    return PopulationStats(
+        recency=np.sort(recency[~np.isnan(recency)]),
+        frequency=np.sort(frequency[~np.isnan(frequency)]),
+        revenue=np.sort(revenue[~np.isnan(revenue)]),
+        abc_bounds=(bounds[0], bounds[1]),
+        medians=medians,
+    )
+
+
+def build_score_features(
+    rfm: pd.DataFrame, cfg: FeaturesConfig, stats: PopulationStats | None = None
+) -> pd.DataFrame:
     """Add R/F/M quintile scores, the RFM segment, ABC class, lifecycle and loyalty segments.
 
     Parameters
@@ -310,6 +441,9 @@ def build_score_features(rfm: pd.DataFrame, cfg: FeaturesConfig) -> pd.DataFrame
         ``recency_days`` are customers without purchases.
     cfg
         Feature settings (``abc`` and ``lifecycle`` sections).
+    stats
+        The whole population's statistics when ``rfm`` is one partition of it
+        (:func:`population_stats`); default: ``rfm`` is the whole population.
 
     Returns
     -------
@@ -333,16 +467,29 @@ def build_score_features(rfm: pd.DataFrame, cfg: FeaturesConfig) -> pd.DataFrame
         )
     out = rfm.copy(deep=False)  # new columns go to the copy only
     buyers = out["recency_days"].notna()
-    out["r_score"] = quintile_scores(out["recency_days"], mask=buyers, reverse=True)
-    out["f_score"] = quintile_scores(out["frequency"], mask=buyers)
-    out["m_score"] = quintile_scores(out["total_revenue"], mask=buyers)
+    s = stats
+    out["r_score"] = quintile_scores(
+        out["recency_days"], mask=buyers, reverse=True, population=None if s is None else s.recency
+    )
+    out["f_score"] = quintile_scores(
+        out["frequency"], mask=buyers, population=None if s is None else s.frequency
+    )
+    out["m_score"] = quintile_scores(
+        out["total_revenue"], mask=buyers, population=None if s is None else s.revenue
+    )
     out["rfm_segment"] = rfm_segments(out["r_score"], out["f_score"])
     out["abc_class"] = abc_classes(
         out[abc_col].where(buyers),
         a_share=cfg.abc.a_revenue_share,
         b_share=cfg.abc.b_revenue_share,
+        bounds=None if s is None else s.abc_bounds,
     )
     out["lifecycle_stage"] = lifecycle_stages(out, cfg)
-    out["loyalty_segment"] = loyalty_segments(out["frequency"], out["total_revenue"], mask=buyers)
+    out["loyalty_segment"] = loyalty_segments(
+        out["frequency"],
+        out["total_revenue"],
+        mask=buyers,
+        medians=None if s is None else s.medians,
+    )
     logger.debug("scored %d customers (%d purchasers)", len(out), int(buyers.sum()))
     return out

@@ -1,0 +1,282 @@
+"""The Dask engine for features: the local engine's functions, run partition by partition.
+
+A partitioned dataset (:mod:`features.partition`) holds each customer's events in one
+partition, so every per-customer part of the feature frame
+(:func:`features.build.build_partial_features`) is computed on a worker from that partition
+alone. What needs the whole population — the R/F/M quintile ranks, the ABC bounds, the loyalty
+medians (:func:`features.scores.population_stats`) and the category sets of the static
+attributes — is computed once from every partition's small summary and broadcast; each
+partition then finishes its rows (:func:`features.build.finish_features`). The result equals
+the local engine's frame for the same data, row for row.
+
+The feature frame is written as a Parquet dataset, one file per partition, into a temporary
+folder renamed when every partition is done: a job that fails (a worker killed more often than
+the scheduler retries) leaves no half-written output visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from retentio.configs.settings import DataConfig, FeaturesConfig
+from retentio.errors import RetentioError
+from retentio.features.build import (
+    PartialFeatures,
+    build_partial_features,
+    finish_features,
+    static_categories,
+)
+from retentio.features.cutoff import as_cutoff
+from retentio.features.io import _plan, _reader_sql, find_table_files, load_and_validate
+from retentio.features.partition import PartitionedDataset, partition_config
+from retentio.features.schema import ENTITY
+from retentio.features.scores import PopulationStats, population_stats
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DistributedError",
+    "DistributedFeatures",
+    "build_features_dask",
+    "dask_client",
+    "last_timestamp",
+    "read_features_dataset",
+]
+
+
+class DistributedError(RetentioError):
+    """A Dask job failed (a worker died too often, or the scheduler cannot be reached)."""
+
+    exit_code = 4
+
+
+@contextlib.contextmanager
+def dask_client(
+    scheduler: str | None = None, *, n_workers: int | None = None, memory_limit: str = "auto"
+) -> Iterator[Any]:
+    """A Dask client: to the scheduler at ``scheduler``, or to a LocalCluster sized to the machine.
+
+    Parameters
+    ----------
+    scheduler
+        A ``tcp://host:port`` scheduler address (any running ``dask-scheduler``); ``None``
+        starts a ``LocalCluster`` of one single-threaded worker process per core.
+    n_workers
+        Workers of the LocalCluster (default: the machine's cores).
+    memory_limit
+        Per-worker memory limit of the LocalCluster (Dask's syntax, e.g. ``"6GB"``).
+
+    Raises
+    ------
+    DistributedError
+        The scheduler cannot be reached.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="15s")
+        except OSError as exc:
+            raise DistributedError(
+                f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with "
+                "`dask scheduler` and workers with `dask worker <address>`, or drop --scheduler "
+                "to run on a local cluster"
+            ) from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    workers = n_workers or os.cpu_count() or 1
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@dataclass(frozen=True)
+class DistributedFeatures:
+    """A feature dataset written by :func:`build_features_dask`."""
+
+    path: Path
+    cutoff: pd.Timestamp
+    n_customers: int
+    files: list[Path]
+
+
+def last_timestamp(dataset: PartitionedDataset, cfg: DataConfig) -> pd.Timestamp:
+    """The newest transaction timestamp of the dataset (through the mapping; DuckDB, streamed)."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        files = [
+            f
+            for d in dataset.partition_dirs()
+            if (d / "transactions").is_dir()
+            for f in find_table_files(d, "transactions", partition_config(cfg, d).tables.get(
+                "transactions"))
+        ]  # fmt: skip
+        reader = _reader_sql(files, delimiter=None, full_sample=False)
+        select, _ = _plan(con, "transactions", reader, cfg.tables.get("transactions"))
+        expr = dict(select)["timestamp"]
+        value = con.execute(f"SELECT max({expr}) FROM {reader}").fetchone()[0]
+    finally:
+        con.close()
+    return pd.Timestamp(value)
+
+
+def _summary(partial: PartialFeatures, cfg: FeaturesConfig) -> tuple[pd.DataFrame, dict]:
+    abc_col = f"revenue_{cfg.abc.window_days}d"
+    rfm = partial.rfm
+    buyers = rfm[rfm["recency_days"].notna()]
+    cols = ["recency_days", "frequency", "total_revenue", abc_col]
+    return buyers[cols], static_categories(partial.static)
+
+
+def _partial_task(
+    part_dir: str, data_cfg: DataConfig, cfg: FeaturesConfig, cutoff: pd.Timestamp
+) -> PartialFeatures | None:
+    folder = Path(part_dir)
+    if not (folder / "transactions").is_dir():
+        return None  # a partition without customers
+    tables = load_and_validate(folder, partition_config(data_cfg, folder))
+    return build_partial_features(tables, cutoff, cfg)
+
+
+def _summary_task(partial: PartialFeatures | None, cfg: FeaturesConfig) -> Any:
+    return None if partial is None else _summary(partial, cfg)
+
+
+def _finish_task(
+    partial: PartialFeatures | None,
+    path: str,
+    *,
+    cfg: FeaturesConfig,
+    stats: PopulationStats,
+    categories: dict[str, list[Any]],
+) -> int:
+    if partial is None:
+        return 0
+    frame = finish_features(partial, cfg, stats=stats, categories=categories)
+    frame.to_parquet(path, index=False)
+    return len(frame)
+
+
+def build_features_dask(
+    client: Any,
+    dataset: PartitionedDataset,
+    data_cfg: DataConfig,
+    cfg: FeaturesConfig,
+    out: Path,
+    *,
+    cutoff: Any | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DistributedFeatures:
+    """Build the feature frame of a partitioned dataset on a Dask cluster.
+
+    Parameters
+    ----------
+    client
+        A ``distributed.Client`` (see :func:`dask_client`).
+    dataset
+        The partitioned dataset (:func:`features.partition.read_manifest`).
+    data_cfg, cfg
+        The ``data`` and ``features`` sections of the settings.
+    out
+        The folder of the feature dataset to write (``part-NNNNN.parquet`` files); replaced.
+    cutoff
+        The cutoff (default: the dataset's newest transaction day).
+    progress
+        Called with a short description before each stage.
+
+    Returns
+    -------
+    DistributedFeatures
+
+    Raises
+    ------
+    DistributedError
+        A partition failed on every retry (the message names it); nothing is left at ``out``.
+    ContractError
+        A partition's data break the contract (as for a folder).
+    """
+    from distributed import KilledWorker
+
+    step = progress or (lambda _: None)
+    cut = as_cutoff(cutoff if cutoff is not None else last_timestamp(dataset, data_cfg))
+    out = Path(out)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    dirs = [str(d) for d in dataset.partition_dirs()]
+    try:
+        step("per-customer features, partition by partition")
+        partials = client.map(_partial_task, dirs, data_cfg=data_cfg, cfg=cfg, cutoff=cut,
+                              key=[f"partial-{cut.date()}-{i}" for i in range(len(dirs))])  # fmt: skip
+        summaries = client.gather(client.map(_summary_task, partials, cfg=cfg))
+        step("population statistics (quintiles, ABC, medians, categories)")
+        present = [s for s in summaries if s is not None]
+        stats = population_stats([s[0] for s in present], cfg) if present else None
+        categories: dict[str, set[Any]] = {}
+        for _, cats in present:
+            for col, values in cats.items():
+                categories.setdefault(col, set()).update(values)
+        merged = {col: sorted(values, key=str) for col, values in categories.items()}
+        if stats is None:
+            raise RetentioError(f"the dataset at {dataset.root} holds no transactions")
+        stats_f, cats_f = client.scatter([stats, merged], broadcast=True)
+        step("scores and segments, partition by partition")
+        files = [tmp / f"part-{i:05d}.parquet" for i in range(len(dirs))]
+        counts = client.gather(
+            client.map(
+                _finish_task, partials, [str(f) for f in files], cfg=cfg, stats=stats_f,
+                categories=cats_f,
+            )
+        )  # fmt: skip
+        del partials
+    except KilledWorker as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DistributedError(
+            f"a Dask worker died on every retry while computing {exc.task} (out of memory?); "
+            "write more, smaller partitions (`retentio data partition --partitions N`) or give "
+            f"the workers more memory. Nothing was written to {out}"
+        ) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    written = [f for f, n in zip(files, counts, strict=True) if n > 0]
+    for f, n in zip(files, counts, strict=True):
+        if n == 0 and f.exists():
+            f.unlink()
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    written = [out / f.name for f in written]
+    total = int(sum(counts))
+    logger.info("features at %s: %d customers in %d files -> %s", cut.date(), total,
+                len(written), out)  # fmt: skip
+    return DistributedFeatures(path=out, cutoff=cut, n_customers=total, files=written)
+
+
+def read_features_dataset(path: Path) -> pd.DataFrame:
+    """The whole feature dataset as one frame, sorted by ``customer_id`` (for small data and tests)."""
+    files = sorted(Path(path).glob("part-*.parquet"))
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return frame.sort_values(ENTITY, kind="stable").reset_index(drop=True)
