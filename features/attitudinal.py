@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -87,15 +88,47 @@ def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(frame[column], errors="coerce").astype("float64")
 
 
-def _scaled(values: pd.Series) -> pd.Series:
-    """Values mapped to [0, 1] by the Likert range inferred from the history (module docstring)."""
-    if values.notna().sum() == 0:
-        return values
-    lo = min(float(values.min()), 1.0)
-    hi = float(values.max())
+LIKERT_COLUMNS = ("satisfaction", "switching_cost", "attractiveness")
+
+
+def likert_ranges(surveys: pd.DataFrame | None, cutoff: Any) -> dict[str, tuple[float, float]]:
+    """Observed (min, max) of each engagement question in the surveys visible at ``cutoff``.
+
+    The engagement scaling (module docstring) infers each question's Likert range from every
+    customer's answers; for a population split into partitions, the ranges of the parts
+    combine by min and max and are passed to :func:`build_attitudinal_features`.
+    """
+    if surveys is None or len(surveys) == 0:
+        return {}
+    hist = history(surveys, as_cutoff(cutoff))
+    out = {}
+    for col in LIKERT_COLUMNS:
+        values = _numeric(hist, col)
+        if values.notna().any():
+            out[col] = (float(values.min()), float(values.max()))
+    return out
+
+
+def _scaled(values: pd.Series, observed: tuple[float, float] | None = None) -> pd.Series:
+    """Values mapped to [0, 1] by the Likert range inferred from the history (module docstring).
+
+    ``observed`` is the population's (min, max) when ``values`` hold only part of it.
+    """
+    if observed is None:
+        if values.notna().sum() == 0:
+            return values
+        observed = (float(values.min()), float(values.max()))
+    lo = min(observed[0], 1.0)
+    hi = observed[1]
     if hi <= lo:
         return pd.Series(np.nan, index=values.index, dtype="float64")
     return (values - lo) / (hi - lo)
+
+
+def _range(likert: dict[str, tuple[float, float]] | None, col: str) -> tuple[float, float] | None:
+    if likert is None:
+        return None
+    return likert.get(col, (np.nan, np.nan))
 
 
 def _nps_class(nps: np.ndarray) -> pd.Categorical:
@@ -108,6 +141,8 @@ def build_attitudinal_features(
     surveys: pd.DataFrame | None,
     customer_ids: pd.Index,
     cutoff: str | dt.date | pd.Timestamp,
+    *,
+    likert: dict[str, tuple[float, float]] | None = None,
 ) -> pd.DataFrame:
     """Attitudinal features (``att_*``) of ``customer_ids`` from the surveys visible at ``cutoff``.
 
@@ -120,6 +155,9 @@ def build_attitudinal_features(
         The customers to describe (the output index, in this order).
     cutoff
         The cutoff date; surveys with ``timestamp >= cutoff + 1 day`` are ignored.
+    likert
+        The whole population's :func:`likert_ranges` when ``surveys`` hold only part of it
+        (one partition); default: inferred from ``surveys``.
 
     Returns
     -------
@@ -152,9 +190,9 @@ def build_attitudinal_features(
         )
     components = pd.concat(
         [
-            _scaled(work["satisfaction"]),
-            _scaled(work["switching_cost"]),
-            1.0 - _scaled(work["attractiveness"]),
+            _scaled(work["satisfaction"], _range(likert, "satisfaction")),
+            _scaled(work["switching_cost"], _range(likert, "switching_cost")),
+            1.0 - _scaled(work["attractiveness"], _range(likert, "attractiveness")),
         ],
         axis=1,
     )
@@ -166,7 +204,9 @@ def build_attitudinal_features(
         return _frame(customer_ids, {})
     work = work[known].drop(columns="customer_id")
     work["pos"] = pos[known]
-    work = work.sort_values(["pos", "timestamp"], kind="mergesort")
+    # answers of one customer at the same instant: ordered by their values, so that "last"
+    # never depends on the order of the rows in the file (or in a partition of it)
+    work = work.sort_values(["pos", "timestamp", *_LAST], kind="mergesort", na_position="first")
     grouped = work.groupby("pos", sort=False)
     last = grouped[list(_LAST)].last()  # last non-missing answer per question
     sat = grouped["satisfaction"].agg(["sum", "count", "mean"])

@@ -29,7 +29,7 @@ import pandas as pd
 from retentio.configs.settings import FeaturesConfig
 from retentio.errors import ContractError
 from retentio.features.attitudinal import build_attitudinal_features
-from retentio.features.cutoff import as_cutoff, history_end
+from retentio.features.cutoff import as_cutoff, history, history_end
 from retentio.features.relational import build_relational_features
 from retentio.features.rfm import build_rfm_features
 from retentio.features.schema import (
@@ -277,7 +277,7 @@ class PartialFeatures:
 
     cutoff: pd.Timestamp
     rfm: pd.DataFrame
-    attitudinal: pd.DataFrame
+    surveys: pd.DataFrame | None  # the history; attitudinal features need the Likert ranges
     relational: pd.DataFrame
     static: pd.DataFrame
 
@@ -303,7 +303,7 @@ def build_partial_features(
     return PartialFeatures(
         cutoff=cut,
         rfm=rfm,
-        attitudinal=build_attitudinal_features(tables.surveys, ids, cut),
+        surveys=None if tables.surveys is None else history(tables.surveys, cut),
         relational=build_relational_features(tables.interactions, ids, cut),
         static=_static_rows(customers, ids),
     )
@@ -315,6 +315,7 @@ def finish_features(
     *,
     stats: PopulationStats | None = None,
     categories: dict[str, list[Any]] | None = None,
+    likert: dict[str, tuple[float, float]] | None = None,
 ) -> pd.DataFrame:
     """The feature frame from its per-customer parts (columns as :func:`build_features`).
 
@@ -324,15 +325,17 @@ def finish_features(
         From :func:`build_partial_features`.
     cfg
         Feature settings.
-    stats, categories
-        The whole population's score statistics and static categories when ``partial`` is
-        one partition of it (``features.scores.population_stats`` and the sorted union of
-        :func:`static_categories`); default: ``partial`` is the whole population.
+    stats, categories, likert
+        The whole population's score statistics, static categories and survey Likert ranges
+        when ``partial`` is one partition of it (``features.scores.population_stats``, the
+        sorted union of :func:`static_categories`, ``features.attitudinal.likert_ranges``
+        combined by min / max); default: ``partial`` is the whole population.
     """
     cut = partial.cutoff
     ids = partial.rfm.index
     scored = build_score_features(partial.rfm, cfg, stats)
-    att, rel = partial.attitudinal, partial.relational
+    att = build_attitudinal_features(partial.surveys, ids, cut, likert=likert)
+    rel = partial.relational
     static = _static(partial.static, ids, categories)
     columns: dict[str, Any] = {
         ENTITY: ids.to_numpy(),

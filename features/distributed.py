@@ -30,6 +30,7 @@ import pandas as pd
 
 from retentio.configs.settings import DataConfig, FeaturesConfig
 from retentio.errors import RetentioError
+from retentio.features.attitudinal import likert_ranges
 from retentio.features.build import (
     PartialFeatures,
     build_partial_features,
@@ -142,12 +143,13 @@ def last_timestamp(dataset: PartitionedDataset, cfg: DataConfig) -> pd.Timestamp
     return pd.Timestamp(value)
 
 
-def _summary(partial: PartialFeatures, cfg: FeaturesConfig) -> tuple[pd.DataFrame, dict]:
+def _summary(partial: PartialFeatures, cfg: FeaturesConfig) -> tuple[pd.DataFrame, dict, dict]:
     abc_col = f"revenue_{cfg.abc.window_days}d"
     rfm = partial.rfm
     buyers = rfm[rfm["recency_days"].notna()]
     cols = ["recency_days", "frequency", "total_revenue", abc_col]
-    return buyers[cols], static_categories(partial.static)
+    likert = likert_ranges(partial.surveys, partial.cutoff)
+    return buyers[cols], static_categories(partial.static), likert
 
 
 def _partial_task(
@@ -171,10 +173,11 @@ def _finish_task(
     cfg: FeaturesConfig,
     stats: PopulationStats,
     categories: dict[str, list[Any]],
+    likert: dict[str, tuple[float, float]],
 ) -> int:
     if partial is None:
         return 0
-    frame = finish_features(partial, cfg, stats=stats, categories=categories)
+    frame = finish_features(partial, cfg, stats=stats, categories=categories, likert=likert)
     frame.to_parquet(path, index=False)
     return len(frame)
 
@@ -228,26 +231,29 @@ def build_features_dask(
     dirs = [str(d) for d in dataset.partition_dirs()]
     try:
         step("per-customer features, partition by partition")
-        partials = client.map(_partial_task, dirs, data_cfg=data_cfg, cfg=cfg, cutoff=cut,
-                              key=[f"partial-{cut.date()}-{i}" for i in range(len(dirs))])  # fmt: skip
+        partials = client.map(_partial_task, dirs, data_cfg=data_cfg, cfg=cfg, cutoff=cut)
         summaries = client.gather(client.map(_summary_task, partials, cfg=cfg))
         step("population statistics (quintiles, ABC, medians, categories)")
         present = [s for s in summaries if s is not None]
         stats = population_stats([s[0] for s in present], cfg) if present else None
         categories: dict[str, set[Any]] = {}
-        for _, cats in present:
+        likert: dict[str, tuple[float, float]] = {}
+        for _, cats, ranges in present:
             for col, values in cats.items():
                 categories.setdefault(col, set()).update(values)
+            for col, (lo, hi) in ranges.items():
+                old = likert.get(col, (lo, hi))
+                likert[col] = (min(old[0], lo), max(old[1], hi))
         merged = {col: sorted(values, key=str) for col, values in categories.items()}
         if stats is None:
             raise RetentioError(f"the dataset at {dataset.root} holds no transactions")
-        stats_f, cats_f = client.scatter([stats, merged], broadcast=True)
+        stats_f, cats_f, likert_f = client.scatter([stats, merged, likert], broadcast=True)
         step("scores and segments, partition by partition")
         files = [tmp / f"part-{i:05d}.parquet" for i in range(len(dirs))]
         counts = client.gather(
             client.map(
                 _finish_task, partials, [str(f) for f in files], cfg=cfg, stats=stats_f,
-                categories=cats_f,
+                categories=cats_f, likert=likert_f,
             )
         )  # fmt: skip
         del partials
@@ -276,7 +282,7 @@ def build_features_dask(
 
 
 def read_features_dataset(path: Path) -> pd.DataFrame:
-    """The whole feature dataset as one frame, sorted by ``customer_id`` (for small data and tests)."""
+    """The whole feature dataset as one frame sorted by ``customer_id`` (small data, tests)."""
     files = sorted(Path(path).glob("part-*.parquet"))
     frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     return frame.sort_values(ENTITY, kind="stable").reset_index(drop=True)

@@ -3,8 +3,10 @@
 The Dask engine (:mod:`features.distributed`) computes every per-customer feature, label and
 score partition by partition with the same functions as the local engine; that is only right
 when no customer's events span two partitions. :func:`partition_dataset` guarantees it: each
-row goes to partition ``md5(canonical customer_id) mod N`` (the id after the config's column
-mapping, so a customer keyed ``17850.0`` in one file and ``17850`` in another lands once).
+row goes to partition ``hash(canonical customer_id) mod N`` (DuckDB's ``hash`` of the id after
+the config's column mapping, so a customer keyed ``17850.0`` in one file and ``17850`` in
+another lands once). A dataset is always written whole by one DuckDB version (the manifest
+records it), so the key needs to be stable within one build only.
 
 Layout (``OUT`` is written as ``OUT.tmp-<pid>`` and renamed when complete, so a killed run
 leaves no half-written dataset visible)::
@@ -26,10 +28,13 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
 from retentio.configs.settings import DataConfig, TableSource
 from retentio.errors import ConfigError, ContractError
@@ -40,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MANIFEST",
+    "synth_partitioned",
     "PartitionedDataset",
     "partition_config",
     "partition_dataset",
@@ -56,7 +62,8 @@ def partition_sql(id_expr: str, n_partitions: int) -> str:
 
     Rows without an id go to partition 0, where validation reports them as for a folder.
     """
-    return f"coalesce(CAST(md5_number(CAST(({id_expr}) AS VARCHAR)) % {n_partitions} AS INTEGER), 0)"
+    key = f"hash(CAST(({id_expr}) AS VARCHAR)) % {n_partitions}"
+    return f"coalesce(CAST({key} AS INTEGER), 0)"
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,142 @@ def _absent_tables(partition_dir: Path) -> list[str]:
     return [n for n in TABLES if not (partition_dir / n).is_dir()]
 
 
+def _finish_dataset(
+    tmp: Path, out: Path, *, n_partitions: int, rows: dict[str, int], name: str, source: str
+) -> PartitionedDataset:
+    """Write the manifest into ``tmp`` and rename it to ``out`` (replacing an older dataset)."""
+    for i in range(n_partitions):
+        (tmp / f"part-{i:05d}").mkdir(exist_ok=True)
+    (tmp / MANIFEST).write_text(
+        json.dumps(
+            {
+                "n_partitions": n_partitions,
+                "tables": rows,
+                "name": name,
+                "source": source,
+                "key": f"duckdb hash({ENTITY}) mod n_partitions",
+                "duckdb": duckdb.__version__,
+            },
+            indent=1,
+        )
+    )
+    if out.exists():
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+    return PartitionedDataset(out, n_partitions, rows, name)
+
+
+def _check_out(out: Path, n_partitions: int) -> Path:
+    if n_partitions < 1:
+        raise ConfigError(f"--partitions must be at least 1 (got {n_partitions})")
+    if out.exists() and not (out / MANIFEST).is_file():
+        raise ConfigError(
+            f"{out} exists and is not a partitioned dataset; choose another --out or remove it"
+        )
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _copy_partitioned(
+    con: duckdb.DuckDBPyConnection, select_sql: str, id_expr: str, *, tmp: Path, table: str,
+    n_partitions: int, file_stem: str,
+) -> None:  # fmt: skip
+    """``COPY`` the rows of ``select_sql`` into ``tmp/part-K/<table>/<file_stem>*.parquet``."""
+    part = partition_sql(id_expr, n_partitions)
+    target = tmp / f"_{table}_{file_stem}"
+    con.execute(
+        f"COPY (SELECT *, {part} AS {_quote_ident(_PART)} FROM {select_sql}) TO "
+        f"'{target}' (FORMAT PARQUET, PARTITION_BY ({_quote_ident(_PART)}))"
+    )
+    for folder in sorted(target.glob(f"{_PART}=*")):
+        index = int(folder.name.split("=", 1)[1])
+        dest = tmp / f"part-{index:05d}" / table
+        dest.mkdir(parents=True, exist_ok=True)
+        for i, f in enumerate(sorted(folder.glob("*.parquet"))):
+            f.rename(dest / f"{file_stem}-{i}.parquet")
+    shutil.rmtree(target)
+
+
+def synth_partitioned(
+    out: Path,
+    *,
+    n_customers: int,
+    n_partitions: int,
+    start: str,
+    end: str,
+    seed: int,
+    chunk_customers: int = 250_000,
+    drift_date: str | None = None,
+    cohort_days: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> PartitionedDataset:
+    """Generate a synthetic CRM straight into a partitioned dataset, chunk by chunk.
+
+    ``features.synth.generate_crm`` runs on ``chunk_customers`` customers at a time (ids
+    numbered on, one seed per chunk from ``seed``); each chunk's tables are split by customer
+    into the partitions and dropped, so at most one chunk is ever in memory.
+
+    Returns
+    -------
+    PartitionedDataset
+    """
+    from retentio.features.synth import generate_crm
+
+    out = Path(out)
+    tmp = _check_out(out, n_partitions)
+    if n_customers < 1:
+        raise ConfigError(f"--customers must be at least 1 (got {n_customers})")
+    n_chunks = -(-n_customers // chunk_customers)
+    seeds = np.random.SeedSequence(seed).spawn(n_chunks)
+    width = max(7, len(str(n_customers - 1)))
+    rows: dict[str, int] = {}
+    con = duckdb.connect()
+    try:
+        con.execute("SET preserve_insertion_order = false")
+        for j in range(n_chunks):
+            first = j * chunk_customers
+            n = min(chunk_customers, n_customers - first)
+            if progress is not None:
+                progress(f"chunk {j + 1}/{n_chunks}: customers {first:,}-{first + n - 1:,}")
+            tables = generate_crm(
+                n_customers=n, start=start, end=end, seed=int(seeds[j].generate_state(1)[0]),
+                drift_date=drift_date, cohort_days=cohort_days, id_offset=first, id_width=width,
+            )  # fmt: skip
+            for table, frame in tables.items():
+                arrow = pa.Table.from_pandas(frame, preserve_index=False)
+                del frame
+                if table == "transactions" and "order_id" in arrow.column_names:
+                    # order numbers restart in every chunk: prefix the chunk to keep them unique
+                    i = arrow.column_names.index("order_id")
+                    prefixed = pa.compute.binary_join_element_wise(
+                        pa.scalar(f"{j:04d}-"), arrow.column(i).cast(pa.string()), ""
+                    )
+                    arrow = arrow.set_column(i, "order_id", prefixed)
+                con.register("chunk", arrow)
+                _copy_partitioned(
+                    con, "chunk", _quote_ident(ENTITY), tmp=tmp, table=table,
+                    n_partitions=n_partitions, file_stem=f"chunk{j:05d}",
+                )  # fmt: skip
+                con.unregister("chunk")
+                rows[table] = rows.get(table, 0) + arrow.num_rows
+                del arrow
+            del tables
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        con.close()
+    return _finish_dataset(
+        tmp, out, n_partitions=n_partitions, rows=rows, name="synthetic", source="synth"
+    )
+
+
 def partition_dataset(
     data_dir: Path, cfg: DataConfig, out: Path, *, n_partitions: int, name: str | None = None
 ) -> PartitionedDataset:
@@ -143,18 +286,10 @@ def partition_dataset(
     ContractError
         The source cannot be read or mapped (as :func:`features.io.load_tables`).
     """
-    if n_partitions < 1:
-        raise ConfigError(f"--partitions must be at least 1 (got {n_partitions})")
     data_dir, out = Path(data_dir), Path(out)
     if not data_dir.is_dir():
         raise ContractError(f"data folder {data_dir} does not exist or is not a folder")
-    if out.exists() and not (out / MANIFEST).is_file():
-        raise ConfigError(
-            f"{out} exists and is not a partitioned dataset; choose another --out or remove it"
-        )
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _check_out(out, n_partitions)
     rows: dict[str, int] = {}
     con = duckdb.connect()
     try:
@@ -176,43 +311,19 @@ def partition_dataset(
                     f"the {table} table has no {ENTITY} column (map it in "
                     f"data.tables.{table}.columns.{ENTITY})"
                 )
-            part = partition_sql(id_expr, n_partitions)
-            target = tmp / f"_{table}"
-            con.execute(
-                f"COPY (SELECT *, {part} AS {_quote_ident(_PART)} FROM {reader}) TO "
-                f"'{target}' (FORMAT PARQUET, PARTITION_BY ({_quote_ident(_PART)}))"
-            )
+            _copy_partitioned(
+                con, reader, id_expr, tmp=tmp, table=table, n_partitions=n_partitions,
+                file_stem="data",
+            )  # fmt: skip
             rows[table] = int(con.execute(f"SELECT count(*) FROM {reader}").fetchone()[0])
-            for folder in sorted(target.glob(f"{_PART}=*")):
-                index = int(folder.name.split("=", 1)[1])
-                dest = tmp / f"part-{index:05d}" / table
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                folder.rename(dest)
-            shutil.rmtree(target)
             logger.info("partitioned %s: %d rows into %d partitions", table, rows[table],
                         n_partitions)  # fmt: skip
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     finally:
         con.close()
-    for i in range(n_partitions):
-        (tmp / f"part-{i:05d}").mkdir(exist_ok=True)
-    dataset_name = name or cfg.name or data_dir.resolve().name
-    (tmp / MANIFEST).write_text(
-        json.dumps(
-            {
-                "n_partitions": n_partitions,
-                "tables": rows,
-                "name": dataset_name,
-                "source": str(data_dir.resolve()),
-                "key": f"md5({ENTITY}) mod n_partitions",
-            },
-            indent=1,
-        )
-    )
-    if out.exists():
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out)
-    return PartitionedDataset(out, n_partitions, rows, dataset_name)
+    return _finish_dataset(
+        tmp, out, n_partitions=n_partitions, rows=rows,
+        name=name or cfg.name or data_dir.resolve().name, source=str(data_dir.resolve()),
+    )  # fmt: skip

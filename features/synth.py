@@ -165,6 +165,8 @@ def generate_crm(
     drift_date: str | dt.date | None = None,
     cohort_days: int | None = None,
     drift: Drift | None = None,
+    id_offset: int = 0,
+    id_width: int | None = None,
 ) -> Tables:
     """Generate a synthetic CRM (the four tables of the contract) with realistic behaviour.
 
@@ -187,6 +189,10 @@ def generate_crm(
     drift : Drift, optional
         The sizes of the drift after ``drift_date`` (default ``Drift()``: the three changes
         above); ignored without ``drift_date``.
+    id_offset, id_width : int, optional
+        Number the customers from ``id_offset`` with ``id_width`` digits (default: 0 and the
+        digits ``n_customers`` needs), so that chunks of one large population generated
+        separately (``features.partition.synth_partitioned``) never share an id.
 
     Returns
     -------
@@ -222,7 +228,8 @@ def generate_crm(
             )
 
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
-    ids = _ids("C", np.arange(n_customers), max(7, len(str(n_customers - 1))))
+    width = id_width or max(7, len(str(id_offset + n_customers - 1)))
+    ids = _ids("C", np.arange(id_offset, id_offset + n_customers), width)
     cust = _customers(streams[0], int(n_customers), n_days, drift_day, change, cohort_days)
     season = _daily_intensity(t_start, n_days, drift_day, change)
     orders = _purchases(streams[1], cust, season, n_days)
