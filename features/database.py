@@ -378,12 +378,12 @@ def _sync_table(
     mirror.reset(name)
     entry = {"key": key, "column": column, "watermark": None, "nulls": 0, "next_part": 1}
     if column is not None:
-        is_null = pc.is_null(table.column(column))
-        nulls = table.filter(is_null)
-        table = table.filter(pc.invert(is_null))
-        if nulls.num_rows:
+        if table.column(column).null_count:  # split off the rows without a timestamp
+            is_null = pc.is_null(table.column(column))
+            nulls = table.filter(is_null)
+            table = table.filter(pc.invert(is_null))
             mirror.write_part(name, nulls, NULLS_PART)
-        entry["nulls"] = nulls.num_rows
+            entry["nulls"] = nulls.num_rows
         top = pc.max(table.column(column)).as_py() if table.num_rows else None
         entry["watermark"] = None if top is None else _literal(top)
     mirror.write_part(name, table, "part-00000.parquet")
@@ -418,7 +418,7 @@ def _append_new(
     fresh = _fetch(con, url, name, what, f"SELECT {select} FROM {relation} WHERE {where}")
     is_null = pc.is_null(fresh.column(entry["column"]))
     nulls = fresh.filter(is_null)
-    new = fresh.filter(pc.invert(is_null))
+    new = fresh.filter(pc.invert(is_null)) if nulls.num_rows else fresh
     del fresh
     if new.num_rows:
         part = f"part-{entry['next_part']:05d}.parquet"
