@@ -304,6 +304,12 @@ class ServingConfig(_Section):
     )
     prediction_log_max_bytes: int = Field(50_000_000, gt=0)
     prediction_log_backups: int = Field(5, ge=0)
+    event_max_age_days: int = Field(
+        730,
+        gt=0,
+        description="POST /events refuses events dated more than this many days before the "
+        "store date (and any dated in the future)",
+    )
 
 
 class DriftPolicy(_Section):

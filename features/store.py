@@ -288,6 +288,30 @@ class OnlineStore:
             f"SELECT * FROM {table} WHERE {ENTITY} = ?", self._con, params=(str(customer_id),)
         )
 
+    def events_of(self, table: str, customer_ids: list[str]) -> pd.DataFrame | None:
+        """Raw rows of several customers from an extra table (None: the store has no such table).
+
+        The rows come in the table's order; ids without rows simply have none.
+        """
+        exists = self._con.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        if exists is None:
+            return None
+        ids = list(dict.fromkeys(str(c) for c in customer_ids))
+        if not ids:
+            return pd.read_sql_query(f"SELECT * FROM {table} LIMIT 0", self._con)
+        parts = []
+        for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+            chunk = ids[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            parts.append(
+                pd.read_sql_query(
+                    f"SELECT * FROM {table} WHERE {ENTITY} IN ({marks})", self._con, params=chunk
+                )
+            )
+        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
     def all(self) -> pd.DataFrame:
         """Every row (for batch work and at-risk lists)."""
         return pd.read_sql_query(f"SELECT * FROM {FEATURES_TABLE}", self._con)

@@ -272,9 +272,22 @@ class AtRiskResponse(_Response):
 
 
 class EventsResponse(_Response):
+    """What was done with a batch of events: counts of new ones, duplicates ignored."""
+
     customer_id: str = Field(..., examples=["C0000042"])
-    n_transactions: int = Field(..., examples=[1])
-    n_interactions: int = Field(..., examples=[0])
+    n_transactions: int = Field(..., description="New transactions counted", examples=[1])
+    n_interactions: int = Field(..., description="New interactions counted", examples=[0])
+    n_duplicates: int = Field(
+        0,
+        description="Events already received (same key: a retried post) or already in the "
+        "store (same order_id, time and amount): ignored",
+        examples=[0],
+    )
+    duplicates: list[str] = Field(default_factory=list, examples=[["transactions[0]"]])
+    n_backdated: int = Field(
+        0, description="New events dated on or before the store date", examples=[0]
+    )
+    note: str | None = Field(None, description="What the counts mean, when not obvious")
     feature_date: str = Field(..., examples=["2025-06-30"])
 
 

@@ -5,41 +5,51 @@ directly.
 
 How a score is made
 -------------------
-1. The customer's feature row comes from the online store (SQLite, written by
-   ``retentio features build``), or from inline features.
+1. The customer's feature row comes from the store's population (the offline snapshot of the
+   store date, else the online store), from the customer's live row (events received, see
+   below), or from inline features.
 2. Time-dependent features are moved to the scoring date: ``recency_days``, ``T_days``,
-   ``tenure_days``, days since survey/contact grow by the days elapsed since the store's
+   ``tenure_days``, days since survey/contact grow by the days elapsed since the row's
    ``as_of``, and ``overdue_ratio`` is recomputed. The scoring date is the store's ``as_of``
-   moved on by the events received (``serving.clock: data``) or today (``clock: wall``).
-3. A customer with events received through ``add_events`` has its row rebuilt exactly with
-   ``features.build.build_features`` from its stored history plus the new events; scores that
-   rank a customer against the population (R/F/M quintiles, RFM segment, ABC, loyalty) are
-   placed against the population of the store.
-4. ``training.pipeline.score_all`` turns the row into scores, with the value and potential
-   thresholds of the whole population (so one customer is judged like in a batch), and the
-   churn model's contributions become the top reasons.
+   moved on to the day of the latest event received (``serving.clock: data``) or today
+   (``clock: wall``); it is the same for every customer.
+3. ``training.pipeline.score_all`` turns rows into scores, with the value and potential
+   thresholds of the store's population at the store date (so one customer is judged like in
+   a batch, whoever else sent events), and the churn model's contributions become the top
+   reasons.
 
-Fast path: when the models are loaded, the whole store population is scored once at the scoring
-date (the batch that also ranks the at-risk list), and each customer's strongest churn
-contributions are kept. A request for a customer without new events, while the scoring date has
-not moved, is then a lookup plus phrasing; everything else (events received, inline features,
-a date that moved before the background refresh) takes the full recompute above. Both paths give
-the same numbers (tests compare them).
+Live customers
+--------------
+Events received through :meth:`Scorer.add_events` (see :mod:`serving.live`: checks, keys, the
+ledger) rebuild the customer's row once, when they arrive, from its stored history plus every
+event received for it; the row is scored at once and kept. A request never rebuilds anything:
+a customer with events is a lookup like any other, and new customers from events are in every
+list. At start, the ledger is replayed in one vectorised build for all live customers, whose
+rows are scored with the population.
 
-Models are held in one immutable bundle; a reload (new champions, a rebuilt store, a new scoring
-date) builds a new bundle off the request path and swaps the reference, so a request sees either
-the old bundle or the new one, never a mix.
+State and reloads
+-----------------
+Everything a request reads hangs off one reference, swapped whole: the store's state (the
+store, its population, the live customers) and, inside it, one immutable view (the models
+bundle with the population's scores, plus the scores of customers whose events arrived after
+the bundle was made). A reload (new champions, a rebuilt store, a new scoring date) builds the
+new state or bundle completely off the request path, then swaps the reference, so a request
+sees the old one or the new one, never a mix. A replaced store is closed once no call holds it.
+While the scoring date has moved past the bundle's date (until the reload thread catches up),
+requests recompute their customers from their rows at the new date: both paths give the same
+numbers (tests compare them).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +58,21 @@ import pandas as pd
 
 from retentio.configs.settings import Settings
 from retentio.errors import ContractError, CustomerNotFoundError, RetentioError
-from retentio.features.build import build_features
 from retentio.features.cutoff import as_cutoff
-from retentio.features.schema import AS_OF, ENTITY, FEATURES, STATIC_PREFIX, TIME_DEPENDENT, Tables
+from retentio.features.schema import AS_OF, ENTITY, FEATURES, STATIC_PREFIX, TIME_DEPENDENT
 from retentio.features.scores import rfm_segments
 from retentio.features.store import OnlineStore, read_offline
+from retentio.serving.live import (
+    EventLedger,
+    LiveCustomer,
+    build_rows,
+    check_event,
+    event_window,
+    first_event,
+    histories,
+    in_store_history,
+    stored_duplicates,
+)
 from retentio.serving.prediction_log import PredictionLog, features_hash
 from retentio.serving.reasons import phrase_reasons, top_features, top_reasons
 from retentio.training.pipeline import score_all, score_thresholds
@@ -149,21 +169,24 @@ class Population:
         )
 
     @staticmethod
-    def _quintile(sorted_values: np.ndarray, value: float) -> int:
-        # rank(method="min", pct=True) of `value` among the population, as in quintile_scores
+    def _quintiles(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+        # rank(method="min", pct=True) of each value among the population, as in quintile_scores
+        out = np.ones(len(values), dtype=np.int64)
         n = len(sorted_values)
-        if n == 0 or not math.isfinite(value):
-            return 1
-        pct = (np.searchsorted(sorted_values, value, side="left") + 1) / (n + 1)
-        return int(np.clip(math.ceil(5 * pct), 1, 5))
+        ok = np.isfinite(values)
+        if n == 0 or not ok.any():
+            return out
+        pct = (np.searchsorted(sorted_values, values[ok], side="left") + 1) / (n + 1)
+        out[ok] = np.clip(np.ceil(5 * pct), 1, 5).astype(np.int64)
+        return out
 
     def place(self, row: pd.DataFrame) -> pd.DataFrame:
         """Recompute population-relative columns of rebuilt rows against this population."""
         out = row.copy()
         buyer = out["recency_days"].notna().to_numpy()
-        r = [self._quintile(self.neg_recency, -v) for v in out["recency_days"].to_numpy(float)]
-        f = [self._quintile(self.frequency, v) for v in out["frequency"].to_numpy(float)]
-        m = [self._quintile(self.revenue, v) for v in out["total_revenue"].to_numpy(float)]
+        r = self._quintiles(self.neg_recency, -out["recency_days"].to_numpy(float))
+        f = self._quintiles(self.frequency, out["frequency"].to_numpy(float))
+        m = self._quintiles(self.revenue, out["total_revenue"].to_numpy(float))
         out["r_score"] = np.where(buyer, r, 0)
         out["f_score"] = np.where(buyer, f, 0)
         out["m_score"] = np.where(buyer, m, 0)
@@ -190,7 +213,7 @@ class Population:
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """Champion models and everything derived from them for one scoring date.
+    """Champion models and the population's scores at one scoring date.
 
     Replaced whole on reload (new champions, a rebuilt store, a new scoring date): a request
     takes one reference and sees one consistent set.
@@ -199,12 +222,147 @@ class ModelBundle:
     models: dict[str, TaskModel]
     versions: dict[str, str]
     date: pd.Timestamp
-    thresholds: dict[str, float]
-    table: pd.DataFrame  # batch scores of every store customer, index customer_id, base order
+    thresholds: dict[str, float]  # of the store's population at ``date``
+    table: pd.DataFrame  # scores of every customer (store and live), index customer_id
     ranked: pd.Index  # customer ids by value at risk, highest first
-    values: dict[str, np.ndarray]  # feature and btyd_* values by base position, for reasons
+    ranked_table: pd.DataFrame  # ``table`` in that order (what the at-risk filters read)
+    values: dict[str, np.ndarray]  # feature and btyd_* values by table position, for reasons
     reason_positions: np.ndarray  # (n, k) positions into reason_names, -1 = none
     reason_names: list[str]
+
+
+@dataclass(frozen=True)
+class LiveScore:
+    """One live customer scored with a bundle: its score row and what its reasons quote."""
+
+    record: dict[str, Any]  # the score row (``customer_id`` and :data:`SCORE_COLUMNS`)
+    values: dict[str, np.ndarray]  # one-element arrays, as in ``ModelBundle.values``
+    reasons: list[str]  # strongest churn features first
+
+
+@dataclass(frozen=True)
+class Settled:
+    """Live customers scored with a bundle and gathered off the request path (for lists)."""
+
+    scores: Mapping[str, LiveScore]
+    table: pd.DataFrame  # their score rows, index customer_id
+    stale: np.ndarray  # their positions in the bundle's ranked_table (superseded rows)
+
+    @classmethod
+    def gather(cls, bundle: ModelBundle, scores: Mapping[str, LiveScore]) -> Settled:
+        if scores:
+            table = pd.DataFrame.from_records([s.record for s in scores.values()])
+            table = table.set_index(ENTITY)
+        else:
+            table = bundle.table.iloc[:0]
+        pos = bundle.ranked_table.index.get_indexer(list(scores))
+        return cls(dict(scores), table, pos[pos >= 0])
+
+
+@dataclass(frozen=True)
+class View:
+    """What a request reads: a bundle plus the live customers scored after it was made.
+
+    ``settled`` holds most of them, gathered into a frame by the reload thread; ``fresh``
+    the few received since (a new event makes a new View; nothing here is mutated).
+    """
+
+    bundle: ModelBundle
+    settled: Settled
+    fresh: Mapping[str, LiveScore]
+
+    def live(self, customer_id: str) -> LiveScore | None:
+        found = self.fresh.get(customer_id)
+        return found if found is not None else self.settled.scores.get(customer_id)
+
+    @cached_property
+    def fresh_table(self) -> pd.DataFrame:
+        """``fresh`` as a frame indexed by customer id (built once per view, for lists)."""
+        if not self.fresh:
+            return self.bundle.table.iloc[:0]
+        frame = pd.DataFrame.from_records([s.record for s in self.fresh.values()])
+        return frame.set_index(ENTITY)
+
+    @cached_property
+    def stale(self) -> np.ndarray:
+        """Positions in ``bundle.ranked_table`` superseded by live scores."""
+        pos = self.bundle.ranked_table.index.get_indexer(list(self.fresh))
+        return np.concatenate([self.settled.stale, pos[pos >= 0]])
+
+    @cached_property
+    def settled_keep(self) -> np.ndarray:
+        """Rows of ``settled.table`` not superseded by ``fresh``."""
+        return ~self.settled.table.index.isin(list(self.fresh))
+
+    @classmethod
+    def of(cls, bundle: ModelBundle, live: Mapping[str, LiveScore] | None = None) -> View:
+        return cls(bundle, Settled.gather(bundle, live or {}), {})
+
+
+class _StoreLease:
+    """An online store shared by calls; closed once retired and no call holds it."""
+
+    def __init__(self, store: OnlineStore) -> None:
+        self.store = store
+        self._holders = 0
+        self._retired = False
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @contextmanager
+    def hold(self) -> Iterator[OnlineStore]:
+        """The store, kept open until the block ends."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the online store was closed; callers take the current one")
+            self._holders += 1
+        try:
+            yield self.store
+        finally:
+            with self._lock:
+                self._holders -= 1
+                close = self._retired and self._holders == 0 and not self._closed
+                self._closed = self._closed or close
+            if close:
+                self.store.close()
+
+    def retire(self) -> None:
+        """Close now if no call holds the store, else when the last one lets go."""
+        with self._lock:
+            self._retired = True
+            close = self._holders == 0 and not self._closed
+            self._closed = self._closed or close
+        if close:
+            self.store.close()
+
+
+@dataclass
+class _State:
+    """One online store and everything derived from it; replaced whole when the store is.
+
+    ``live``, ``rows``, ``changed``, ``clock`` and ``view`` change under the scorer's lock
+    (``view`` by reassignment only, so readers need no lock).
+    """
+
+    lease: _StoreLease
+    store_mtime: int
+    store_date: pd.Timestamp
+    built_at: str
+    base: pd.DataFrame  # the store's population at store_date
+    base_index: pd.Index  # customer ids of ``base``
+    population: Population
+    live: dict[str, LiveCustomer]
+    rows: dict[str, dict[str, Any]]  # live customers' placed feature rows (own as_of)
+    clock: pd.Timestamp  # store date moved on to the latest event's day
+    view: View | None = None
+    changed: dict[str, int] = field(default_factory=dict)  # customer -> change number
+    n_changes: int = 0
+    n_batches: int = 0  # event batches applied (replayed and received)
+    thresholds: dict[tuple[tuple[str, str], ...], dict[str, float]] = field(default_factory=dict)
 
 
 ModelLoader = Callable[[Settings], tuple[dict[str, TaskModel], dict[str, str]]]
@@ -277,12 +435,14 @@ class Scorer:
             max_bytes=settings.serving.prediction_log_max_bytes,
             backups=settings.serving.prediction_log_backups,
         )
-        self._events_path = artifacts / "events.jsonl"
-        self._lock = threading.RLock()  # events, rebuilt rows, clock
+        self.ledger = EventLedger(artifacts / "events.jsonl")
+        self._lock = threading.RLock()  # live customers, clock, view swaps, state swaps
         self._reload_lock = threading.Lock()
-        self._open_store(store)
+        self._recent: list[tuple[int, str, list[dict], list[dict]]] = []  # batches in a reload
+        self._rebuilding = False
+        self._n_received = 0
         models, versions = loader(settings)
-        self._bundle = self._prepare(models, versions)
+        self._state = self._open_state(store, models, versions)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Scorer:
@@ -295,21 +455,23 @@ class Scorer:
 
     # -- state ----------------------------------------------------------------------------------
 
-    def _open_store(self, store: OnlineStore) -> None:
-        """Take a (new) online store: population, clock, and the events received since it."""
-        self.store = store
-        self._store_mtime = store.path.stat().st_mtime_ns
-        meta = store.meta()
-        self.store_date = as_cutoff(meta["as_of"])
-        self.store_built_at = str(meta.get("built_at", ""))
-        self._events: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        self._rebuilt: dict[str, pd.DataFrame] = {}  # customer -> rebuilt feature row
-        self._clock = self.store_date
-        self._base = self._read_population_features()
-        self.population = Population.from_features(
-            self._base, self.settings.features.abc.window_days
-        )
-        self._replay_events()
+    @property
+    def store(self) -> OnlineStore:
+        return self._state.lease.store
+
+    @property
+    def store_date(self) -> pd.Timestamp:
+        return self._state.store_date
+
+    @property
+    def population(self) -> Population:
+        return self._state.population
+
+    @property
+    def _bundle(self) -> ModelBundle:
+        view = self._state.view
+        assert view is not None
+        return view.bundle
 
     @property
     def versions(self) -> dict[str, str]:
@@ -323,120 +485,482 @@ class Scorer:
     def feature_date(self) -> str:
         return self.scoring_date().date().isoformat()
 
+    @property
+    def live_customers(self) -> list[str]:
+        """Ids of the customers with events received since the store was built."""
+        return list(self._state.rows)
+
     def scoring_date(self) -> pd.Timestamp:
         """The date features are moved to (see ``serving.clock``)."""
+        return self._date_of(self._state)
+
+    def _date_of(self, state: _State, clock: pd.Timestamp | None = None) -> pd.Timestamp:
+        """The scoring date of ``state`` (with ``clock`` in place of its clock if given)."""
         if self.settings.serving.clock == "wall":
-            return max(self.store_date, pd.Timestamp.now("UTC").tz_localize(None).normalize())
-        return self._clock
+            today = pd.Timestamp.now("UTC").tz_localize(None).normalize()
+            return max(state.store_date, today)
+        return state.clock if clock is None else clock
 
-    def _read_population_features(self) -> pd.DataFrame:
+    def _open_state(
+        self, store: OnlineStore, models: dict[str, TaskModel], versions: dict[str, str]
+    ) -> _State:
+        """A store's whole state: population, live customers replayed, the scored bundle."""
+        mtime = store.path.stat().st_mtime_ns
+        meta = store.meta()
+        store_date = as_cutoff(meta["as_of"])
+        base = self._read_population_features(store, store_date)
+        state = _State(
+            lease=_StoreLease(store),
+            store_mtime=mtime,
+            store_date=store_date,
+            built_at=str(meta.get("built_at", "")),
+            base=base,
+            base_index=pd.Index(base[ENTITY].astype(str)),
+            population=Population.from_features(base, self.settings.features.abc.window_days),
+            live={},
+            rows={},
+            clock=store_date,
+        )
+        with self._lock:
+            seen = self._n_received
+        self._replay(state)
+        state.n_batches = seen
+        date = self._date_of(state)
+        state.view = View.of(self._prepare(models, versions, state, state.rows, date))
+        return state
+
+    def _read_population_features(self, store: OnlineStore, date: pd.Timestamp) -> pd.DataFrame:
         try:
-            frame = read_offline(Path(self.settings.paths.artifacts) / "features", self.store_date)
+            frame = read_offline(Path(self.settings.paths.artifacts) / "features", date)
         except ContractError:
-            frame = self.store.all()
-        return typed_features(frame).reset_index(drop=True)
+            frame = store.all()
+        frame = typed_features(frame).reset_index(drop=True)
+        frame[ENTITY] = frame[ENTITY].astype(str)
+        return frame
 
-    def _prepare(self, models: dict[str, TaskModel], versions: dict[str, str]) -> ModelBundle:
-        """Batch-score the population at the scoring date: thresholds, at-risk order, reasons."""
-        date = self.scoring_date()
-        base = shift_to(self._base, date)
-        scores = score_all(models, base, self.settings)
-        thresholds = score_thresholds(base, scores, self.settings)
+    def _live_frame(self, state: _State, rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+        """Live customers' rows as a typed frame with the population's columns."""
+        frame = pd.DataFrame.from_records(list(rows), columns=list(state.base.columns))
+        return typed_features(frame)
+
+    def _prepare(
+        self,
+        models: dict[str, TaskModel],
+        versions: dict[str, str],
+        state: _State,
+        rows: Mapping[str, dict[str, Any]],
+        date: pd.Timestamp,
+    ) -> ModelBundle:
+        """Batch-score the population (live rows replacing theirs) at ``date``.
+
+        The value and potential thresholds are those of the store's population at the store
+        date, so a customer's score never depends on which other customers sent events, on
+        when the bundle was made, or on a restart.
+        """
+        thresholds = state.thresholds.get(tuple(sorted(versions.items())))
+        if thresholds is None or date == state.store_date:
+            at_store = score_all(models, state.base, self.settings)
+            thresholds = score_thresholds(state.base, at_store, self.settings)
+            state.thresholds = {tuple(sorted(versions.items())): thresholds}
+        base = shift_to(state.base, date)
+        base_scores = (
+            at_store
+            if date == state.store_date
+            else score_all(models, base, self.settings, thresholds=thresholds)
+        )
+        if rows:
+            live = shift_to(self._live_frame(state, rows.values()), date)
+            live_scores = score_all(models, live, self.settings, thresholds=thresholds)
+            keep = ~state.base_index.isin(list(rows))
+            frame = pd.concat([base[keep], live], ignore_index=True)
+            scores = pd.concat([base_scores[keep], live_scores], ignore_index=True)
+        else:
+            frame, scores = base, base_scores
         table = scores.set_index(ENTITY)
-        ranked = table.sort_values("value_at_risk", ascending=False, kind="stable").index
-        values = {col: base[col].to_numpy() for col in base.columns}
-        churn = models.get("churn")
-        positions = np.full((len(base), 1), -1, dtype=np.int32)
-        names: list[str] = []
-        if churn is not None:
-            parts, btyd_parts = [], []
-            for start in range(0, len(base), _CHUNK):
-                chunk = base.iloc[start : start + _CHUNK]
-                contrib = churn.contributions(chunk)
-                if contrib is None:  # a baseline without contributions: no reasons
-                    parts.append(np.full((len(chunk), 1), -1, dtype=np.int32))
-                else:
-                    pos, names = top_features(contrib, k=_REASON_CANDIDATES)
-                    parts.append(pos.astype(np.int32))
-                inputs = churn.model_input(chunk)
-                btyd_parts.append(inputs[[c for c in inputs.columns if c not in values]])
-            positions = np.vstack(parts) if parts else positions
-            if btyd_parts:
-                extra = pd.concat(btyd_parts, ignore_index=True)
-                values.update({col: extra[col].to_numpy() for col in extra.columns})
-        logger.info("scored %d customers as of %s with %s", len(table), date.date(), versions)
+        values, positions, names = self._explain(models, frame)
+        order = np.argsort(-table["value_at_risk"].to_numpy(float), kind="stable")
+        order = np.concatenate(  # NaN values at risk last, as sort_values puts them
+            [order[np.isfinite(table["value_at_risk"].to_numpy(float)[order])],
+             order[~np.isfinite(table["value_at_risk"].to_numpy(float)[order])]]
+        )  # fmt: skip
+        ranked_table = table.take(order)
+        logger.info(
+            "scored %d customers (%d with live events) as of %s with %s",
+            len(table),
+            len(rows),
+            date.date(),
+            versions,
+        )
         return ModelBundle(
-            dict(models), dict(versions), date, thresholds, table, ranked, values, positions, names
+            dict(models),
+            dict(versions),
+            date,
+            thresholds,
+            table,
+            ranked_table.index,
+            ranked_table,
+            values,
+            positions,
+            names,
         )
 
-    def reload_if_changed(self) -> bool:
-        """Swap in new champions, a rebuilt store or a new scoring date; True if swapped.
+    def _explain(
+        self, models: dict[str, TaskModel], frame: pd.DataFrame
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+        """Values quoted by reasons and each row's strongest churn contributions."""
+        values = {col: frame[col].to_numpy() for col in frame.columns}
+        churn = models.get("churn")
+        positions = np.full((len(frame), 1), -1, dtype=np.int32)
+        names: list[str] = []
+        if churn is None:
+            return values, positions, names
+        parts, btyd_parts = [], []
+        for start in range(0, len(frame), _CHUNK):
+            chunk = frame.iloc[start : start + _CHUNK]
+            contrib = churn.contributions(chunk)
+            if contrib is None:  # a baseline without contributions: no reasons
+                parts.append(np.full((len(chunk), 1), -1, dtype=np.int32))
+            else:
+                pos, names = top_features(contrib, k=_REASON_CANDIDATES)
+                parts.append(pos.astype(np.int32))
+            inputs = churn.model_input(chunk)
+            btyd_parts.append(inputs[[c for c in inputs.columns if c not in values]])
+        positions = np.vstack(parts) if parts else positions
+        if btyd_parts:
+            extra = pd.concat(btyd_parts, ignore_index=True)
+            values.update({col: extra[col].to_numpy() for col in extra.columns})
+        return values, positions, names
 
-        Called periodically by the service (off the request path). The new bundle is built
-        completely, then installed with one reference assignment.
+    def _score_live(
+        self, bundle: ModelBundle, rows: Mapping[str, dict[str, Any]], state: _State
+    ) -> dict[str, LiveScore]:
+        """Live customers scored with ``bundle`` at its date (one vectorised call)."""
+        if not rows:
+            return {}
+        frame = shift_to(self._live_frame(state, rows.values()), bundle.date)
+        scores = score_all(bundle.models, frame, self.settings, thresholds=bundle.thresholds)
+        values, positions, names = self._explain(bundle.models, frame)
+        out = {}
+        for i, rec in enumerate(scores.to_dict("records")):
+            cid = str(rec[ENTITY])
+            out[cid] = LiveScore(
+                record=rec,
+                values={k: v[i : i + 1] for k, v in values.items()},
+                reasons=[names[j] for j in positions[i] if j >= 0],
+            )
+        return out
+
+    def reload_if_changed(self) -> bool:
+        """Swap in a rebuilt store, new champions or a new scoring date; True if swapped.
+
+        Called periodically by the service (off the request path). The new state or bundle is
+        built completely, then installed with one reference assignment.
         """
         if not self._reload_lock.acquire(blocking=False):
             return False
         try:
+            state = self._state
+            bundle = self._bundle
             path = self._store_path(self.settings)
-            if path.exists() and path.stat().st_mtime_ns != self._store_mtime:
+            if path.exists() and path.stat().st_mtime_ns != state.store_mtime:
                 logger.info("online store %s was rebuilt; reopening", path)
-                with self._lock:
-                    old = self.store
-                    self._open_store(OnlineStore(path))
-                old.close()
-                self._bundle = self._prepare(self._bundle.models, self._bundle.versions)
+                self._swap_state(OnlineStore(path), bundle.models, bundle.versions)
                 return True
             current = self._probe(self.settings)
-            moved = any(current.get(t) != self._bundle.versions.get(t) for t in TASKS)
+            moved = any(current.get(t) != bundle.versions.get(t) for t in TASKS)
             if moved and any(v is None for v in current.values()):
                 logger.warning("champion alias missing for some task (%s); keeping", current)
                 moved = False
             if moved:
                 models, versions = self._loader(self.settings)
-                self._bundle = self._prepare(models, versions)
+                self._swap_bundle(state, models, versions)
                 logger.info("reloaded champions: %s", versions)
                 return True
-            if self._bundle.date != self.scoring_date():
-                self._bundle = self._prepare(self._bundle.models, self._bundle.versions)
+            if bundle.date != self._date_of(state):
+                self._swap_bundle(state, bundle.models, bundle.versions)
                 return True
+            self._settle(state)
             return False
         finally:
             self._reload_lock.release()
 
+    def _swap_bundle(
+        self, state: _State, models: dict[str, TaskModel], versions: dict[str, str]
+    ) -> None:
+        date = self._date_of(state)
+        self._refresh_rows(state, list(state.rows), date)
+        with self._lock:
+            rows = dict(state.rows)
+            mark = state.n_changes
+        bundle = self._prepare(models, versions, state, rows, date)
+        with self._lock:  # customers changed while preparing: score them with the new bundle
+            later = {c: state.rows[c] for c, n in state.changed.items() if n > mark}
+            state.view = View.of(bundle, self._score_live(bundle, later, state))
+
+    def _settle(self, state: _State) -> None:
+        """Gather the fresh live scores into the settled frame (off the request path)."""
+        view = state.view
+        if view is None or not view.fresh:
+            return
+        settled = Settled.gather(view.bundle, {**view.settled.scores, **view.fresh})
+        with self._lock:  # scores that arrived meanwhile stay fresh
+            now = state.view
+            if now is None or now.bundle is not view.bundle:
+                return
+            fresh = {k: v for k, v in now.fresh.items() if view.fresh.get(k) is not v}
+            state.view = View(view.bundle, settled, fresh)
+
+    def _swap_state(
+        self, store: OnlineStore, models: dict[str, TaskModel], versions: dict[str, str]
+    ) -> None:
+        with self._lock:
+            self._rebuilding = True
+        try:
+            new = self._open_state(store, models, versions)
+            with self._lock:  # batches received while it was built: apply them to the new state
+                for _, cid, tx, ix in [b for b in self._recent if b[0] > new.n_batches]:
+                    try:
+                        self._apply(new, cid, tx, ix, write=False)
+                    except RetentioError as exc:  # the new store disagrees: say so, go on
+                        logger.warning("events of %s not applied to the new store: %s", cid, exc)
+                old, self._state = self._state, new
+        finally:
+            with self._lock:
+                self._rebuilding = False
+                self._recent.clear()
+        old.lease.retire()
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _replay(self, state: _State) -> None:
+        """Re-apply the events received since the store was built, in one vectorised build."""
+        n = 0
+        for cid, tx, ix in self.ledger.read(since=state.built_at):
+            state.live[cid] = state.live.get(cid, LiveCustomer()).with_events(tx, ix)
+            n += 1
+        if not state.live:
+            return
+        if self.settings.serving.clock == "data":
+            state.clock = max(state.clock, max(c.latest_day() for c in state.live.values()))
+        with state.lease.hold() as store:
+            frame, missing = build_rows(
+                state.live, store=store, date=self._date_of(state), cfg=self.settings.features
+            )
+        for cid in missing:  # e.g. written by an older version: skip, say so
+            logger.warning("skipping the stored events of %s: no purchase", cid)
+            del state.live[cid]
+        self._keep_rows(state, frame)
+        logger.info(
+            "replayed %d event batches of %d customers received since the store was built",
+            n,
+            len(state.live),
+        )
+
+    def _refresh_rows(self, state: _State, ids: list[str], date: pd.Timestamp) -> None:
+        """Rebuild live rows built at another date, in one vectorised build.
+
+        Call without the lock: the build runs on a snapshot, and a row is kept only if the
+        customer received no events meanwhile.
+        """
+        with self._lock:
+            stale = {
+                c: state.live[c] for c in ids if c in state.rows and state.rows[c][AS_OF] != date
+            }
+        if not stale:
+            return
+        with state.lease.hold() as store:
+            frame, _ = build_rows(stale, store=store, date=date, cfg=self.settings.features)
+        with self._lock:
+            same = [c for c, live in stale.items() if state.live.get(c) is live]
+            self._keep_rows(state, frame[frame[ENTITY].isin(same)])
+
+    def _keep_rows(self, state: _State, frame: pd.DataFrame) -> None:
+        """Place built rows against the population and keep them as the customers' rows."""
+        if frame.empty:
+            return
+        placed = state.population.place(typed_features(frame))
+        placed = placed.reindex(columns=state.base.columns)
+        for rec in placed.to_dict("records"):
+            cid = str(rec[ENTITY])
+            state.rows[cid] = rec
+            state.n_changes += 1
+            state.changed[cid] = state.n_changes
+
+    def add_events(
+        self,
+        customer_id: str,
+        *,
+        transactions: Iterable[Mapping[str, Any]] = (),
+        interactions: Iterable[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """Append events for a customer; its row is rebuilt and scored now, once.
+
+        Events already received (same key) or already in the store's history are duplicates:
+        counted in the answer, changing nothing.
+
+        Raises
+        ------
+        ContractError
+            An event lacks a field, has a bad value, is dated outside the accepted window or
+            before the customer's history.
+        CustomerNotFoundError
+            A new customer whose events hold no purchase.
+        """
+        cid = str(customer_id)
+        transactions, interactions = list(transactions), list(interactions)
+        if not transactions and not interactions:
+            raise ContractError("no events given; send transactions and/or interactions")
+        with self._lock:
+            state = self._state
+            window = event_window(state.store_date, self.settings.serving.event_max_age_days)
+            tx = [
+                check_event(e, "transactions", i, customer_id=cid, window=window)
+                for i, e in enumerate(transactions)
+            ]
+            ix = [
+                check_event(e, "interactions", i, customer_id=cid, window=window)
+                for i, e in enumerate(interactions)
+            ]
+            answer = self._apply(state, cid, tx, ix, write=True)
+        answer["feature_date"] = self.feature_date
+        return answer
+
+    def _apply(
+        self, state: _State, cid: str, tx: list[dict], ix: list[dict], *, write: bool
+    ) -> dict[str, Any]:
+        """Check, deduplicate, rebuild and score one batch; commit only if all of it works."""
+        with state.lease.hold() as store:
+            hist = histories(store, [cid])
+            start = first_event(hist, cid)
+            if start is not None:
+                for kind, events in (("transactions", tx), ("interactions", ix)):
+                    for i, e in enumerate(events):
+                        if e["timestamp"] < start:
+                            raise ContractError(
+                                f"{kind}[{i}].timestamp {e['timestamp']} is before customer "
+                                f"{cid!r}'s history, which starts {start}; check the date"
+                            )
+            known = state.live.get(cid, LiveCustomer())
+            stored = stored_duplicates(hist.get("transactions"), tx)
+            seen = set(known.keys) | stored
+            duplicates, new_tx, new_ix = [], [], []
+            for kind, events, keep in (("transactions", tx, new_tx), ("interactions", ix, new_ix)):
+                for i, e in enumerate(events):
+                    if e["key"] in seen:
+                        duplicates.append(f"{kind}[{i}]")
+                    else:
+                        seen.add(e["key"])
+                        keep.append(e)
+            backdated = sum(
+                in_store_history(e["timestamp"], state.store_date) for e in new_tx + new_ix
+            )
+            answer: dict[str, Any] = {
+                "customer_id": cid,
+                "n_transactions": len(new_tx),
+                "n_interactions": len(new_ix),
+                "n_duplicates": len(duplicates),
+                "duplicates": duplicates,
+                "n_backdated": int(backdated),
+            }
+            notes = []
+            if duplicates:
+                notes.append(
+                    f"{len(duplicates)} event(s) already received or already in the store "
+                    f"({', '.join(duplicates[:5])}): ignored, nothing counted twice"
+                )
+            if backdated:
+                notes.append(
+                    f"{backdated} event(s) dated on or before the store date "
+                    f"{state.store_date.date()}: added to this customer's history"
+                )
+            answer["note"] = "; ".join(notes) or None
+            if not new_tx and not new_ix:
+                return answer
+            updated = known.with_events(new_tx, new_ix)
+            clock = state.clock
+            if self.settings.serving.clock == "data":
+                clock = max(clock, updated.latest_day())
+            date = max(self._date_of(state, clock), updated.latest_day())
+            frame, missing = build_rows(
+                {cid: updated}, store=store, date=date, cfg=self.settings.features, history=hist
+            )
+        if missing:
+            raise CustomerNotFoundError(
+                f"customer {cid!r} has no purchases; send a transaction event first"
+            )
+        if write:
+            self.ledger.append(cid, new_tx, new_ix)
+            self._n_received += 1
+            if self._rebuilding:  # a new state is being built: it takes these after its replay
+                self._recent.append((self._n_received, cid, new_tx, new_ix))
+        state.live[cid] = updated
+        state.clock = clock
+        self._keep_rows(state, frame)
+        view = state.view
+        assert view is not None
+        fresh = dict(view.fresh)
+        if view.bundle.date == date:
+            fresh.update(self._score_live(view.bundle, {cid: state.rows[cid]}, state))
+            state.view = View(view.bundle, view.settled, fresh)
+        else:  # every customer is recomputed until the bundle of the new date is ready
+            fresh.pop(cid, None)
+            settled = view.settled
+            if cid in settled.scores:
+                settled = Settled.gather(
+                    view.bundle, {k: v for k, v in settled.scores.items() if k != cid}
+                )
+            state.view = View(view.bundle, settled, fresh)
+        return answer
+
     # -- scoring --------------------------------------------------------------------------------
 
-    def _fast(self, bundle: ModelBundle, ids: list[str]) -> list[dict[str, Any]]:
-        """Scores of store customers from the bundle (valid while its date is the scoring date)."""
-        rows = bundle.table.loc[ids]
-        pos = bundle.table.index.get_indexer(ids)
-        out, feats = [], []
-        for cid, p, rec in zip(ids, pos, rows.to_dict("records"), strict=True):
-            view = _RowView(bundle.values, int(p))
+    def _fast(self, view: View, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Scores from the view (valid while the bundle's date is the scoring date)."""
+        bundle = view.bundle
+        out: dict[str, dict[str, Any]] = {}
+        feats: list[Mapping[str, Any]] = []
+        in_table = [c for c in ids if view.live(c) is None]
+        pos = bundle.table.index.get_indexer(in_table)
+        rows = bundle.table.iloc[pos].to_dict("records") if in_table else []
+        for cid, p, rec in zip(in_table, pos, rows, strict=True):
+            view_row = _RowView(bundle.values, int(p))
             names = [bundle.reason_names[j] for j in bundle.reason_positions[p] if j >= 0]
             rec[ENTITY] = cid
-            out.append(self._record(rec, phrase_reasons(view, names), bundle))
-            feats.append(view)
-        self._log(feats, out, source="store")
+            out[cid] = self._record(rec, phrase_reasons(view_row, names), bundle)
+            feats.append(view_row)
+        for cid in ids:
+            live = view.live(cid)
+            if live is not None:
+                row = _RowView(live.values, 0)
+                out[cid] = self._record(
+                    dict(live.record), phrase_reasons(row, live.reasons), bundle
+                )
+                feats.append(row)
+        order = in_table + [c for c in ids if view.live(c) is not None]
+        self._log(feats, [out[c] for c in order], source="store")
         return out
 
-    def _rows(self, customer_ids: Sequence[str]) -> pd.DataFrame:
-        ids = [str(c) for c in customer_ids]
+    def _rows(self, state: _State, ids: list[str], date: pd.Timestamp) -> pd.DataFrame:
+        """Feature rows of ``ids`` (unique) in that order, moved to ``date``."""
+        self._refresh_rows(state, ids, date)  # live rows built at another date
         with self._lock:
-            rebuilt = {c: self._rebuilt[c] for c in ids if c in self._rebuilt}
-        stored_ids = [c for c in ids if c not in rebuilt]
+            live = {c: state.rows[c] for c in ids if c in state.rows}
+        stored = [c for c in ids if c not in live]
         parts = []
-        if stored_ids:
-            parts.append(typed_features(self.store.get(stored_ids)))
-        parts += list(rebuilt.values())
+        if stored:
+            parts.append(state.base.iloc[state.base_index.get_indexer(stored)])
+        if live:
+            parts.append(self._live_frame(state, live.values()))
         frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         if len(parts) > 1:
-            frame = frame.set_index(ENTITY).loc[ids].reset_index()
-        return shift_to(frame, self.scoring_date())
+            where = {c: i for i, c in enumerate(stored + list(live))}
+            frame = frame.iloc[[where[c] for c in ids]]
+        return shift_to(frame.reset_index(drop=True), date)
 
-    def _score_frame(self, features: pd.DataFrame, *, source: str) -> list[dict[str, Any]]:
-        """Scores recomputed from feature rows (inline, rebuilt, or after the date moved)."""
-        bundle = self._bundle
+    def _score_frame(
+        self, features: pd.DataFrame, bundle: ModelBundle, *, source: str
+    ) -> list[dict[str, Any]]:
+        """Scores recomputed from feature rows (inline, or after the date moved)."""
         scores = score_all(bundle.models, features, self.settings, thresholds=bundle.thresholds)
         churn = bundle.models.get("churn")
         if churn is not None:
@@ -499,10 +1023,7 @@ class Scorer:
     # -- public API -----------------------------------------------------------------------------
 
     def score(self, customer_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """Score customers of the online store, in the order given.
-
-        Customers without new events are answered from the bundle while its date is the
-        scoring date (the common case); the others are recomputed from their feature rows.
+        """Score customers (store or live), one row per id asked, in order, repeats included.
 
         Raises
         ------
@@ -512,19 +1033,34 @@ class Scorer:
         if not customer_ids:
             raise ContractError("no customer ids given; send at least one")
         ids = [str(c) for c in customer_ids]
-        bundle = self._bundle
-        with self._lock:
-            rebuilt = set(self._rebuilt) & set(ids)
-        known = bundle.table.index
-        unknown = [c for c in ids if c not in rebuilt and c not in known]
+        unique = list(dict.fromkeys(ids))
+        state = self._state
+        view = state.view
+        assert view is not None
+        known = view.bundle.table.index
+        unknown = [c for c in unique if c not in known and view.live(c) is None]
+        if unknown:
+            with self._lock:  # a live customer whose score waits for the new bundle
+                unknown = [c for c in unknown if c not in state.rows]
         if unknown:
             raise CustomerNotFoundError(
                 f"unknown customer id(s): {', '.join(map(repr, unknown[:5]))}"
                 + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
             )
-        if rebuilt or bundle.date != self.scoring_date():
-            return self._score_frame(self._rows(ids), source="store")
-        return self._fast(bundle, ids)
+        date = self._date_of(state)
+        if view.bundle.date != date:
+            records = self._score_frame(
+                self._rows(state, unique, date), view.bundle, source="store"
+            )
+            by_id = {r["customer_id"]: r for r in records}
+        else:
+            by_id = self._fast(view, unique)
+        seen: set[str] = set()
+        out = []
+        for cid in ids:  # a repeated id gets its own copy of the row
+            out.append(by_id[cid] if cid not in seen else dict(by_id[cid]))
+            seen.add(cid)
+        return out
 
     def score_features(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Score inline feature rows (missing features are NaN; unknown names are an error).
@@ -536,7 +1072,9 @@ class Scorer:
         """
         if not rows:
             raise ContractError("no feature rows given; send at least one")
-        known = set(self._base.columns)
+        state = self._state
+        columns = state.base.columns
+        known = set(columns)
         for i, row in enumerate(rows):
             unknown = sorted(set(row) - known)
             if unknown:
@@ -548,13 +1086,14 @@ class Scorer:
                     raise ContractError(
                         f"row {i}: feature {key!r} is {value}; send a finite number"
                     )
-        frame = pd.DataFrame(list(rows)).reindex(columns=self._base.columns)
+        date = self._date_of(state)
+        frame = pd.DataFrame(list(rows)).reindex(columns=columns)
         frame[ENTITY] = (
             frame[ENTITY].fillna(pd.Series([f"inline-{i}" for i in range(len(frame))])).astype(str)
         )
-        frame[AS_OF] = frame[AS_OF].fillna(self.scoring_date())
+        frame[AS_OF] = frame[AS_OF].fillna(date)
         return self._score_frame(
-            shift_to(typed_features(frame), self.scoring_date()), source="inline"
+            shift_to(typed_features(frame), date), self._bundle, source="inline"
         )
 
     def at_risk(
@@ -569,23 +1108,49 @@ class Scorer:
     ) -> dict[str, Any]:
         """The ranked at-risk list: filters, then the ``top`` by value at risk, then one page.
 
-        ``min_value`` applies to ``ltv_if_retained`` (what the customer is worth if kept);
-        ``segment`` matches the RFM segment, ABC class, lifecycle stage or value x potential key.
+        Store and live customers (new ones included) are ranked together; only the customers
+        of the page are scored and logged. ``min_value`` applies to ``ltv_if_retained`` (what
+        the customer is worth if kept); ``segment`` matches the RFM segment, ABC class,
+        lifecycle stage or value x potential key.
         """
         if top < 1 or page < 1:
             raise ContractError("top and page must be at least 1")
         size = page_size or self.settings.serving.at_risk_page_size
-        bundle = self._bundle
-        table = bundle.table.loc[bundle.ranked]
-        with self._lock:
-            rebuilt = list(self._rebuilt)
-        if rebuilt:  # customers with new events: their live scores replace the batch rows
-            live = pd.DataFrame(self.score(rebuilt)).set_index("customer_id")
-            live_table = table.loc[table.index.intersection(rebuilt)].copy()
-            for col in ("value_at_risk", "ltv_if_retained", "risk_band"):
-                live_table[col] = live.loc[live_table.index, col]
-            table = pd.concat([table.drop(live_table.index), live_table])
-            table = table.sort_values("value_at_risk", ascending=False, kind="stable")
+        view = self._state.view
+        assert view is not None
+        ranked = view.bundle.ranked_table
+        mask = self._filter(ranked, min_value, segment, risk_band)
+        mask[view.stale] = False
+        base_ids = ranked.index[mask][:top]
+        base_var = ranked["value_at_risk"].to_numpy(float)[mask][:top]
+        total = int(mask.sum())
+        ids_parts = [base_ids.to_numpy(dtype=object)]
+        var_parts = [base_var]
+        for live, keep in ((view.settled.table, view.settled_keep), (view.fresh_table, None)):
+            if not len(live):
+                continue
+            lmask = self._filter(live, min_value, segment, risk_band)
+            if keep is not None:
+                lmask &= keep
+            total += int(lmask.sum())
+            ids_parts.append(live.index[lmask].to_numpy(dtype=object))
+            var_parts.append(live["value_at_risk"].to_numpy(float)[lmask])
+        if len(ids_parts) > 1:
+            ids = np.concatenate(ids_parts)
+            var = np.concatenate(var_parts)
+            key = np.where(np.isnan(var), -np.inf, var)
+            ranked_ids = ids[np.argsort(-key, kind="stable")][:top]
+        else:
+            ranked_ids = ids_parts[0]
+        start = (page - 1) * size
+        page_ids = [str(c) for c in ranked_ids[start : start + size]]
+        items = self.score(page_ids) if page_ids else []
+        return {"total": min(total, top), "page": page, "page_size": size, "items": items}
+
+    @staticmethod
+    def _filter(
+        table: pd.DataFrame, min_value: float | None, segment: str | None, risk_band: str | None
+    ) -> np.ndarray:
         mask = np.ones(len(table), dtype=bool)
         if min_value is not None:
             mask &= table["ltv_if_retained"].to_numpy(float) >= min_value
@@ -596,153 +1161,8 @@ class Scorer:
             for col in ("rfm_segment", "abc_class", "lifecycle_stage", "value_potential"):
                 seg |= (table[col].astype(str) == segment).to_numpy()
             mask &= seg
-        ranked = table.index[mask][:top]
-        start = (page - 1) * size
-        ids = list(ranked[start : start + size])
-        items = self.score(ids) if ids else []
-        return {"total": int(len(ranked)), "page": page, "page_size": size, "items": items}
-
-    def add_events(
-        self,
-        customer_id: str,
-        *,
-        transactions: Iterable[Mapping[str, Any]] = (),
-        interactions: Iterable[Mapping[str, Any]] = (),
-    ) -> dict[str, Any]:
-        """Append events for a customer; its next score is rebuilt from history plus these.
-
-        Raises
-        ------
-        ContractError
-            An event lacks a field, has a bad value or is dated in the future.
-        """
-        cid = str(customer_id)
-        tx = [self._check_event(e, "transactions", i) for i, e in enumerate(transactions)]
-        ix = [self._check_event(e, "interactions", i) for i, e in enumerate(interactions)]
-        if not tx and not ix:
-            raise ContractError("no events given; send transactions and/or interactions")
-        with self._lock:
-            self._apply_events(cid, tx, ix)  # validates by rebuilding; raises before any change
-            self._events_path.parent.mkdir(parents=True, exist_ok=True)
-            with self._events_path.open("a", encoding="utf-8") as fh:
-                record = {
-                    "received_at": dt.datetime.now(dt.UTC).isoformat(),
-                    "customer_id": cid,
-                    "transactions": tx,
-                    "interactions": ix,
-                }
-                fh.write(json.dumps(record, default=str) + "\n")
-        return {
-            "customer_id": cid,
-            "n_transactions": len(tx),
-            "n_interactions": len(ix),
-            "feature_date": self.feature_date,
-        }
-
-    def _check_event(self, event: Mapping[str, Any], kind: str, i: int) -> dict[str, Any]:
-        where = f"{kind}[{i}]"
-        ev = dict(event)
-        try:
-            ts = pd.Timestamp(ev.get("timestamp"))
-        except (TypeError, ValueError):
-            raise ContractError(
-                f"{where}.timestamp {ev.get('timestamp')!r} is not a date"
-            ) from None
-        if pd.isna(ts):
-            raise ContractError(f"{where}.timestamp is missing; send an ISO date or datetime")
-        if ts.tzinfo is not None:
-            ts = ts.tz_convert("UTC").tz_localize(None)
-        if ts > pd.Timestamp.now("UTC").tz_localize(None) + pd.Timedelta(minutes=5):
-            raise ContractError(f"{where}.timestamp {ts} is in the future")
-        ev["timestamp"] = ts
-        if kind == "transactions":
-            amount = _finite(ev.get("amount"))
-            if amount is None:
-                raise ContractError(
-                    f"{where}.amount must be a finite number, got {ev.get('amount')!r}"
-                )
-            ev["amount"] = amount
-        elif not isinstance(ev.get("type"), str) or not ev["type"].strip():
-            raise ContractError(f"{where}.type is required (complaint, support, visit, ...)")
-        else:
-            ev["type"] = ev["type"].strip().lower()
-        return ev
-
-    def _apply_events(self, cid: str, tx: list[dict], ix: list[dict]) -> None:
-        """Rebuild the customer with the new events, then commit events, row and clock.
-
-        Nothing changes if the rebuild fails (e.g. a new customer without a purchase).
-        """
-        live = self._events.get(cid, {"transactions": [], "interactions": []})
-        pending = {
-            "transactions": live["transactions"] + tx,
-            "interactions": live["interactions"] + ix,
-        }
-        latest = max(e["timestamp"] for e in tx + ix).normalize()
-        clock = self._clock
-        if self.settings.serving.clock == "data" and latest > clock:
-            clock = latest
-        row = self._rebuild(cid, pending, clock)
-        self._events[cid] = pending
-        self._rebuilt[cid] = row
-        self._clock = clock
-
-    def _rebuild(
-        self, cid: str, live: dict[str, list[dict[str, Any]]], clock: pd.Timestamp
-    ) -> pd.DataFrame:
-        """The customer's feature row rebuilt from stored history plus received events."""
-        parts: dict[str, pd.DataFrame | None] = {}
-        for name in ("transactions", "interactions", "surveys", "customers"):
-            hist = self.store.events(name, cid)
-            if hist is not None and "timestamp" in hist:
-                hist["timestamp"] = pd.to_datetime(hist["timestamp"])
-            if hist is not None and "signup_date" in hist:
-                hist["signup_date"] = pd.to_datetime(hist["signup_date"])
-            new = pd.DataFrame(live.get(name, []))
-            if len(new):
-                new[ENTITY] = cid
-            frames = [f for f in (hist, new) if f is not None and len(f)]
-            parts[name] = pd.concat(frames, ignore_index=True) if frames else None
-        tx = parts["transactions"]
-        if tx is None or tx.empty:
-            raise CustomerNotFoundError(
-                f"customer {cid!r} has no purchases; send a transaction event first"
-            )
-        tables = Tables(
-            transactions=tx,
-            customers=parts["customers"],
-            surveys=parts["surveys"],
-            interactions=parts["interactions"],
-        )
-        date = max(self.scoring_date(), clock, tx["timestamp"].max().normalize())
-        row = build_features(tables, date, self.settings.features)
-        row = row[row[ENTITY] == cid]
-        row = self.population.place(typed_features(row))
-        return row.reindex(columns=self._base.columns)
-
-    def _replay_events(self) -> None:
-        """Re-apply events received after the store was built (they survive restarts)."""
-        if not self._events_path.exists():
-            return
-        n = 0
-        with self._events_path.open(encoding="utf-8") as fh:
-            for line in fh:
-                rec = json.loads(line)
-                if self.store_built_at and rec["received_at"] <= self.store_built_at:
-                    continue
-                tx = [dict(e, timestamp=pd.Timestamp(e["timestamp"])) for e in rec["transactions"]]
-                ix = [dict(e, timestamp=pd.Timestamp(e["timestamp"])) for e in rec["interactions"]]
-                try:
-                    self._apply_events(rec["customer_id"], tx, ix)
-                except RetentioError as exc:  # written by an older version: skip, say so
-                    logger.warning(
-                        "skipping a stored event batch for %s: %s", rec["customer_id"], exc
-                    )
-                    continue
-                n += 1
-        if n:
-            logger.info("replayed %d event batches received since the store was built", n)
+        return mask
 
     def close(self) -> None:
         self.log.close()
-        self.store.close()
+        self._state.lease.retire()

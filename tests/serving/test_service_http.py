@@ -334,3 +334,35 @@ def test_rejected_events_change_nothing(
     assert "NEW-ONLY-VISITS" in _assert_error(http.post("/events", json=body), 404)["detail"]
     row = http.post("/score", json={"customer_id": _buyers(store_rows)[0]}).json()
     assert row["feature_date"] == serving_setup.as_of
+
+
+def test_late_events_retries_and_batches_over_http(
+    http: httpx.Client, store_rows: pd.DataFrame, serving_setup: Setup
+) -> None:
+    # last: a late event moves the scoring date of the whole service
+    a, b, c = _buyers(store_rows)[3:6]
+    later = (pd.Timestamp(serving_setup.as_of) + pd.Timedelta(days=5)).date()
+    body = {
+        "customer_id": a,
+        "transactions": [{"timestamp": f"{later}T12:00:00", "amount": 30, "order_id": "L-1"}],
+    }
+    first = http.post("/events", json=body)
+    assert first.status_code == 200, first.text
+    assert first.json()["n_transactions"] == 1 and first.json()["n_duplicates"] == 0
+    retry = http.post("/events", json=body).json()
+    assert retry["n_transactions"] == 0 and retry["n_duplicates"] == 1
+    for cid in (b, a):  # everyone is scored at the new date, not only the customer with events
+        row = http.post("/score", json={"customer_id": cid})
+        assert row.status_code == 200, row.text
+        assert row.json()["feature_date"] == str(later)
+    for ids in ([b, b, a], [a, a], [c, a, b, a]):
+        resp = http.post("/score_batch", json={"customer_ids": ids})
+        assert resp.status_code == 200, resp.text
+        assert [r["customer_id"] for r in resp.json()["items"]] == ids
+    new = {"customer_id": "NEW-HTTP", "transactions": [{"timestamp": f"{later}", "amount": 9}]}
+    assert http.post("/events", json=new).status_code == 200
+    listed = http.post("/at_risk", json={"top": 100_000, "page_size": 1}).json()
+    assert listed["total"] == len(store_rows) + 1
+    old = {"customer_id": b, "interactions": [{"timestamp": "1066-10-14", "type": "visit"}]}
+    detail = _assert_error(http.post("/events", json=old), 400)["detail"]
+    assert "out of range" in detail and "event_max_age_days" in detail
