@@ -898,18 +898,10 @@ class Scorer:
         self._keep_rows(state, frame)
         view = state.view
         assert view is not None
-        fresh = dict(view.fresh)
-        if view.bundle.date == date:
-            fresh.update(self._score_live(view.bundle, {cid: state.rows[cid]}, state))
-            state.view = View(view.bundle, view.settled, fresh)
-        else:  # every customer is recomputed until the bundle of the new date is ready
-            fresh.pop(cid, None)
-            settled = view.settled
-            if cid in settled.scores:
-                settled = Settled.gather(
-                    view.bundle, {k: v for k, v in settled.scores.items() if k != cid}
-                )
-            state.view = View(view.bundle, settled, fresh)
+        # scored with the bundle for the lists; while the bundle's date is behind (until the
+        # reload thread catches up) requests recompute every customer at the new date anyway
+        fresh = {**view.fresh, **self._score_live(view.bundle, {cid: state.rows[cid]}, state)}
+        state.view = View(view.bundle, view.settled, fresh)
         return answer
 
     # -- scoring --------------------------------------------------------------------------------
