@@ -214,8 +214,8 @@ def histories(store: OnlineStore, customer_ids: list[str]) -> dict[str, pd.DataF
         frame = store.events_of(name, customer_ids)
         if frame is not None:
             for col in ("timestamp", "signup_date"):
-                if col in frame:
-                    frame[col] = pd.to_datetime(frame[col])
+                if col in frame:  # the store writes ISO text (see features.store)
+                    frame[col] = pd.to_datetime(frame[col], format="ISO8601")
         out[name] = frame
     return out
 
