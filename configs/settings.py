@@ -354,6 +354,19 @@ class SynthConfig(_Section):
     seed: int = 7
 
 
+class EngineConfig(_Section):
+    """Where the data jobs run: this process, or a Dask cluster over a partitioned dataset."""
+
+    kind: Literal["local", "dask"] = Field(
+        "local", description="local: one process; dask: partition by partition on a cluster"
+    )
+    scheduler: str | None = Field(
+        None, description="Dask scheduler address (tcp://host:8786); none: a LocalCluster"
+    )
+    workers: int | None = Field(None, gt=0, description="LocalCluster workers; default: cores")
+    worker_memory: str = Field("auto", description="LocalCluster memory limit per worker")
+
+
 class Settings(_Section):
     """All of retentio's configuration, one section per area."""
 
@@ -367,6 +380,7 @@ class Settings(_Section):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -31,6 +31,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -193,6 +194,7 @@ def synth_partitioned(
     seed: int,
     chunk_customers: int = 250_000,
     drift_date: str | None = None,
+    drift: Any = None,
     cohort_days: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PartitionedDataset:
@@ -226,7 +228,8 @@ def synth_partitioned(
                 progress(f"chunk {j + 1}/{n_chunks}: customers {first:,}-{first + n - 1:,}")
             tables = generate_crm(
                 n_customers=n, start=start, end=end, seed=int(seeds[j].generate_state(1)[0]),
-                drift_date=drift_date, cohort_days=cohort_days, id_offset=first, id_width=width,
+                drift_date=drift_date, drift=drift, cohort_days=cohort_days, id_offset=first,
+                id_width=width,
             )  # fmt: skip
             for table, frame in tables.items():
                 arrow = pa.Table.from_pandas(frame, preserve_index=False)

@@ -654,15 +654,35 @@ def score_all(
     for col in ("rfm_segment", "abc_class", "lifecycle_stage"):
         out[col] = features[col].to_numpy() if col in features else None
     limits = thresholds or score_thresholds(features, out, settings)
-    high_value = _high(features[_value_column(features)], limits["high_value"])
-    high_pot = _high(out["predicted_ltv"], limits["high_potential"])
+    assign_actions(out, features[_value_column(features)], limits, settings)
+    return out[list(SCORE_COLUMNS)]
+
+
+def assign_actions(
+    scores: pd.DataFrame, past_value: pd.Series, limits: dict[str, float], settings: Settings
+) -> None:
+    """Set ``value_potential`` and ``recommended_action`` of ``scores`` in place.
+
+    Parameters
+    ----------
+    scores
+        Rows of :func:`score_all` (``predicted_ltv``, ``risk_band``).
+    past_value
+        The rows' past value (``total_revenue``), aligned by position.
+    limits
+        ``high_value`` / ``high_potential`` thresholds of the whole population
+        (:func:`score_thresholds`), also when ``scores`` is one partition of it.
+    settings
+        ``actions`` section.
+    """
+    high_value = _high(past_value, limits["high_value"])
+    high_pot = _high(scores["predicted_ltv"], limits["high_potential"])
     quadrant = (
         np.where(high_value, "high", "low").astype(object)
         + "_value_"
         + np.where(high_pot, "high", "low").astype(object)
         + "_potential"
     )
-    out["value_potential"] = quadrant
-    band = out["risk_band"].to_numpy(dtype=object)
-    out["recommended_action"] = recommend_actions(quadrant, band, settings)
-    return out[list(SCORE_COLUMNS)]
+    scores["value_potential"] = quadrant
+    band = scores["risk_band"].to_numpy(dtype=object)
+    scores["recommended_action"] = recommend_actions(quadrant, band, settings)

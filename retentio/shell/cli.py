@@ -61,6 +61,27 @@ CutoffOpt = Annotated[
     typer.Option(help="Cutoff date YYYY-MM-DD (default: the last event date in the data)."),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="local or dask (default: engine.kind). dask: --data is a partitioned dataset "
+        "(`retentio data partition`)."
+    ),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(help="Dask scheduler address tcp://host:8786 (default: a LocalCluster)."),
+]
+
+
+def _engine_options(engine: str | None, scheduler: str | None) -> dict[str, tuple[str, Any]]:
+    return {"engine.kind": ("--engine", engine), "engine.scheduler": ("--scheduler", scheduler)}
+
+
+def _dataset_path(settings: Settings, data: str | None) -> Path:
+    """The partitioned dataset the Dask engine reads (``--data`` or ``paths.data``)."""
+    return Path(data if data is not None else settings.paths.data)
+
 
 T = TypeVar("T")
 
@@ -186,6 +207,14 @@ def data_synth(
         typer.Option(help="With --drift: share of new customers from a new channel (0 = none)."),
     ] = 0.3,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Write a dataset partitioned by customer for the Dask engine, generated chunk "
+            "by chunk (any size fits in memory).",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -206,6 +235,22 @@ def data_synth(
         console.print(f"[bold red]error:[/] --format must be csv or parquet, got {fmt!r}")
         raise typer.Exit(2)
     folder = out_dir if out_dir is not None else Path(settings.paths.data)
+    drift_sizes = Drift(spend=drift_spend, rate=drift_rate, new_channel_share=drift_channel_share)
+    if partitions is not None:
+        from retentio.features.partition import synth_partitioned
+
+        syn = settings.synth
+        with progress_steps(-(-syn.n_customers // 250_000), "synthetic CRM, partitioned") as step:
+            dataset = _run(
+                lambda: synth_partitioned(
+                    folder, n_customers=syn.n_customers, n_partitions=partitions,
+                    start=syn.start, end=syn.end, seed=syn.seed, drift_date=drift,
+                    drift=drift_sizes, cohort_days=cohort_days, progress=step,
+                )
+            )  # fmt: skip
+        for name, n in dataset.tables.items():
+            out.print(f"{name:<13} {n:>12,} rows  -> {folder}/part-*/{name}/")
+        return
     with console.status("generating synthetic CRM data"):
         tables = _run(
             lambda: generate_crm(
@@ -215,15 +260,36 @@ def data_synth(
                 seed=settings.synth.seed,
                 drift_date=drift,
                 cohort_days=cohort_days,
-                drift=Drift(
-                    spend=drift_spend, rate=drift_rate, new_channel_share=drift_channel_share
-                ),
+                drift=drift_sizes,
             )
         )
         paths = write_tables(tables, folder, fmt=fmt)  # type: ignore[arg-type]
     for name, path in paths.items():
         frame = getattr(tables, name)
         out.print(f"{name:<13} {len(frame):>12,} rows  -> {path}")
+
+
+@data_app.command("partition")
+def data_partition(
+    out_dir: Annotated[Path, typer.Option("--out", help="The partitioned dataset to write.")],
+    partitions: Annotated[int, typer.Option(min=1, help="Number of partitions.")] = 16,
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Split a data folder by customer into a partitioned dataset for the Dask engine."""
+    _setup_logging(verbose)
+    settings = _settings(config)
+    from retentio.features.partition import partition_dataset
+
+    folder = Path(_data_dir(settings, data))
+    with console.status(f"partitioning {folder} into {partitions} partitions"):
+        dataset = _run(
+            lambda: partition_dataset(folder, settings.data, out_dir, n_partitions=partitions)
+        )
+    for name, n in dataset.tables.items():
+        out.print(f"{name:<13} {n:>12,} rows  -> {out_dir}/part-*/{name}/")
+    out.print(f"[green]ok[/]: {dataset.n_partitions} partitions by customer -> {out_dir}")
 
 
 @data_app.command("check")
@@ -258,12 +324,29 @@ def features_build(
     online: Annotated[
         bool, typer.Option(help="Also replace the online store (SQLite) with these rows.")
     ] = True,
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Build one row of point-in-time features per customer known at the cutoff."""
     _setup_logging(verbose)
-    settings = _settings(config)
+    settings = _settings(config, _engine_options(engine, scheduler))
+    if settings.engine.kind == "dask":
+        from retentio.shell.dask_jobs import features_dask
+
+        with progress_steps(3, "features (dask)") as step:
+            result = _run(
+                lambda: features_dask(
+                    settings, _dataset_path(settings, data), cutoff=cutoff, out=out_file,
+                    progress=step,
+                )
+            )  # fmt: skip
+        out.print(
+            f"features at {result.cutoff.date()}: {result.n_customers:,} customers in "
+            f"{len(result.files)} files -> {result.path}"
+        )
+        return
     from retentio.features.build import feature_summary
     from retentio.features.store import build_feature_store
 
@@ -464,12 +547,29 @@ def score(
         Path | None,
         typer.Option("--out", help="CSV or Parquet file (default: <paths.artifacts>/scores.csv)."),
     ] = None,
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Batch-score every customer with the champions (churn, next purchase, LTV, action)."""
     _setup_logging(verbose)
-    settings = _settings(config)
+    settings = _settings(config, _engine_options(engine, scheduler))
+    if settings.engine.kind == "dask":
+        from retentio.shell.dask_jobs import score_dask
+
+        with progress_steps(6, "scoring (dask)") as step:
+            scored = _run(
+                lambda: score_dask(
+                    settings, _dataset_path(settings, data), cutoff=cutoff, out=out_file,
+                    progress=step,
+                )
+            )  # fmt: skip
+        out.print(
+            f"{scored.n_customers:,} customers scored with versions {scored.versions} -> "
+            f"{scored.path} (Parquet dataset)"
+        )
+        return
     from retentio.shell.jobs import score_job
 
     tables = _load(settings, data)
@@ -494,22 +594,35 @@ def at_risk(
         Path | None,
         typer.Option("--out", help="CSV file (default: <paths.artifacts>/at_risk.csv)."),
     ] = None,
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """The ranked list of at-risk customers by value at risk, with reasons and an action."""
     _setup_logging(verbose)
-    settings = _settings(config)
-    from retentio.shell.jobs import at_risk_job
+    settings = _settings(config, _engine_options(engine, scheduler))
+    if settings.engine.kind == "dask":
+        from retentio.shell.dask_jobs import at_risk_dask
 
-    tables = _load(settings, data)
-    t = _cutoff(tables, cutoff)
-    with progress_steps(SCORE_STEPS + 1, "at-risk list") as step:
-        frame = _run(
-            lambda: at_risk_job(
-                tables, settings, cutoff=t, top=top, min_value=min_value, progress=step
+        with progress_steps(7, "at-risk list (dask)") as step:
+            frame = _run(
+                lambda: at_risk_dask(
+                    settings, _dataset_path(settings, data), top=top, min_value=min_value,
+                    cutoff=cutoff, progress=step,
+                )
+            )  # fmt: skip
+    else:
+        from retentio.shell.jobs import at_risk_job
+
+        tables = _load(settings, data)
+        t = _cutoff(tables, cutoff)
+        with progress_steps(SCORE_STEPS + 1, "at-risk list") as step:
+            frame = _run(
+                lambda: at_risk_job(
+                    tables, settings, cutoff=t, top=top, min_value=min_value, progress=step
+                )
             )
-        )
     if out_file is None:
         out_file = Path(settings.paths.artifacts) / "at_risk.csv"
     _write_frame(frame, out_file)

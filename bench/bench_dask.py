@@ -1,0 +1,116 @@
+"""The Dask engine at scale: partitioned synth, features, batch scoring, at-risk top-k.
+
+Each stage runs as its own ``retentio`` command (a fresh process, as a user runs it) while a
+sampler records the peak RSS of every process of the tree (the CLI, the LocalCluster's
+scheduler and workers). Models come from a registry trained beforehand (``--config`` of a
+trained project), at a smaller size. With ``--local`` the same stages run on the local engine
+on a folder of the same data, for the Dask overhead ratio.
+
+    python bench/bench_dask.py --customers 1000000 --partitions 16 --config path/config.yaml
+
+Prints one JSON line per stage and appends them to ``bench/out/dask.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+RETENTIO = str(ROOT / ".venv" / "bin" / "retentio")
+
+
+def _tree_rss(proc: psutil.Process) -> dict[int, int]:
+    out = {}
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            out[p.pid] = p.memory_info().rss
+        except psutil.Error:
+            continue
+    return out
+
+
+def run_stage(name: str, args: list[str]) -> dict:
+    """Run ``retentio ARGS``; wall time and peak RSS of the largest process and of the tree."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([RETENTIO, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ps = psutil.Process(proc.pid)
+    peak_process = peak_total = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_process, peak_total
+        while not done.is_set():
+            rss = _tree_rss(ps) if ps.is_running() else {}
+            if rss:
+                peak_process = max(peak_process, max(rss.values()))
+                peak_total = max(peak_total, sum(rss.values()))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = proc.communicate()
+    done.set()
+    sampler.join()
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed ({proc.returncode}):\n{output.decode()[-3000:]}")
+    return {
+        "stage": name,
+        "seconds": round(seconds, 1),
+        "peak_rss_largest_process_gb": round(peak_process / 1e9, 2),
+        "peak_rss_all_processes_gb": round(peak_total / 1e9, 2),
+        "load_1min": round(os.getloadavg()[0], 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument("--config", type=Path, required=True, help="a trained project's config")
+    parser.add_argument("--local", action="store_true", help="also the local engine")
+    ns = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    ds = OUT / f"dask_{ns.customers}"
+    engine = ["--engine", "dask", "--config", str(ns.config)]
+    stages = [
+        ("synth (partitioned)", ["data", "synth", "--customers", str(ns.customers),
+                                 "--partitions", str(ns.partitions), "--out", str(ds)]),
+        ("features (dask)", ["features", "build", "--data", str(ds), *engine,
+                             "--out", str(OUT / f"dask_features_{ns.customers}")]),
+        ("score (dask)", ["score", "--data", str(ds), *engine,
+                          "--out", str(OUT / f"dask_scores_{ns.customers}")]),
+        ("at-risk top 1000 (dask)", ["at-risk", "--top", "1000", "--data", str(ds), *engine,
+                                     "--out", str(OUT / f"dask_at_risk_{ns.customers}.csv")]),
+    ]  # fmt: skip
+    if ns.local:
+        folder = OUT / f"local_{ns.customers}"
+        local = ["--config", str(ns.config)]
+        stages += [
+            ("synth (local)", ["data", "synth", "--customers", str(ns.customers),
+                               "--format", "parquet", "--out", str(folder)]),
+            ("features (local)", ["features", "build", "--data", str(folder), "--no-online",
+                                  *local, "--out", str(OUT / f"lfeat_{ns.customers}.parquet")]),
+            ("score (local)", ["score", "--data", str(folder), *local,
+                               "--out", str(OUT / f"local_scores_{ns.customers}.parquet")]),
+        ]  # fmt: skip
+    for name, args in stages:
+        figures = {"customers": ns.customers, "partitions": ns.partitions, **run_stage(name, args)}
+        du = subprocess.run(["du", "-sb", str(OUT)], capture_output=True, text=True).stdout
+        figures["bench_out_gb"] = round(int(du.split()[0]) / 1e9, 2) if du else None
+        print(json.dumps(figures), flush=True)
+        with (OUT / "dask.jsonl").open("a") as fh:
+            fh.write(json.dumps(figures) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""The shell's jobs on the Dask engine: features, batch scores and the at-risk list.
+
+Each job runs the local engine's functions partition by partition on a partitioned dataset
+(:mod:`retentio.features.partition`): features with :func:`features.distributed
+.build_features_dask`, scores with ``training.pipeline.score_all`` and the champions broadcast
+to every worker. The value x potential thresholds need the whole population's quantiles:
+partitions are scored first, the quantiles computed from their two value columns, then each
+partition's quadrant and action set (``training.pipeline.assign_actions``). Outputs are Parquet
+datasets written to a temporary folder and renamed when complete. The at-risk list is a
+distributed top-k: each partition's best ``k`` rows (with their reasons), then the best ``k``
+of those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from retentio.configs.settings import Settings
+from retentio.errors import RetentioError
+from retentio.features.distributed import (
+    DistributedError,
+    DistributedFeatures,
+    build_features_dask,
+    dask_client,
+)
+from retentio.features.partition import read_manifest
+from retentio.features.schema import ENTITY
+from retentio.training.pipeline import assign_actions, score_all
+from retentio.training.registry import load_champions
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+__all__ = ["ScoredDataset", "at_risk_dask", "client_for", "features_dask", "score_dask"]
+
+
+def client_for(settings: Settings) -> Any:
+    """A Dask client as ``settings.engine`` says (a scheduler address, or a LocalCluster)."""
+    eng = settings.engine
+    return dask_client(eng.scheduler, n_workers=eng.workers, memory_limit=eng.worker_memory)
+
+
+def features_dask(
+    settings: Settings,
+    data: Path,
+    *,
+    cutoff: Any = None,
+    out: Path | None = None,
+    client: Any = None,
+    progress: Progress | None = None,
+) -> DistributedFeatures:
+    """Build the feature dataset of the partitioned dataset ``data``.
+
+    The default output is ``<paths.artifacts>/features/<dataset>/`` (one Parquet file per
+    partition).
+    """
+    dataset = read_manifest(data)
+    target = out or Path(settings.paths.artifacts) / "features" / dataset.name
+    if client is None:
+        with client_for(settings) as c:
+            return build_features_dask(
+                c, dataset, settings.data, settings.features, target, cutoff=cutoff,
+                progress=progress,
+            )  # fmt: skip
+    return build_features_dask(
+        client, dataset, settings.data, settings.features, target, cutoff=cutoff,
+        progress=progress,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ScoredDataset:
+    """A scored population written by :func:`score_dask`."""
+
+    path: Path
+    n_customers: int
+    versions: dict[str, str]
+    thresholds: dict[str, float]
+    features: DistributedFeatures
+
+
+def _score_part(path: str, models: dict, settings: Settings, high_value: float) -> pd.DataFrame:
+    features = pd.read_parquet(path)
+    # the potential threshold needs every partition's predictions: set in a second pass
+    scores = score_all(
+        models, features, settings, thresholds={"high_value": high_value, "high_potential": 0.0}
+    )
+    scores["_past_value"] = features["total_revenue"].to_numpy()
+    return scores
+
+
+def _finish_part(
+    scores: pd.DataFrame, path: str, *, limits: dict[str, float], settings: Settings
+) -> int:
+    past = scores.pop("_past_value")
+    assign_actions(scores, past, limits, settings)
+    scores.to_parquet(path, index=False)
+    return len(scores)
+
+
+def _column(frame: pd.DataFrame, column: str) -> np.ndarray:
+    return frame[column].to_numpy(dtype=float)
+
+
+def _read_column(path: str, column: str) -> np.ndarray:
+    return pd.read_parquet(path, columns=[column])[column].to_numpy(dtype=float)
+
+
+def _quantile(parts: list[np.ndarray], q: float) -> float:
+    """The ``q`` quantile over every partition's values (NaN as 0, as the local engine)."""
+    values = np.nan_to_num(np.concatenate(parts), nan=0.0) if parts else np.array([])
+    return float(np.quantile(values, q)) if len(values) else 0.0
+
+
+def score_dask(
+    settings: Settings,
+    data: Path,
+    *,
+    cutoff: Any = None,
+    out: Path | None = None,
+    client: Any = None,
+    progress: Progress | None = None,
+) -> ScoredDataset:
+    """Features, then scores of every customer of the partitioned dataset ``data``.
+
+    Writes ``<paths.artifacts>/scores/<dataset>/part-NNNNN.parquet`` (default) with the columns
+    of ``training.pipeline.score_all``; the champions are loaded once and broadcast.
+
+    Raises
+    ------
+    DistributedError
+        A partition failed on every retry; nothing is left at the output.
+    """
+    from distributed import KilledWorker
+
+    step = progress or (lambda _: None)
+    step("loading the champions")
+    models, versions = load_champions(settings)
+    dataset = read_manifest(data)
+    target = Path(out or Path(settings.paths.artifacts) / "scores" / dataset.name)
+    with contextlib.nullcontext(client) if client is not None else client_for(settings) as client:
+        feats = features_dask(settings, data, cutoff=cutoff, client=client, progress=step)
+        step("scoring every partition")
+        files = [str(f) for f in feats.files]
+        models_f = client.scatter(models, broadcast=True)
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            acts = settings.actions
+            high_value = _quantile(
+                client.gather(client.map(_read_column, files, column="total_revenue")),
+                acts.high_value_quantile,
+            )
+            scored = client.map(
+                _score_part, files, models=models_f, settings=settings, high_value=high_value
+            )
+            ltv = client.gather(client.map(_column, scored, column="predicted_ltv"))
+            limits = {
+                "high_value": high_value,
+                "high_potential": _quantile(ltv, acts.high_potential_quantile),
+            }
+            step("value x potential and actions")
+            names = [str(tmp / Path(f).name) for f in files]
+            counts = client.gather(
+                client.map(_finish_part, scored, names, limits=limits, settings=settings)
+            )
+            del scored
+        except KilledWorker as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DistributedError(
+                f"a Dask worker died on every retry while computing {exc.task} (out of "
+                "memory?); write more, smaller partitions or give the workers more memory. "
+                f"Nothing was written to {target}"
+            ) from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return ScoredDataset(
+        path=target,
+        n_customers=int(sum(counts)),
+        versions=versions,
+        thresholds=limits,
+        features=feats,
+    )
+
+
+def _top_part(
+    scores_path: str,
+    features_path: str,
+    *,
+    top: int,
+    min_value: float | None,
+    models: dict,
+) -> pd.DataFrame:
+    from retentio.serving.reasons import top_reasons  # the shell may use serving's phrasing
+
+    scores = pd.read_parquet(scores_path)
+    if min_value is not None:
+        scores = scores[scores["ltv_if_retained"] >= min_value]
+    best = scores.nlargest(top, "value_at_risk", keep="first")
+    if best.empty:
+        return best.assign(reasons=pd.Series(dtype=object))
+    features = pd.read_parquet(features_path).set_index(ENTITY).loc[best[ENTITY]].reset_index()
+    churn = models["churn"]
+    reasons = top_reasons(churn.model_input(features), churn.contributions(features))
+    return best.assign(reasons=["; ".join(r) for r in reasons])
+
+
+def at_risk_dask(
+    settings: Settings,
+    data: Path,
+    *,
+    top: int,
+    min_value: float | None = None,
+    cutoff: Any = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """The ``top`` customers by value at risk over the whole partitioned dataset, with reasons.
+
+    Scores the dataset (:func:`score_dask`), then takes each partition's best ``top`` rows and
+    the best ``top`` of those (ties by customer id, as the local list).
+    """
+    if top < 1:
+        raise RetentioError("--top must be at least 1")
+    step = progress or (lambda _: None)
+    with client_for(settings) as client:
+        scored = score_dask(settings, data, cutoff=cutoff, client=client, progress=progress)
+        step("ranking and reasons")
+        models, _ = load_champions(settings)
+        models_f = client.scatter(models, broadcast=True)
+        score_files = sorted(scored.path.glob("part-*.parquet"))
+        feature_files = [scored.features.path / f.name for f in score_files]
+        parts = client.gather(
+            client.map(
+                _top_part, [str(f) for f in score_files], [str(f) for f in feature_files],
+                top=top, min_value=min_value, models=models_f,
+            )
+        )  # fmt: skip
+    ranked = pd.concat([p for p in parts if len(p)], ignore_index=True) if parts else None
+    if ranked is None or ranked.empty:
+        return pd.DataFrame()
+    ranked = ranked.sort_values(
+        ["value_at_risk", ENTITY], ascending=[False, True], kind="stable"
+    ).head(top)
+    return ranked.reset_index(drop=True)
