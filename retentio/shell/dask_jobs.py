@@ -67,16 +67,10 @@ def features_dask(
     """
     dataset = read_manifest(data)
     target = out or Path(settings.paths.artifacts) / "features" / dataset.name
-    if client is None:
-        with client_for(settings) as c:
-            return build_features_dask(
-                c, dataset, settings.data, settings.features, target, cutoff=cutoff,
-                progress=progress,
-            )  # fmt: skip
-    return build_features_dask(
-        client, dataset, settings.data, settings.features, target, cutoff=cutoff,
-        progress=progress,
-    )  # fmt: skip
+    with contextlib.nullcontext(client) if client is not None else client_for(settings) as c:
+        return build_features_dask(
+            c, dataset, settings.data, settings.features, target, cutoff=cutoff, progress=progress
+        )
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ def test_a_killed_worker_is_retried_or_fails_cleanly(trained, tmp_path: Path) ->
             assert "Nothing was written" in str(exc)
             assert not out.exists()
         else:
-            assert result.n_customers == 1200 or result.n_customers > 0
+            assert result.n_customers == 1200  # every customer, once, despite the retry
             assert len(list(out.glob("part-*.parquet"))) == len(result.files)
         finally:
             killer.join()
