@@ -389,11 +389,12 @@ def _sync_table(
     mirror.write_part(name, table, "part-00000.parquet")
     entry["parts"], entry["rows"] = ["part-00000.parquet"], table.num_rows
     mirror.tables[name] = entry
-    how = (
-        f"watermark {entry['watermark']} on {column}"
-        if column is not None
-        else "no date/time timestamp column: read in full each time"
-    )
+    if column is not None:
+        how = f"watermark {entry['watermark']} on {column}"
+    elif not incremental:
+        how = "data.incremental is false: read in full each time"
+    else:
+        how = "no date/time column maps to timestamp: read in full each time"
     logger.info(
         "%s: %d rows read in full from %s (%s)",
         name,

@@ -381,3 +381,16 @@ def test_urls_are_checked_before_any_connection() -> None:
         with pytest.raises(ConfigError, match=message) as exc:
             DatabaseUrl.parse(bad)
         assert "s3cret" not in str(exc.value)
+
+
+def test_incremental_false_reads_every_table_in_full_each_time(
+    synth_db: str, pgpassword: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="retentio")
+    cfg = DataConfig(incremental=False)
+    for _ in range(2):
+        caplog.clear()
+        load_database_tables(synth_db, cfg, artifacts=tmp_path, now=NOW)
+        assert "transactions: " in caplog.text and "rows read in full" in caplog.text
+        assert "data.incremental is false" in caplog.text
+        assert "new rows after" not in caplog.text
