@@ -58,7 +58,7 @@ def stage_score(args: argparse.Namespace) -> dict:
     from retentio.configs.settings import load_settings
     from retentio.features.build import build_features
     from retentio.features.io import load_and_validate
-    from retentio.training.pipeline import score_all
+    from retentio.serving.scoring import score_all
 
     settings = load_settings(args.config)
     tables = load_and_validate(args.data, settings.data)

@@ -236,6 +236,12 @@ class TrainingConfig(_Section):
         "ltv_horizon_days (with BG/NBD x Gamma-Gamma) when the history is too short",
     )
     random_state: int = 42
+    n_threads: int = Field(
+        2,
+        gt=0,
+        description="LightGBM training threads for fits of at least 100k rows (smaller fits use "
+        "one); fixed so that the same data, config and seed give the same models",
+    )
     min_customers: int = Field(200, gt=0)
     min_purchasers: int = Field(50, gt=0)
     lightgbm: dict[str, Any] = Field(
@@ -318,7 +324,12 @@ class DriftPolicy(_Section):
         default_factory=lambda: ["recency_days", "monetary_value", "n_orders_365d", "revenue_365d"]
     )
     max_auc_drop: float = Field(0.05, ge=0)
-    max_model_age_days: int = Field(90, gt=0)
+    max_model_age_days: int = Field(
+        90,
+        gt=0,
+        description="retrain when the champion has not learned from more than this many days of "
+        "newer labelled data (data time, not days since training)",
+    )
 
 
 class MonitoringConfig(_Section):

@@ -42,6 +42,7 @@ import pandas as pd
 
 from retentio.errors import ContractError
 from retentio.features.cutoff import as_cutoff, history
+from retentio.features.frames import as_index, family_frame
 from retentio.features.rfm import customer_positions
 from retentio.features.schema import ATTITUDINAL_FEATURES
 
@@ -63,23 +64,11 @@ _LAST = {
 }
 
 
-def _as_index(customer_ids: pd.Index) -> pd.Index:
-    """``customer_ids`` itself when it is an Index (its cached hash table is reused)."""
-    return customer_ids if isinstance(customer_ids, pd.Index) else pd.Index(customer_ids)
-
-
 def _frame(customer_ids: pd.Index, values: dict[str, np.ndarray]) -> pd.DataFrame:
     """The output frame from the computed columns; absent ones are NaN (count 0)."""
-    n = len(customer_ids)
-    columns: dict[str, object] = {}
-    for name in _NAMES:
-        if name == "att_n_surveys":
-            columns[name] = values.get(name, np.zeros(n, dtype="int64"))
-        elif name == "att_nps_class":
-            columns[name] = _nps_class(values.get("att_nps_last", np.full(n, np.nan)))
-        else:
-            columns[name] = values.get(name, np.full(n, np.nan))
-    return pd.DataFrame(columns, index=_as_index(customer_ids).rename("customer_id"), copy=False)
+    nps_last = values.get("att_nps_last", np.full(len(customer_ids), np.nan))
+    values = {**values, "att_nps_class": _nps_class(nps_last)}
+    return family_frame(customer_ids, _NAMES, values, counts=("att_n_surveys",))
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -198,7 +187,7 @@ def build_attitudinal_features(
     )
     work["engagement"] = components.mean(axis=1)  # NaN when no component answered
 
-    pos = customer_positions(work["customer_id"], _as_index(customer_ids))
+    pos = customer_positions(work["customer_id"], as_index(customer_ids))
     known = pos >= 0
     if not known.any():
         return _frame(customer_ids, {})

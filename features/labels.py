@@ -23,7 +23,31 @@ from retentio.features.schema import ENTITY, LABELS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_labels", "max_label_cutoff"]
+__all__ = ["build_labels", "is_active", "max_label_cutoff"]
+
+
+def is_active(recency_days: pd.Series, active_days: int) -> pd.Series:
+    """Who is active at a cutoff: the one definition the labels, snapshots and monitoring share.
+
+    A customer is active when they made a purchase on the cutoff day or on one of the
+    ``active_days - 1`` days before it, i.e. ``recency_days < active_days`` (``recency_days``
+    counts whole days from the last purchase day to the cutoff day, so a purchase on the cutoff
+    day is 0). :func:`build_labels` computes the same set from the transactions
+    (``is_active``); churn is defined among these customers.
+
+    Parameters
+    ----------
+    recency_days
+        Days since the last purchase at the cutoff (NaN: never purchased, not active).
+    active_days
+        ``labels.active_days``.
+
+    Returns
+    -------
+    pandas.Series
+        Boolean, aligned with ``recency_days``.
+    """
+    return recency_days.lt(active_days)
 
 
 def max_label_cutoff(

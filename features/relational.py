@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from retentio.errors import ContractError
 from retentio.features.cutoff import as_cutoff, history_end
+from retentio.features.frames import family_frame
 from retentio.features.rfm import customer_positions
 from retentio.features.schema import RELATIONAL_FEATURES
 from retentio.features.validation import as_arrow_text
@@ -55,21 +56,9 @@ _COUNTS = (
 )
 
 
-def _as_index(customer_ids: pd.Index) -> pd.Index:
-    """``customer_ids`` itself when it is an Index (its cached hash table is reused)."""
-    return customer_ids if isinstance(customer_ids, pd.Index) else pd.Index(customer_ids)
-
-
 def _frame(customer_ids: pd.Index, values: dict[str, np.ndarray]) -> pd.DataFrame:
     """The output frame from the computed columns; absent counts are 0, the rest NaN."""
-    n = len(customer_ids)
-    columns = {
-        name: values.get(
-            name, np.zeros(n, dtype="int64") if name in _COUNTS else np.full(n, np.nan)
-        )
-        for name in _NAMES
-    }
-    return pd.DataFrame(columns, index=_as_index(customer_ids).rename("customer_id"), copy=False)
+    return family_frame(customer_ids, _NAMES, values, counts=_COUNTS)
 
 
 def _small_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:

@@ -33,7 +33,8 @@ class Decision:
     auc_drop
         Reference AUC minus current AUC, when both are known.
     model_age_days
-        Age of the champion model, when known.
+        Age of the champion in data time, when known: days of newer labelled data it has not
+        learned from (see :func:`retentio.monitoring.population.model_age_days`).
     """
 
     retrain: bool
@@ -75,7 +76,7 @@ def should_retrain(
     - the share of drifted columns exceeds ``policy.max_drift_share``;
     - any of ``policy.key_features`` drifted;
     - the AUC fell by more than ``policy.max_auc_drop`` (``reference_auc - current_auc``);
-    - the model is older than ``policy.max_model_age_days``.
+    - the champion is older than ``policy.max_model_age_days`` in data time.
 
     Unknown inputs (``None`` or NaN AUCs, no age) never fire a trigger.
 
@@ -90,7 +91,9 @@ def should_retrain(
     current_auc
         AUC on the latest matured labels (:func:`monitoring.performance.realised_performance`).
     model_age_days
-        Days since the champion was trained.
+        Age of the champion in data time: days between its evaluation cutoff and the newest
+        cutoff the data now allow to label (:func:`retentio.monitoring.population.model_age_days`),
+        not days since it was trained.
 
     Returns
     -------
@@ -130,8 +133,9 @@ def should_retrain(
     age = _known(model_age_days)
     if age is not None and age > policy.max_model_age_days:
         reasons.append(
-            f"the model is {age:.0f} days old, older than the {policy.max_model_age_days}-day "
-            "limit (monitoring.policy.max_model_age_days)"
+            f"the champion is {age:.0f} days of labelled data old (newer labelled data it has "
+            f"not learned from), more than the {policy.max_model_age_days}-day limit "
+            "(monitoring.policy.max_model_age_days)"
         )
 
     return Decision(

@@ -13,7 +13,7 @@ How a score is made
    ``as_of``, and ``overdue_ratio`` is recomputed. The scoring date is the store's ``as_of``
    moved on to the day of the latest event received (``serving.clock: data``) or today
    (``clock: wall``); it is the same for every customer.
-3. ``training.pipeline.score_all`` turns rows into scores, with the value and potential
+3. ``serving.scoring.score_all`` turns rows into scores, with the value and potential
    thresholds of the store's population at the store date (so one customer is judged like in
    a batch, whoever else sent events), and the churn model's contributions become the top
    reasons.
@@ -75,7 +75,7 @@ from retentio.serving.live import (
 )
 from retentio.serving.prediction_log import PredictionLog, features_hash
 from retentio.serving.reasons import phrase_reasons, top_features, top_reasons
-from retentio.training.pipeline import score_all, score_thresholds
+from retentio.serving.scoring import at_risk_mask, score_all, score_thresholds
 from retentio.training.task_model import TaskModel
 from retentio.training.tasks import TASKS
 
@@ -978,8 +978,10 @@ class Scorer:
         interval = []
         for key in ("next_purchase_days_lo", "next_purchase_days_hi"):
             days = _finite(row.get(key))
-            within = days is not None and days <= horizon
-            interval.append(_iso(as_of + pd.Timedelta(days=round(days))) if within else None)
+            if days is not None and days <= horizon:
+                interval.append(_iso(as_of + pd.Timedelta(days=round(days))))
+            else:
+                interval.append(None)
         rec["next_purchase_interval"] = interval
         for key in ("predicted_ltv", "ltv_if_retained", "expected_orders", "p_alive"):
             rec[key] = _finite(row.get(key))
@@ -1143,17 +1145,7 @@ class Scorer:
     def _filter(
         table: pd.DataFrame, min_value: float | None, segment: str | None, risk_band: str | None
     ) -> np.ndarray:
-        mask = np.ones(len(table), dtype=bool)
-        if min_value is not None:
-            mask &= table["ltv_if_retained"].to_numpy(float) >= min_value
-        if risk_band is not None:
-            mask &= (table["risk_band"] == risk_band).to_numpy()
-        if segment is not None:
-            seg = np.zeros(len(table), dtype=bool)
-            for col in ("rfm_segment", "abc_class", "lifecycle_stage", "value_potential"):
-                seg |= (table[col].astype(str) == segment).to_numpy()
-            mask &= seg
-        return mask
+        return at_risk_mask(table, min_value=min_value, segment=segment, risk_band=risk_band)
 
     def close(self) -> None:
         self.log.close()

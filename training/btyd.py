@@ -149,9 +149,8 @@ class BtydBaseline(BaseEstimator):
         penalty is raised tenfold up to three times.
     max_fit_customers
         Fit on a random sample of at most this many customers (predictions cover all); the
-        parameters barely move between a 100k sample and 1M customers. Measured on 2 cores:
-        lifetimes alone 0.8 s (100k) and 7.5 s (1M) when idle; this ``fit`` 4.5 s (100k) and
-        24 s (1M) with the machine shared (load ~7).
+        parameters barely move between a 100k sample and 1M customers (fit times in
+        BENCHMARKS.md).
     random_state
         Seed of the sample.
 

@@ -26,6 +26,7 @@ __all__ = [
     "PARALLEL_MIN_ROWS",
     "contributions",
     "fit_lgbm",
+    "lgbm_params",
     "predict",
     "predict_p",
     "subsample",
@@ -48,28 +49,23 @@ def subsample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     return frame[rng.random(len(frame)) < keep_p]
 
 
-def _default_threads(n_rows: int) -> int:
-    """Training threads when ``training.lightgbm.n_jobs`` is not set.
+def lgbm_params(settings: Settings, objective: str, n_rows: int) -> dict[str, Any]:
+    """LightGBM parameters from ``training.lightgbm``: the same for the same config and data.
 
-    OpenMP threads spin at every boosting iteration's barrier, so two threads only pay off on
-    large data and an idle machine. Measured here (shared 2-core VM): 3k rows 43 s with two
-    threads vs 4 s with one (load ~8); 170k rows x 75 features, 100 trees: 8.8 s vs 4.5 s
-    (load ~3). So: one thread below ``PARALLEL_MIN_ROWS`` rows or when the 1-minute load
-    average already fills the cores, else two.
+    Training is reproducible: the thread count depends only on the config and the number of
+    rows (``training.n_threads`` for at least :data:`PARALLEL_MIN_ROWS` rows, one thread below:
+    thread barriers at every boosting iteration cost more than they save on small data), never
+    on the machine's load; ``deterministic`` and ``force_row_wise`` keep LightGBM from choosing
+    its histogram layout by timing both; the seed is ``training.random_state``. Keys set in
+    ``training.lightgbm`` (``n_jobs``, ``force_col_wise`` ...) win.
     """
-    cpus = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0] >= cpus - 0.5
-    except OSError:  # pragma: no cover - platforms without getloadavg
-        busy = False
-    return min(2, cpus) if n_rows >= PARALLEL_MIN_ROWS and not busy else 1
-
-
-def _lgbm_params(settings: Settings, objective: str, n_rows: int) -> dict[str, Any]:
-    """LightGBM parameters from ``training.lightgbm``; threads from :func:`_default_threads`."""
     params = dict(settings.training.lightgbm)
-    params.setdefault("n_jobs", _default_threads(n_rows))
+    threads = settings.training.n_threads if n_rows >= PARALLEL_MIN_ROWS else 1
+    params.setdefault("n_jobs", threads)
     params.setdefault("verbose", -1)
+    params.setdefault("deterministic", True)
+    if not params.get("force_col_wise"):
+        params.setdefault("force_row_wise", True)
     params["random_state"] = settings.training.random_state
     params["objective"] = objective
     return params
@@ -91,7 +87,7 @@ def fit_lgbm(
     not applied when ``training.lightgbm`` already sets ``monotone_constraints``.
     """
     caster = CategoricalCaster().fit(X)
-    params = _lgbm_params(settings, objective, len(X))
+    params = lgbm_params(settings, objective, len(X))
     if monotone and "monotone_constraints" not in params:
         signs = [int(monotone.get(c, 0)) for c in X.columns]
         if any(signs):
@@ -114,8 +110,8 @@ def contributions(pipe: Pipeline, X: pd.DataFrame, index: pd.Index) -> pd.DataFr
     """SHAP values of the pipeline's LightGBM model per column of ``X`` plus ``bias``."""
     Xc = pipe.named_steps["cast"].transform(X)
     booster = pipe.named_steps["model"].booster_
-    # TreeSHAP costs ~1 ms per row and 300 trees on one thread: large frames use both cores
-    # whatever thread count the model was trained with (20k rows: 20.8 s -> 11.2 s)
+    # TreeSHAP is slow on one thread: large frames use both cores whatever thread count the
+    # model was trained with (figures in BENCHMARKS.md)
     values = booster.predict(Xc, pred_contrib=True, **threads(len(X)))
     return pd.DataFrame(values, columns=[*X.columns, "bias"], index=index)
 

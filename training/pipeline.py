@@ -33,7 +33,7 @@ import pandas as pd
 from retentio.configs.settings import Settings
 from retentio.errors import ConfigError
 from retentio.features.cutoff import as_cutoff
-from retentio.features.schema import AS_OF, ENTITY, Tables, feature_columns
+from retentio.features.schema import AS_OF, Tables, feature_columns
 from retentio.training import metrics as evaluation
 from retentio.training.churn import fit_churn_candidates
 from retentio.training.ltv import fit_ltv_candidates
@@ -46,11 +46,8 @@ from retentio.training.snapshots import (
     task_horizon_days,
 )
 from retentio.training.task_model import (
-    BTYD_COLUMNS,
     TaskModel,
     add_btyd_features,
-    btyd_features,
-    risk_band,
 )
 from retentio.training.tasks import BASELINES, BOOTSTRAP_METRICS, OUTPUTS, PRIMARY_METRICS, TASKS
 
@@ -59,54 +56,14 @@ logger = logging.getLogger(__name__)
 BOOTSTRAP_MAX_ROWS = 200_000
 N_BOOT = 300
 
-SCORE_COLUMNS = (
-    ENTITY,
-    AS_OF,
-    "churn_probability",
-    "risk_band",
-    "p_purchase_30d",
-    "p_purchase_60d",
-    "p_purchase_90d",
-    "expected_next_purchase_date",
-    "expected_next_purchase_days",
-    "next_purchase_days_lo",
-    "next_purchase_days_hi",
-    "predicted_ltv",
-    "ltv_if_retained",
-    "expected_orders",
-    "p_alive",
-    "value_at_risk",
-    "rfm_segment",
-    "abc_class",
-    "lifecycle_stage",
-    "value_potential",
-    "recommended_action",
-)
-
-#: How the risk band refines the value x potential strategy (keys: strategy quadrant, band).
-#: Low risk keeps the strategy itself.
-ACTION_REFINEMENTS: dict[str, dict[str, str]] = {
-    "high_value_high_potential": {"high": "personal outreach", "medium": "loyalty offer"},
-    "low_value_high_potential": {"high": "win-back offer", "medium": "targeted cross-sell"},
-    "high_value_low_potential": {"high": "automated win-back", "medium": "low-cost reminder"},
-    "low_value_low_potential": {"high": "no spend", "medium": "no spend"},
-}
-
 __all__ = [
-    "ACTION_REFINEMENTS",
-    "SCORE_COLUMNS",
-    "TASKS",
     "TrainingResult",
     "data_hash",
     "evaluate_task",
     "prediction_column",
-    "recommend_actions",
-    "score_all",
-    "score_thresholds",
     "train_all",
 ]
 
-_QUADRANTS = tuple(f"{v}_value_{p}_potential" for v in ("high", "low") for p in ("high", "low"))
 _FITTERS: dict[str, Callable[..., dict[str, TaskModel]]] = {
     "churn": fit_churn_candidates,
     "next-purchase": fit_next_purchase_candidates,
@@ -457,232 +414,3 @@ def _refit_served(
             train_max_cutoff=str(result.eval_cutoff.date()),
         )
         result.models[task] = refit
-
-
-# ---------------------------------------------------------------------------------------------
-# batch scoring
-# ---------------------------------------------------------------------------------------------
-
-
-def _value_column(features: pd.DataFrame) -> str:
-    return "total_revenue" if "total_revenue" in features.columns else "revenue_365d"
-
-
-def _quantile(values: pd.Series | np.ndarray, q: float) -> float:
-    v = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
-    return float(np.quantile(v, q)) if len(v) else 0.0
-
-
-def _high(values: pd.Series | np.ndarray, threshold: float) -> np.ndarray:
-    v = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
-    return (v >= threshold) & (v > 0)
-
-
-def score_thresholds(
-    features: pd.DataFrame, scores: pd.DataFrame, settings: Settings
-) -> dict[str, float]:
-    """Population thresholds of the value x potential quadrant, for scoring single customers.
-
-    Parameters
-    ----------
-    features
-        The population's feature frame (past value: ``total_revenue``, else ``revenue_365d``).
-    scores
-        :func:`score_all` output for that population (``predicted_ltv``).
-    settings
-        ``actions.high_value_quantile`` and ``actions.high_potential_quantile``.
-
-    Returns
-    -------
-    dict[str, float]
-        ``high_value`` and ``high_potential``: a customer is high when at or above (and > 0).
-    """
-    acts = settings.actions
-    return {
-        "high_value": _quantile(features[_value_column(features)], acts.high_value_quantile),
-        "high_potential": _quantile(scores["predicted_ltv"], acts.high_potential_quantile),
-    }
-
-
-def recommend_actions(quadrant: np.ndarray, band: np.ndarray, settings: Settings) -> np.ndarray:
-    """Recommended action from the value x potential quadrant and the churn risk band.
-
-    ``settings.actions.rules`` (first match wins) take precedence; otherwise the strategy of the
-    quadrant (``settings.actions.strategies``) is refined by the band with
-    :data:`ACTION_REFINEMENTS`: e.g. high risk x retain -> ``"retain: personal outreach"``,
-    medium risk x retain -> ``"retain: loyalty offer"``; low risk -> the strategy itself.
-
-    Parameters
-    ----------
-    quadrant
-        Keys like ``high_value_low_potential``.
-    band
-        ``low`` / ``medium`` / ``high``.
-    settings
-        ``actions`` section.
-
-    Returns
-    -------
-    numpy.ndarray
-        One action string per row.
-    """
-    acts = settings.actions
-    quadrant = np.asarray(quadrant, dtype=object)
-    band = np.asarray(band, dtype=object)
-    out = np.asarray(pd.Series(quadrant).map(acts.strategies).fillna("no strategy"), dtype=object)
-    for key, refinements in ACTION_REFINEMENTS.items():
-        strategy = acts.strategies.get(key)
-        if strategy is None:
-            continue
-        for level, text in refinements.items():
-            out[(quadrant == key) & (band == level)] = f"{strategy}: {text}"
-    if acts.rules:
-        decided = np.zeros(len(out), dtype=bool)
-        keys = pd.Series(quadrant)
-        value = keys.map({k: k.split("_value_")[0] for k in _QUADRANTS}).to_numpy()
-        potential = keys.map(
-            {k: k.split("_value_")[-1].removesuffix("_potential") for k in _QUADRANTS}
-        ).to_numpy()
-        for rule in acts.rules:
-            hit = np.isin(band, rule.risk_bands) & ~decided
-            if rule.value != "any":
-                hit &= value == rule.value
-            if rule.potential != "any":
-                hit &= potential == rule.potential
-            out[hit] = rule.action
-            decided |= hit
-    return out
-
-
-def _btyd_signature(model: TaskModel) -> tuple[Any, ...]:
-    btyd, params = model.btyd, model.params
-    gg = getattr(btyd, "gg_params_", None)
-    return (
-        tuple(np.round(np.asarray(btyd.params_, dtype=float), 12)),
-        None if gg is None else tuple(np.round(np.asarray(gg, dtype=float), 12)),
-        float(getattr(btyd, "population_spend_", np.nan)),
-        params.churn_horizon_days,
-        params.ltv_horizon_days,
-        params.annual_discount_rate,
-    )
-
-
-def _with_shared_btyd(models: dict[str, TaskModel], features: pd.DataFrame) -> pd.DataFrame:
-    """Compute the ``btyd_*`` columns once when every model carries the same fitted BTYD."""
-    if not models or all(c in features.columns for c in BTYD_COLUMNS):
-        return features
-    first = next(iter(models.values()))
-    try:
-        same = len({_btyd_signature(m) for m in models.values()}) == 1
-    except (AttributeError, TypeError):
-        same = False
-    if not same:
-        return features
-    extra = btyd_features(first.btyd, features, first.params)
-    return features.assign(**{c: extra[c].to_numpy() for c in BTYD_COLUMNS})
-
-
-def score_all(
-    models: dict[str, TaskModel],
-    features: pd.DataFrame,
-    settings: Settings,
-    *,
-    thresholds: dict[str, float] | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> pd.DataFrame:
-    """The batch score frame for every customer of ``features``.
-
-    Parameters
-    ----------
-    models
-        Task -> fitted model; a missing task leaves its columns NaN (logged).
-    features
-        A feature frame from ``features.build.build_features`` (``customer_id``, ``as_of``,
-        features, segments).
-    settings
-        ``actions`` (risk bands, quantiles, strategies, rules) and horizons.
-    thresholds
-        ``high_value`` / ``high_potential`` from :func:`score_thresholds` on the whole
-        population (used to score a few customers like in a batch); default: the quantiles of
-        ``features`` itself.
-    progress
-        Called with a short description before each step (BTYD features, each task, actions).
-
-    Returns
-    -------
-    pandas.DataFrame
-        :data:`SCORE_COLUMNS`, one row per customer, in the input's order.
-        ``expected_next_purchase_date`` is ``as_of + expected days`` (NaT beyond the horizon);
-        ``value_at_risk = churn_probability * ltv_if_retained``; ``value_potential`` is the
-        quadrant key (value: ``total_revenue`` at or above its ``high_value_quantile``;
-        potential: ``predicted_ltv`` at or above its ``high_potential_quantile``; zeros are
-        never high).
-    """
-    n = len(features)
-    out = pd.DataFrame(index=pd.RangeIndex(n))
-    out[ENTITY] = features[ENTITY].to_numpy()
-    as_of = (
-        pd.to_datetime(features[AS_OF]).to_numpy()
-        if AS_OF in features
-        else np.full(n, np.datetime64("NaT"))
-    )
-    out[AS_OF] = as_of
-    step = progress or (lambda _: None)
-    step("BTYD features")
-    features = _with_shared_btyd(models, features)
-    for task in TASKS:
-        model = models.get(task)
-        if model is None:
-            logger.warning("score: no %s model; its columns are NaN", task)
-            for col in OUTPUTS[task]:
-                out[col] = np.nan
-            continue
-        step(f"scoring {task}")
-        pred = model.predict_frame(features)
-        for col in OUTPUTS[task]:
-            out[col] = pred[col].to_numpy()
-    step("value, potential and actions")
-    if "churn" in models:
-        out["risk_band"] = risk_band(out["churn_probability"], dict(settings.actions.risk_bands))
-    horizon = settings.labels.next_purchase_horizon_days
-    days = out["expected_next_purchase_days"].to_numpy(float)
-    within = np.isfinite(days) & (days <= horizon)
-    delta = pd.to_timedelta(np.where(within, np.round(days), 0), unit="D")
-    dates = pd.Series(pd.to_datetime(as_of) + delta)
-    out["expected_next_purchase_date"] = dates.where(within)
-    out["value_at_risk"] = out["churn_probability"] * out["ltv_if_retained"]
-    for col in ("rfm_segment", "abc_class", "lifecycle_stage"):
-        out[col] = features[col].to_numpy() if col in features else None
-    limits = thresholds or score_thresholds(features, out, settings)
-    assign_actions(out, features[_value_column(features)], limits, settings)
-    return out[list(SCORE_COLUMNS)]
-
-
-def assign_actions(
-    scores: pd.DataFrame, past_value: pd.Series, limits: dict[str, float], settings: Settings
-) -> None:
-    """Set ``value_potential`` and ``recommended_action`` of ``scores`` in place.
-
-    Parameters
-    ----------
-    scores
-        Rows of :func:`score_all` (``predicted_ltv``, ``risk_band``).
-    past_value
-        The rows' past value (``total_revenue``), aligned by position.
-    limits
-        ``high_value`` / ``high_potential`` thresholds of the whole population
-        (:func:`score_thresholds`), also when ``scores`` is one partition of it.
-    settings
-        ``actions`` section.
-    """
-    high_value = _high(past_value, limits["high_value"])
-    high_pot = _high(scores["predicted_ltv"], limits["high_potential"])
-    quadrant = (
-        np.where(high_value, "high", "low").astype(object)
-        + "_value_"
-        + np.where(high_pot, "high", "low").astype(object)
-        + "_potential"
-    )
-    scores["value_potential"] = quadrant
-    band = scores["risk_band"].to_numpy(dtype=object)
-    scores["recommended_action"] = recommend_actions(quadrant, band, settings)

@@ -18,6 +18,7 @@ import pandas as pd
 from retentio.configs.settings import Settings
 from retentio.errors import InsufficientDataError
 from retentio.features.cutoff import as_cutoff, history
+from retentio.features.labels import is_active
 from retentio.features.schema import AS_OF, ENTITY, Tables
 
 logger = logging.getLogger(__name__)
@@ -202,12 +203,14 @@ def _fill_missing_labels(frame: pd.DataFrame, settings: Settings) -> None:
     lab = settings.labels
     recency = frame.get("recency_days")
     active = (
-        recency.le(lab.active_days) if recency is not None else pd.Series(False, index=frame.index)
+        is_active(recency, lab.active_days)
+        if recency is not None
+        else pd.Series(False, index=frame.index)
     )
     # object columns (all-NaN after the join): make them float first, so fillna does not rely on
     # pandas' deprecated silent downcasting of object arrays
-    is_active = frame["is_active"].astype("boolean").astype(float)
-    frame["is_active"] = is_active.fillna(active.astype(float)).astype(bool)
+    listed = frame["is_active"].astype("boolean").astype(float)
+    frame["is_active"] = listed.fillna(active.astype(float)).astype(bool)
     missing_churn = frame["churned"].isna() & frame["is_active"]
     frame.loc[missing_churn, "churned"] = 1.0
     frame.loc[~frame["is_active"], "churned"] = float("nan")

@@ -3,39 +3,9 @@
 ``monitoring`` only measures and decides (``should_retrain`` is pure); this shell module acts on
 the decision and records everything in MLflow.
 
-What "drift" compares (measured on synthetic data, 2023-01 to 2025-06)
-----------------------------------------------------------------------
-With the 365-day LTV horizon, the newest snapshot a model can learn from is a year older than the
-data, so the reference (the champion's ``eval_cutoff`` snapshot, the newest one of its training
-run and the one its recorded metrics come from) is always about a year before the current
-snapshot. Two things then drift *by construction*, without any change in behaviour, and made a
-naive check report ~55 % of the columns drifted (recency, frequency, ``T_days`` ...) on data with
-no drift at all:
-
-1. the population: every customer ever seen stays in the feature table, so lapsed and lost
-   customers pile up. Both frames are therefore restricted to the customers the churn model
-   scores, the active ones (``recency_days <= labels.active_days``);
-2. lifetime accumulators and relative ranks: ``T_days`` / ``tenure_days``, lifetime totals
-   (``frequency``, ``n_orders``, ``total_revenue``, returns, categories, channels, surveys,
-   lifetime inter-purchase gaps, days since the last survey) grow with the age of the customer
-   base, and quintile/Pareto ranks (``r/f/m_score``, ``rfm_segment``, ``abc_class``) are
-   relative to a population whose mix changes. They are not tested
-   (:data:`UNMONITORED_COLUMNS`); their windowed counterparts (``n_orders_365d``,
-   ``revenue_365d``, ``monetary_value`` ...) carry the behavioural signal and are tested.
-
-Result (normed Wasserstein / Jensen-Shannon, threshold 0.1, 46 columns tested, 2000-3000
-customers, seeds 1 and 2): no injected drift -> 2-9 % of the columns drifted (noisy attitudinal
-columns, few survey answers) and no key feature; drift injected on 2025-01-01 -> 28-48 % drifted,
-always with ``monetary_value``, ``avg_order_value``, ``max_order_value``, the order-count and
-revenue windows and ``cust_acquisition_channel`` (new value ``tiktok``), so the key-feature
-trigger fires. Evidently samples at most :data:`DEFAULT_SAMPLE_SIZE` rows per frame.
-Using the older ``train_max_cutoff`` snapshot as reference changes little (slightly more noise).
-
-Model age is data time, not wall-clock time: the days between the champion's evaluation cutoff
-and the newest cutoff the data now allow to label (``max_label_cutoff(data end, horizon)``), i.e.
-how much newer labelled data the champion has not learned from. It is 0 right after training,
-reproducible for back-fills, and does not fire merely because the LTV horizon keeps training
-cutoffs a year behind the data.
+What drift compares (the active population, the unmonitored columns) and how the champion's
+age is counted are :mod:`retentio.monitoring.population`'s rules; BENCHMARKS.md has the drift
+shares they give.
 """
 
 from __future__ import annotations
@@ -54,14 +24,21 @@ from retentio.errors import ModelNotFoundError
 from retentio.features.build import build_features
 from retentio.features.cutoff import as_cutoff
 from retentio.features.labels import build_labels, max_label_cutoff
-from retentio.features.schema import FEATURES, STATIC_PREFIX, Tables
+from retentio.features.schema import Tables
 from retentio.features.store import build_feature_store
 from retentio.monitoring.drift import DriftResult, check_drift, prediction_drift
 from retentio.monitoring.performance import append_performance_history, realised_performance
 from retentio.monitoring.policy import Decision, should_retrain
+from retentio.monitoring.population import (
+    UNMONITORED_COLUMNS,
+    active_customers,
+    model_age_days,
+    monitored_columns,
+    population_rule,
+)
+from retentio.serving.scoring import score_all
 from retentio.shell.jobs import TrainJob, promote_job, train_job
 from retentio.training.gate import PromotionDecision
-from retentio.training.pipeline import score_all
 from retentio.training.registry import load_champions, version_tags
 from retentio.training.snapshots import task_horizon_days
 from retentio.training.tasks import TASKS
@@ -72,30 +49,6 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 _PREDICTIONS = "predictions_{}.parquet"
 DEFAULT_SAMPLE_SIZE = 5_000  # rows per frame for Evidently: noise ~1.1/sqrt(n) = 0.016 << 0.1
-
-_AGE = "grows with the customer's age, drifts whenever the reference is older"
-_LIFETIME = "lifetime total, grows with the age of the customer base"
-_RANK = "rank relative to the whole known population, whose mix changes"
-UNMONITORED_COLUMNS: dict[str, str] = {
-    "T_days": _AGE,
-    "tenure_days": _AGE,
-    "frequency": _LIFETIME,
-    "n_orders": _LIFETIME,
-    "total_revenue": _LIFETIME,
-    "n_returns": _LIFETIME,
-    "n_categories": _LIFETIME,
-    "n_channels": _LIFETIME,
-    "ipt_mean_days": _LIFETIME,
-    "ipt_std_days": _LIFETIME,
-    "att_n_surveys": _LIFETIME,
-    "att_days_since_survey": _AGE,
-    "r_score": _RANK,
-    "f_score": _RANK,
-    "m_score": _RANK,
-    "rfm_segment": _RANK,
-    "abc_class": _RANK,
-}
-"""Feature columns not tested for drift, with the reason (see the module docstring)."""
 
 
 @dataclass
@@ -134,6 +87,7 @@ class MonitorResult:
     reference_cutoff: pd.Timestamp | None = None
     model_age_days: int | None = None
     run_id: str | None = None
+    population: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable summary.
@@ -148,7 +102,7 @@ class MonitorResult:
             "reference_cutoff": None
             if self.reference_cutoff is None
             else self.reference_cutoff.date().isoformat(),
-            "population": "active customers (recency_days <= labels.active_days)",
+            "population": self.population,
             "unmonitored_columns": UNMONITORED_COLUMNS,
             "model_age_days": self.model_age_days,
             "drift": self.drift.to_dict(),
@@ -158,43 +112,6 @@ class MonitorResult:
             "performance": self.performance,
             "decision": self.decision.to_dict(),
         }
-
-
-def monitored_columns(frame: pd.DataFrame) -> list[str]:
-    """The feature columns tested for drift: contract features and static ``cust_*`` attributes,
-    minus :data:`UNMONITORED_COLUMNS`.
-
-    Parameters
-    ----------
-    frame
-        A feature frame.
-
-    Returns
-    -------
-    list of str
-        Column names, in contract order then static attributes.
-    """
-    fixed = [f.name for f in FEATURES if f.name in frame.columns]
-    columns = fixed + [c for c in frame.columns if c.startswith(STATIC_PREFIX)]
-    return [c for c in columns if c not in UNMONITORED_COLUMNS]
-
-
-def active_customers(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """The rows of customers active at the frame's cutoff (the churn model's population).
-
-    Parameters
-    ----------
-    frame
-        A feature (or score) frame with ``recency_days``.
-    settings
-        ``labels.active_days`` defines active.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The rows with ``recency_days <= labels.active_days``.
-    """
-    return frame[frame["recency_days"] <= settings.labels.active_days]
 
 
 def _champions(settings: Settings) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
@@ -208,35 +125,6 @@ def _data_end(tables: Tables, cutoff: pd.Timestamp) -> pd.Timestamp:
     return min(as_cutoff(tables.last_timestamp), cutoff)
 
 
-def model_age_days(
-    tags: dict[str, dict[str, str]], data_end: pd.Timestamp, settings: Settings
-) -> int | None:
-    """Days of newer labelled data than the champions learned from (the oldest champion).
-
-    Parameters
-    ----------
-    tags
-        Task -> the champion version's tags (``eval_cutoff``).
-    data_end
-        The last day of data available now.
-    settings
-        The label horizons (the training horizon is the longest one over the tasks).
-
-    Returns
-    -------
-    int or None
-        ``max_label_cutoff(data_end, horizon) - eval_cutoff`` in days, at least 0, the largest
-        over the tasks; ``None`` when no champion has an ``eval_cutoff`` tag.
-    """
-    latest = max_label_cutoff(data_end, task_horizon_days(settings, TASKS))
-    ages = [
-        max(0, (latest - as_cutoff(t["eval_cutoff"])).days)
-        for t in tags.values()
-        if t.get("eval_cutoff")
-    ]
-    return max(ages) if ages else None
-
-
 def _matured_performance(
     tables: Tables,
     settings: Settings,
@@ -245,9 +133,12 @@ def _matured_performance(
     history_path: Path,
     data_end: pd.Timestamp,
 ) -> list[dict[str, Any]]:
-    """Realised vs predicted for every stored prediction snapshot whose labels have matured."""
-    horizon = max(settings.labels.churn_horizon_days, settings.labels.ltv_horizon_days)
-    latest_matured = max_label_cutoff(data_end, horizon)
+    """Realised vs predicted for every stored prediction snapshot whose labels have matured.
+
+    A snapshot has matured when the label windows of every task (the longest horizon, the
+    next-purchase one included) lie inside the data.
+    """
+    latest_matured = max_label_cutoff(data_end, task_horizon_days(settings, TASKS))
     out = []
     for path in sorted(folder.glob(_PREDICTIONS.format("*"))):
         cutoff = as_cutoff(path.stem.removeprefix("predictions_"))
@@ -321,8 +212,8 @@ def monitor_job(
     if current is None:
         current = build_features(tables, cutoff, settings.features)
     reference = build_features(tables, ref_cutoff, settings.features)
-    current_active = active_customers(current, settings)
-    reference_active = active_customers(reference, settings)
+    current_active = active_customers(current, settings.labels.active_days)
+    reference_active = active_customers(reference, settings.labels.active_days)
     columns = [c for c in monitored_columns(current) if c in reference.columns]
     unwatched = [c for c in settings.monitoring.policy.key_features if c not in columns]
     if unwatched:
@@ -361,7 +252,11 @@ def monitor_job(
     )
     ref_auc = _float(tags["churn"].get("metric.auc"))
     current_auc = next((p["auc"] for p in reversed(performance) if p.get("auc") is not None), None)
-    age = model_age_days(tags, data_end, settings)
+    age = model_age_days(
+        (t.get("eval_cutoff") for t in tags.values()),
+        data_end,
+        task_horizon_days(settings, TASKS),
+    )
     decision = should_retrain(
         drift,
         settings.monitoring.policy,
@@ -380,6 +275,7 @@ def monitor_job(
         summary_path,
         reference_cutoff=ref_cutoff,
         model_age_days=age,
+        population=population_rule(settings.labels.active_days),
     )
     summary_path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
     logger.info(
@@ -397,7 +293,7 @@ def monitor_job(
             params={
                 "cutoff": cutoff.date(),
                 "reference_cutoff": ref_cutoff.date(),
-                "population": f"recency_days <= {settings.labels.active_days}",
+                "population": population_rule(settings.labels.active_days),
                 "n_columns": drift.n_columns,
                 "drifted_columns": ", ".join(drift.drifted_columns) or "none",
                 "reasons": "; ".join(decision.reasons) or "none",

@@ -5,7 +5,7 @@ Each job runs the local engine's functions partition by partition on a partition
 .build_features_dask`, scores with ``training.pipeline.score_all`` and the champions broadcast
 to every worker. The value x potential thresholds need the whole population's quantiles:
 partitions are scored first, the quantiles computed from their two value columns, then each
-partition's quadrant and action set (``training.pipeline.assign_actions``). Outputs are Parquet
+partition's quadrant and action set (``serving.scoring.assign_actions``). Outputs are Parquet
 datasets written to a temporary folder and renamed when complete. The at-risk list is a
 distributed top-k: each partition's best ``k`` rows (with their reasons), then the best ``k``
 of those.
@@ -35,7 +35,7 @@ from retentio.features.distributed import (
 )
 from retentio.features.partition import read_manifest
 from retentio.features.schema import ENTITY
-from retentio.training.pipeline import assign_actions, score_all
+from retentio.serving.scoring import assign_actions, score_all
 from retentio.training.registry import load_champions
 
 logger = logging.getLogger(__name__)

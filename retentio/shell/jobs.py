@@ -17,8 +17,9 @@ from retentio.configs.settings import Settings
 from retentio.errors import RetentioError
 from retentio.features.build import build_features
 from retentio.features.schema import Tables
+from retentio.serving.scoring import rank_at_risk, score_all
 from retentio.training.gate import PromotionDecision
-from retentio.training.pipeline import TrainingResult, evaluate_task, score_all, train_all
+from retentio.training.pipeline import TrainingResult, evaluate_task, train_all
 from retentio.training.registry import (
     load_champions,
     load_task_model,
@@ -177,10 +178,7 @@ def at_risk_job(
     scores, ctx = score_job(tables, settings, cutoff=cutoff, progress=progress)
     if progress is not None:
         progress("ranking and reasons")
-    ranked = scores
-    if min_value is not None:
-        ranked = ranked[ranked["ltv_if_retained"] >= min_value]
-    ranked = ranked.sort_values("value_at_risk", ascending=False, kind="stable").head(top)
+    ranked = rank_at_risk(scores, top=top, min_value=min_value)
     features = ctx["features"].set_index("customer_id").loc[ranked["customer_id"]].reset_index()
     churn = ctx["models"]["churn"]
     reasons = top_reasons(churn.model_input(features), churn.contributions(features))

@@ -92,9 +92,10 @@ def test_unknown_or_improving_auc_does_not_fire() -> None:
 
 def test_model_age_fires() -> None:
     decision = should_retrain(result([]), POLICY, model_age_days=120.4)
+    # model age is data time (days of newer labelled data), not days since training
     assert decision.reasons == [
-        "the model is 120 days old, older than the 90-day limit "
-        "(monitoring.policy.max_model_age_days)"
+        "the champion is 120 days of labelled data old (newer labelled data it has not learned "
+        "from), more than the 90-day limit (monitoring.policy.max_model_age_days)"
     ]
     assert not should_retrain(result([]), POLICY, model_age_days=90).retrain
 

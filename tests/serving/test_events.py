@@ -31,7 +31,8 @@ from retentio.features.schema import ENTITY, Tables
 from retentio.features.store import OnlineStore, build_feature_store, read_offline
 from retentio.features.synth import generate_crm
 from retentio.serving.scorer import Population, Scorer, shift_to, typed_features
-from retentio.training.pipeline import score_all, score_thresholds, train_all
+from retentio.serving.scoring import score_all, score_thresholds
+from retentio.training.pipeline import train_all
 from tests.training import LGBM
 
 pytestmark = pytest.mark.slow

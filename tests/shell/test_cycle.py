@@ -23,7 +23,8 @@ from retentio.features.labels import build_labels
 from retentio.features.schema import Tables
 from retentio.features.synth import generate_crm
 from retentio.monitoring.performance import realised_performance
-from retentio.shell.cycle import UNMONITORED_COLUMNS, cycle_job, model_age_days, monitor_job
+from retentio.monitoring.population import UNMONITORED_COLUMNS
+from retentio.shell.cycle import cycle_job, monitor_job
 from retentio.shell.jobs import promote_job, train_job
 from retentio.training.registry import champion_version, registered_model_name
 from retentio.training.tasks import PRIMARY_METRICS, TASKS
@@ -205,12 +206,3 @@ def test_matured_labels_give_realised_performance(settings: Settings, clean_tabl
     history = pd.read_csv(stored.parent / "performance_history.csv")
     assert history["cutoff"].tolist() == ["2024-05-31"]
     assert history["auc"].iloc[0] == pytest.approx(expected["auc"])
-
-
-def test_model_age_counts_newer_labelled_data() -> None:
-    settings = load_settings()  # horizons 90/90/365: training needs 365 days of labels
-    tags = {"churn": {"eval_cutoff": "2024-06-30"}, "ltv": {"eval_cutoff": "2024-05-31"}}
-    # data to 2025-09-30: newest labellable cutoff 2024-09-30; oldest champion 2024-05-31
-    assert model_age_days(tags, pd.Timestamp("2025-09-30"), settings) == 122
-    assert model_age_days(tags, pd.Timestamp("2025-05-01"), settings) == 0  # clamped
-    assert model_age_days({"churn": {}}, pd.Timestamp("2025-09-30"), settings) is None

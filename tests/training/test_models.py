@@ -205,3 +205,46 @@ def test_ltv_outputs_are_non_negative_and_ranked(frames, settings) -> None:
     assert 0.5 <= main.scale <= 2.0
     pred = main.predict_frame(frames[2])
     assert metrics.normalized_gini(frames[2]["future_revenue"], pred["predicted_ltv"]) > 0.3
+
+
+def test_training_is_reproducible_whatever_the_machine_load(frames, settings, monkeypatch) -> None:
+    # same data, config and seed must give byte-identical models on an idle and a busy machine;
+    # every fit counts as large here, so a thread count chosen from the load would differ
+    import os
+
+    from retentio.training import lgbm
+
+    monkeypatch.setattr(lgbm, "PARALLEL_MIN_ROWS", 0)
+    evaluation = frames[2]
+    runs = []
+    for load in (0.0, 50.0):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        models = {
+            **_fit(fit_churn_candidates, frames, settings),
+            **{
+                f"np_{k}": v
+                for k, v in _fit(fit_next_purchase_candidates, frames, settings).items()
+            },
+        }
+        runs.append({name: m.predict_frame(evaluation) for name, m in models.items()})
+    for name, pred in runs[0].items():
+        numeric = pred.select_dtypes("number").to_numpy()
+        assert numeric.tobytes() == runs[1][name].select_dtypes("number").to_numpy().tobytes(), name
+
+
+def test_lightgbm_parameters_do_not_depend_on_the_machine(settings, monkeypatch) -> None:
+    import os
+
+    from retentio.training import lgbm
+
+    def params(load: float, n_rows: int) -> dict:
+        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+        return lgbm.lgbm_params(settings, "binary", n_rows)
+
+    for n_rows in (1_000, 500_000):
+        idle, busy = params(0.0, n_rows), params(50.0, n_rows)
+        assert idle == busy
+        # LightGBM's own auto choice between row- and column-wise histograms is timed
+        assert idle["deterministic"] and idle["force_row_wise"]
+    assert params(0.0, 500_000)["n_jobs"] == settings.training.n_threads
+    assert params(0.0, 1_000)["n_jobs"] == 1

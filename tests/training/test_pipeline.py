@@ -11,16 +11,14 @@ from retentio.errors import ConfigError, InsufficientDataError
 from retentio.features.build import build_features
 from retentio.features.schema import AS_OF, ENTITY, Tables
 from retentio.features.synth import generate_crm
-from retentio.training import metrics
-from retentio.training.pipeline import (
+from retentio.serving.scoring import (
     SCORE_COLUMNS,
-    data_hash,
-    prediction_column,
     recommend_actions,
     score_all,
     score_thresholds,
-    train_all,
 )
+from retentio.training import metrics
+from retentio.training.pipeline import data_hash, prediction_column, train_all
 from retentio.training.tasks import BASELINES, OUTPUTS
 from tests.training import LGBM
 
