@@ -33,11 +33,27 @@ test-fast: setup ## unit tests only (no slow or e2e suites)
 lint: setup ## ruff: lint and format check
 	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# mypy and import-linter cannot follow setuptools' package-dir mapping of the editable install:
+# both read a link tree of the installed namespace (.typecheck/retentio, scripts/link_tree.py)
+imports: setup ## import-linter: the layer contract of pyproject.toml
+	@$(BIN)/python scripts/link_tree.py >/dev/null
+	@cd .typecheck && ../$(BIN)/lint-imports ../pyproject.toml
+
+typecheck: setup ## mypy on the installed namespace
+	@$(BIN)/python scripts/link_tree.py >/dev/null
+	@MYPYPATH=.typecheck $(BIN)/mypy -p retentio
+
+check: lint imports typecheck ## lint, the import contract and the type check (CI runs these)
+
 format: setup ## ruff: fix and format
 	@$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
 bench: setup ## benchmarks (figures go to bench/out and BENCHMARKS.md); not part of `test`
 	@bash bench/run_all.sh
+
+bento: setup ## build the Bento: the retentio wheel into dist/, then bentoml build (bentofile.yaml)
+	@rm -rf dist && $(BIN)/python -m pip wheel --no-deps -q -w dist .
+	@$(BIN)/bentoml build
 
 serve: setup ## serve the champions on PORT (default 3000)
 	@$(BIN)/retentio serve --port $(PORT)
@@ -46,7 +62,8 @@ ui: setup ## open the MLflow UI on the embedded store (http://127.0.0.1:5000)
 	@$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
 
 clean: ## remove generated data, stores, caches (keeps .venv)
-	@rm -rf artifacts data mlruns bench/out .pytest_cache .ruff_cache .hypothesis
+	@rm -rf artifacts data mlruns bench/out .pytest_cache .ruff_cache .hypothesis .typecheck \
+		.mypy_cache
 	@find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
 
-.PHONY: help setup run test test-fast lint format bench serve ui clean
+.PHONY: help setup run test test-fast lint imports typecheck check format bench bento serve ui clean

@@ -136,6 +136,10 @@ class DataConfig(_Section):
         None, description="CSV text encoding; default: UTF-8 (convert other encodings to UTF-8)"
     )
 
+    def table_source(self, name: str) -> TableSource | None:
+        """The configured source of table ``name`` (None: the table is read as named)."""
+        return next((source for key, source in self.tables.items() if key == name), None)
+
 
 class RfmNoteConfig(_Section):
     """The weighted RFM note: points per purchase by age, capped F and M, weighted sum."""
@@ -279,9 +283,13 @@ class ActionRule(_Section):
     action: str
 
 
+def _default_risk_bands() -> dict[Literal["medium", "high"], float]:
+    return {"medium": 0.3, "high": 0.6}
+
+
 class ActionsConfig(_Section):
     risk_bands: dict[Literal["medium", "high"], float] = Field(
-        default_factory=lambda: {"medium": 0.3, "high": 0.6},
+        default_factory=lambda: _default_risk_bands(),
         description="churn probability at or above which a band starts",
     )
     high_value_quantile: float = Field(0.8, gt=0, lt=1)

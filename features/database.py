@@ -527,7 +527,7 @@ def load_database_tables(
     with _locked(root), _connect(url) as con:  # one process at a time brings the mirror up
         mirror = _Mirror(root, url)
         for name in TABLES:
-            if _sync_table(con, mirror, name, cfg.tables.get(name), incremental=cfg.incremental):
+            if _sync_table(con, mirror, name, cfg.table_source(name), incremental=cfg.incremental):
                 present.append(name)
             mirror.save()
 
@@ -539,9 +539,9 @@ def load_database_tables(
     duck.execute("SET arrow_large_buffer_size = true")
     try:
         for name in present:
-            _, what = _relation_sql(name, cfg.tables.get(name))
+            _, what = _relation_sql(name, cfg.table_source(name))
             raw[name] = _read_table(
-                duck, name, mirror.files(name), source=cfg.tables.get(name), delimiter=None
+                duck, name, mirror.files(name), source=cfg.table_source(name), delimiter=None
             )
             pa.default_memory_pool().release_unused()
             sources[name] = url.where(what)

@@ -352,7 +352,8 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
 
 
 def _count(con: duckdb.DuckDBPyConnection, reader: str) -> int:
-    return int(con.execute(f"SELECT count(*) FROM {reader}").fetchone()[0])
+    row = con.execute(f"SELECT count(*) FROM {reader}").fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _diagnose(
@@ -428,7 +429,7 @@ def load_tables(
     sources: dict[str, str] = {}
     try:
         for name in TABLES:
-            source = cfg.tables.get(name)
+            source = cfg.table_source(name)
             files = find_table_files(data_dir, name, source)
             if not files:
                 if name == "transactions":

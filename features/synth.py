@@ -241,16 +241,17 @@ def generate_crm(
     surveys = _surveys(streams[4], cust, orders, inter, n_days)
     interactions = _interactions_frame(inter, ids, t_start)
     del inter
+    survey_frame = _surveys_frame(surveys, ids, t_start)
     tables = Tables(
         transactions=transactions,
         customers=_customers_frame(cust, ids, t_start),
-        surveys=_surveys_frame(surveys, ids, t_start),
+        surveys=survey_frame,
         interactions=interactions,
         name="synthetic",
     )
     logger.info(
         "synth: %d customers, %d transaction lines, %d survey answers, %d interactions",
-        n_customers, len(tables.transactions), len(tables.surveys), len(tables.interactions),
+        n_customers, len(transactions), len(survey_frame), len(interactions),
     )  # fmt: skip
     return tables
 
@@ -775,8 +776,12 @@ def _surveys_frame(
         "customer_id": lambda: ids[surveys["cust"][order]],
         "timestamp": lambda: _as_datetime(seconds[order], t_start),
     }
+
+    def column(name: str) -> Callable[[], np.ndarray]:
+        return lambda: surveys[name][order]
+
     for col in TABLES["surveys"].column_names[2:]:
-        columns[col] = lambda col=col: surveys[col][order]
+        columns[col] = column(col)
     return _build_frame("surveys", order, columns)
 
 

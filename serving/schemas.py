@@ -90,7 +90,7 @@ _InlineBase = create_model(  # type: ignore[call-overload]
 )
 
 
-class InlineFeatures(_InlineBase):  # type: ignore[misc, valid-type]
+class InlineFeatures(_InlineBase):
     """One customer's features sent in the request instead of read from the online store.
 
     Any feature of the contract may be given (missing ones are ``null``, as for a customer

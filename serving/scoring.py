@@ -250,7 +250,10 @@ def score_all(
             out[col] = pred[col].to_numpy()
     step("value, potential and actions")
     if "churn" in models:
-        out["risk_band"] = risk_band(out["churn_probability"], dict(settings.actions.risk_bands))
+        out["risk_band"] = risk_band(
+            out["churn_probability"],
+            {str(k): float(v) for k, v in settings.actions.risk_bands.items()},
+        )
     horizon = settings.labels.next_purchase_horizon_days
     days = out["expected_next_purchase_days"].to_numpy(float)
     within = np.isfinite(days) & (days <= horizon)

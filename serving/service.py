@@ -444,4 +444,5 @@ class Retentio:
         )
 
 
-Retentio.add_asgi_middleware(RequestGuard)
+# bentoml.service returns a Service wrapping the class; its annotations say the class itself
+Retentio.add_asgi_middleware(RequestGuard)  # type: ignore[attr-defined]

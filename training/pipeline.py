@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +64,7 @@ __all__ = [
     "train_all",
 ]
 
-_FITTERS: dict[str, Callable[..., dict[str, TaskModel]]] = {
+_FITTERS: dict[str, Callable[..., Mapping[str, TaskModel]]] = {
     "churn": fit_churn_candidates,
     "next-purchase": fit_next_purchase_candidates,
     "ltv": fit_ltv_candidates,
@@ -161,10 +161,10 @@ def _candidate_metrics(
     if task == "ltv":
         y = frame["future_revenue"].to_numpy(float)
         p = pred["predicted_ltv"].to_numpy(float)
-        out = evaluation.regression_metrics(y, p)
+        ltv = evaluation.regression_metrics(y, p)
         orders = frame["future_orders"].to_numpy(float)
-        out["orders_mae"] = evaluation.mae(orders, pred["expected_orders"].to_numpy(float))
-        return out, y, p
+        ltv["orders_mae"] = evaluation.mae(orders, pred["expected_orders"].to_numpy(float))
+        return ltv, y, p
     horizon = settings.labels.next_purchase_horizon_days
     days = frame["days_to_next_purchase"].to_numpy(float)
     observed = frame["next_purchase_observed"].to_numpy(bool)
@@ -355,8 +355,8 @@ def train_all(
     extra: dict[str, np.ndarray] = {}
     for task in tasks:
         step(f"training {task}")
-        candidates = _FITTERS[task](
-            train, calib, btyd=btyd, settings=settings, feature_columns=columns
+        candidates = dict(
+            _FITTERS[task](train, calib, btyd=btyd, settings=settings, feature_columns=columns)
         )
         step(f"evaluating {task}")
         task_metrics, boot, preds, best = evaluate_task(

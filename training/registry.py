@@ -23,12 +23,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
 from retentio.configs.settings import MlflowConfig, Settings
@@ -40,6 +41,7 @@ from retentio.training.gate import (
     judge,
     metrics_of_tags,
 )
+from retentio.training.task_model import TaskModel
 from retentio.training.tasks import PRIMARY_METRICS, TASKS
 from retentio.training.tracking import configure_mlflow
 
@@ -49,7 +51,6 @@ __all__ = [
     "CANDIDATE_ALIAS",
     "CHAMPION_ALIAS",
     "RetentioPyfunc",
-    "TaskModelLike",
     "champion_version",
     "load_champions",
     "load_task_model",
@@ -68,20 +69,7 @@ SNAPSHOT_TAGS: tuple[str, ...] = ("eval_cutoff", "data_hash", "train_max_cutoff"
 _MODEL_REQUIREMENTS = ("mlflow", "cloudpickle", "pandas", "numpy", "scikit-learn", "lightgbm")
 
 
-@runtime_checkable
-class TaskModelLike(Protocol):
-    """What the registry needs of a fitted task model (``training.task_model.TaskModel``)."""
-
-    task: str
-    feature_columns: list[str]
-    metadata: dict[str, Any]
-
-    def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame: ...
-
-    def input_example(self, features: pd.DataFrame) -> pd.DataFrame: ...
-
-
-class RetentioPyfunc(mlflow.pyfunc.PythonModel):
+class RetentioPyfunc(PythonModel):
     """MLflow pyfunc wrapper of a fitted task model; ``predict`` calls ``predict_frame``.
 
     Parameters
@@ -90,7 +78,7 @@ class RetentioPyfunc(mlflow.pyfunc.PythonModel):
         The fitted task model (pickled with cloudpickle inside the MLflow model).
     """
 
-    def __init__(self, model: TaskModelLike) -> None:
+    def __init__(self, model: TaskModel) -> None:
         self.model = model
 
     def predict(
@@ -161,7 +149,7 @@ def _run_context(run_id: str | None) -> Iterator[None]:
 
 def register_task_model(
     task: str,
-    model: TaskModelLike,
+    model: TaskModel,
     *,
     input_example: pd.DataFrame,
     run_id: str | None = None,
@@ -273,7 +261,7 @@ def _client(settings: Settings | None, tracking_uri: str | None) -> tuple[Mlflow
     return configure_mlflow(cfg), cfg.tracking_uri
 
 
-def _load_version(name: str, version: str) -> TaskModelLike:
+def _load_version(name: str, version: str) -> TaskModel:
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     return pyfunc.unwrap_python_model().model
 
@@ -284,7 +272,7 @@ def load_task_model(
     *,
     settings: Settings | None = None,
     tracking_uri: str | None = None,
-) -> tuple[TaskModelLike, str]:
+) -> tuple[TaskModel, str]:
     """Load the task model behind ``retentio-<task>@<alias>``.
 
     Parameters
@@ -332,7 +320,7 @@ def load_task_model(
 
 def load_champions(
     settings: Settings, tasks: tuple[str, ...] = TASKS
-) -> tuple[dict[str, TaskModelLike], dict[str, str]]:
+) -> tuple[dict[str, TaskModel], dict[str, str]]:
     """The ``@champion`` model and version of every task (ModelNotFoundError if one lacks it)."""
     models, versions = {}, {}
     for task in tasks:
@@ -364,7 +352,7 @@ def promote(
     task: str,
     *,
     settings: Settings,
-    evaluate: Callable[[TaskModelLike], Mapping[str, float]] | None = None,
+    evaluate: Callable[[TaskModel], Mapping[str, float]] | None = None,
     force: bool = False,
 ) -> PromotionDecision:
     """Move ``champion`` to the ``candidate`` version if the gate says it is at least as good.

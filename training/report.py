@@ -341,7 +341,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float | np.floating):
         if not np.isfinite(value):
             return "–"
-        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+        return f"{value:,.0f}" if abs(float(value)) >= 1e4 else f"{value:.4g}"
     return html.escape(str(value))
 
 

@@ -72,7 +72,7 @@ class ModelParams:
             next_purchase_horizon_days=lab.next_purchase_horizon_days,
             ltv_horizon_days=lab.ltv_horizon_days,
             annual_discount_rate=lab.annual_discount_rate,
-            risk_bands=dict(settings.actions.risk_bands),
+            risk_bands={str(k): float(v) for k, v in settings.actions.risk_bands.items()},
         )
 
 

@@ -309,7 +309,7 @@ def log_run(
     params: Mapping[str, Any] | None = None,
     metrics: Mapping[str, float | None] | None = None,
     tags: Mapping[str, Any] | None = None,
-    artifacts: Mapping[str, Path] | None = None,
+    artifacts: Mapping[str, Path | None] | None = None,
 ) -> str:
     """Record a monitoring or cycle run in the dataset's experiment; return its id.
 

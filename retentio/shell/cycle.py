@@ -386,8 +386,8 @@ def cycle_job(
         monitor: MonitorResult | None = monitor_job(
             tables, settings, cutoff=cutoff, quality=quality, current=current
         )
-        reasons = list(monitor.decision.reasons)
-        retrain = monitor.decision.retrain
+        reasons = list(monitor.decision.reasons) if monitor is not None else []
+        retrain = monitor.decision.retrain if monitor is not None else True
     except ModelNotFoundError:
         monitor, reasons, retrain = None, ["no champion yet"], True
     if force_retrain and not retrain:
