@@ -135,9 +135,9 @@ def last_timestamp(dataset: PartitionedDataset, cfg: DataConfig) -> pd.Timestamp
                 "transactions"))
         ]  # fmt: skip
         reader = _reader_sql(files, delimiter=None, full_sample=False)
-        select, _ = _plan(con, "transactions", reader, cfg.tables.get("transactions"))
+        select, _ = _plan(con, "transactions", reader, cfg.table_source("transactions"))
         expr = dict(select)["timestamp"]
-        value = con.execute(f"SELECT max({expr}) FROM {reader}").fetchone()[0]
+        value = (con.execute(f"SELECT max({expr}) FROM {reader}").fetchone() or (None,))[0]
     finally:
         con.close()
     return pd.Timestamp(value)

@@ -112,7 +112,7 @@ def partition_config(cfg: DataConfig, partition_dir: Path) -> DataConfig:
         folder = partition_dir / name
         if not folder.is_dir():
             continue
-        source = cfg.tables.get(name)
+        source = cfg.table_source(name)
         columns = dict(source.columns) if source is not None else {}
         tables[name] = TableSource(file=f"{name}/*.parquet", columns=columns)
     return cfg.model_copy(update={"tables": tables})
@@ -300,7 +300,7 @@ def partition_dataset(
         con.execute("SET enable_progress_bar = false")
         con.execute("SET preserve_insertion_order = false")  # stream the copy
         for table in TABLES:
-            source = cfg.tables.get(table)
+            source = cfg.table_source(table)
             files = find_table_files(data_dir, table, source)
             if not files:
                 if table == "transactions":
@@ -318,7 +318,7 @@ def partition_dataset(
                 con, reader, id_expr, tmp=tmp, table=table, n_partitions=n_partitions,
                 file_stem="data",
             )  # fmt: skip
-            rows[table] = int(con.execute(f"SELECT count(*) FROM {reader}").fetchone()[0])
+            rows[table] = int((con.execute(f"SELECT count(*) FROM {reader}").fetchone() or (0,))[0])
             logger.info("partitioned %s: %d rows into %d partitions", table, rows[table],
                         n_partitions)  # fmt: skip
     except BaseException:
