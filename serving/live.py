@@ -344,7 +344,8 @@ class EventLedger:
                     events = []
                     for e in rec.get(kind, []):
                         ev = dict(e, timestamp=pd.Timestamp(e["timestamp"]))
-                        ev.setdefault("key", event_key(cid, kind, ev))
+                        if "key" not in ev:  # written before events had keys
+                            ev["key"] = event_key(cid, kind, ev)
                         events.append(ev)
                     batch.append(events)
                 yield cid, batch[0], batch[1]

@@ -24,8 +24,10 @@ Events received through :meth:`Scorer.add_events` (see :mod:`serving.live`: chec
 ledger) rebuild the customer's row once, when they arrive, from its stored history plus every
 event received for it; the row is scored at once and kept. A request never rebuilds anything:
 a customer with events is a lookup like any other, and new customers from events are in every
-list. At start, the ledger is replayed in one vectorised build for all live customers, whose
-rows are scored with the population.
+list. At start, the ledger is replayed: the live rows saved at the last stop (or by the reload
+thread; ``artifacts/live_rows.parquet``, valid only for exactly the same events, store, date
+and features config) are read back, otherwise all live customers are rebuilt in one vectorised
+build; their rows are scored with the population.
 
 State and reloads
 -----------------
@@ -43,8 +45,11 @@ numbers (tests compare them).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -362,6 +367,7 @@ class _State:
     changed: dict[str, int] = field(default_factory=dict)  # customer -> change number
     n_changes: int = 0
     n_batches: int = 0  # event batches applied (replayed and received)
+    saved: str = ""  # fingerprint of the live rows last saved
     thresholds: dict[tuple[tuple[str, str], ...], dict[str, float]] = field(default_factory=dict)
 
 
@@ -436,6 +442,7 @@ class Scorer:
             backups=settings.serving.prediction_log_backups,
         )
         self.ledger = EventLedger(artifacts / "events.jsonl")
+        self._live_rows_path = artifacts / "live_rows.parquet"
         self._lock = threading.RLock()  # live customers, clock, view swaps, state swaps
         self._reload_lock = threading.Lock()
         self._recent: list[tuple[int, str, list[dict], list[dict]]] = []  # batches in a reload
@@ -697,8 +704,62 @@ class Scorer:
             later = {c: state.rows[c] for c, n in state.changed.items() if n > mark}
             state.view = View.of(bundle, self._score_live(bundle, later, state))
 
+    def _live_fingerprint(self, state: _State) -> str:
+        """What live rows depend on: the store, the date, the features config, every event."""
+        keys = sorted(k for live in state.live.values() for k in live.keys)
+        text = "\n".join(
+            [
+                state.built_at,
+                self._date_of(state).isoformat(),
+                self.settings.features.model_dump_json(),
+                *keys,
+            ]
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _save_live_rows(self, state: _State) -> None:
+        """Write the live rows (``artifacts/live_rows.parquet``) so a restart need not rebuild.
+
+        Off the request path (reload thread, close); atomic (temporary file, rename).
+        """
+        with self._lock:
+            if not state.rows:
+                return
+            fingerprint = self._live_fingerprint(state)
+            if fingerprint == state.saved:
+                return
+            rows = [state.rows[c] for c in state.live if c in state.rows]
+        frame = self._live_frame(state, rows)
+        tmp = self._live_rows_path.with_suffix(".parquet.tmp")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, self._live_rows_path)
+        self._live_rows_path.with_suffix(".json").write_text(
+            json.dumps({"fingerprint": fingerprint, "n_customers": len(rows)})
+        )
+        state.saved = fingerprint
+
+    def _load_live_rows(self, state: _State) -> dict[str, dict[str, Any]] | None:
+        """The saved live rows if they reflect exactly the replayed events at this date."""
+        meta_path = self._live_rows_path.with_suffix(".json")
+        if not (meta_path.exists() and self._live_rows_path.exists()):
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("fingerprint") != self._live_fingerprint(state):
+                return None
+            frame = typed_features(pd.read_parquet(self._live_rows_path))
+        except (OSError, ValueError) as exc:
+            logger.warning("saved live rows unreadable (%s); rebuilding them", exc)
+            return None
+        frame = frame.reindex(columns=state.base.columns)
+        return {str(rec[ENTITY]): rec for rec in frame.to_dict("records")}
+
     def _settle(self, state: _State) -> None:
         """Gather the fresh live scores into the settled frame (off the request path)."""
+        try:
+            self._save_live_rows(state)
+        except OSError as exc:
+            logger.warning("could not save the live rows (%s); a restart rebuilds them", exc)
         view = state.view
         if view is None or not view.fresh:
             return
@@ -742,14 +803,20 @@ class Scorer:
             return
         if self.settings.serving.clock == "data":
             state.clock = max(state.clock, max(c.latest_day() for c in state.live.values()))
-        with state.lease.hold() as store:
-            frame, missing = build_rows(
-                state.live, store=store, date=self._date_of(state), cfg=self.settings.features
-            )
-        for cid in missing:  # e.g. written by an older version: skip, say so
-            logger.warning("skipping the stored events of %s: no purchase", cid)
-            del state.live[cid]
-        self._keep_rows(state, frame)
+        saved = self._load_live_rows(state)
+        if saved is not None:  # the rows of exactly these events at this date: no rebuild
+            state.rows.update(saved)
+            state.live = {c: live for c, live in state.live.items() if c in saved}
+            state.saved = self._live_fingerprint(state)
+        else:
+            with state.lease.hold() as store:
+                frame, missing = build_rows(
+                    state.live, store=store, date=self._date_of(state), cfg=self.settings.features
+                )
+            for cid in missing:  # e.g. written by an older version: skip, say so
+                logger.warning("skipping the stored events of %s: no purchase", cid)
+                del state.live[cid]
+            self._keep_rows(state, frame)
         logger.info(
             "replayed %d event batches of %d customers received since the store was built",
             n,
@@ -1148,5 +1215,10 @@ class Scorer:
         return at_risk_mask(table, min_value=min_value, segment=segment, risk_band=risk_band)
 
     def close(self) -> None:
+        """Save the live rows, close the prediction log and (once released) the store."""
+        try:
+            self._save_live_rows(self._state)
+        except OSError as exc:
+            logger.warning("could not save the live rows (%s); a restart rebuilds them", exc)
         self.log.close()
         self._state.lease.retire()

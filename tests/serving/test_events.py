@@ -472,3 +472,25 @@ def _check(scorer: Scorer, expected: Expected, store_ids: dict[str, str]) -> Non
     )
     assert _status(lambda: scorer.score(["NOBODY"]))[0] == 404
     assert np.isfinite([r["churn_probability"] for r in rows]).all()
+
+
+def test_saved_live_rows_are_used_only_for_the_same_events(
+    world: World, scorers: Callable[..., Scorers]
+) -> None:
+    s = scorers()
+    a, b = _buyers(world, 2)
+    first = {"timestamp": "2025-07-04T10:00:00", "amount": 11.0}
+    s.current.add_events(a, transactions=[first])
+    restarted = s.restart()  # a clean stop saves the live rows; the restart reads them back
+    saved = Path(s.settings.paths.artifacts) / "live_rows.parquet"
+    assert saved.exists() and restarted._state.saved
+    later = {"timestamp": "2025-07-05T10:00:00", "amount": 4.0}
+    restarted.add_events(b, transactions=[later])
+    crashed = s._new()  # no clean stop: the saved rows miss b's event, so all are rebuilt
+    expected = Expected(world, s.settings)
+    expected.add(a, "transactions", first)
+    expected.add(b, "transactions", later)
+    for scorer in (restarted, crashed):
+        for cid in (a, b):
+            _same(scorer.score([cid])[0], expected.score(cid), pd.Timestamp("2025-07-05"))
+    crashed.close()
