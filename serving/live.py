@@ -259,7 +259,8 @@ def build_rows(
     hist = dict(history) if history is not None else histories(store, ids)
     tables: dict[str, pd.DataFrame | None] = {}
     for name in _RAW_TABLES:
-        parts = [hist[name]] if hist.get(name) is not None else []
+        stored = hist.get(name)
+        parts: list[pd.DataFrame] = [stored] if stored is not None else []
         if name in KINDS:
             received = [
                 {**{k: v for k, v in e.items() if k != "key"}, ENTITY: cid}

@@ -910,7 +910,9 @@ class Scorer:
             known = state.live.get(cid, LiveCustomer())
             stored = stored_duplicates(hist.get("transactions"), tx)
             seen = set(known.keys) | stored
-            duplicates, new_tx, new_ix = [], [], []
+            duplicates: list[str] = []
+            new_tx: list[dict[str, Any]] = []
+            new_ix: list[dict[str, Any]] = []
             for kind, events, keep in (("transactions", tx, new_tx), ("interactions", ix, new_ix)):
                 for i, e in enumerate(events):
                     if e["key"] in seen:
