@@ -2,7 +2,7 @@
 
 Each job runs the local engine's functions partition by partition on a partitioned dataset
 (:mod:`retentio.features.partition`): features with :func:`features.distributed
-.build_features_dask`, scores with ``training.pipeline.score_all`` and the champions broadcast
+.build_features_dask`, scores with ``serving.scoring.score_all`` and the champions broadcast
 to every worker. The value x potential thresholds need the whole population's quantiles:
 partitions are scored first, the quantiles computed from their two value columns, then each
 partition's quadrant and action set (``serving.scoring.assign_actions``). Outputs are Parquet
@@ -129,7 +129,7 @@ def score_dask(
     """Features, then scores of every customer of the partitioned dataset ``data``.
 
     Writes ``<paths.artifacts>/scores/<dataset>/part-NNNNN.parquet`` (default) with the columns
-    of ``training.pipeline.score_all``; the champions are loaded once and broadcast.
+    of ``serving.scoring.score_all``; the champions are loaded once and broadcast.
 
     Raises
     ------
