@@ -1,8 +1,8 @@
 """The floor: a BentoML service that returns a constant, served like the real one.
 
-``bench/bench_serve.py`` measures it beside ``retentio.serving.service:Retentio`` (same
-BentoML version, one worker, a sync API with a pydantic body) and reports our latency as a
-ratio to it.
+``bench/bench_serve.py`` measures it beside ``retentio.serving.service:Retentio`` (same BentoML
+version, the same workers through ``BENTOML_CONFIG_OVERRIDES``, a sync API with a pydantic body)
+and reports our latency and throughput as ratios to it.
 """
 
 from __future__ import annotations

@@ -1,19 +1,24 @@
 """Serving benchmark: a real `bentoml serve` of retentio over a large online store, with load.
 
-What it measures (all over loopback, against real server processes):
+What it measures (all over loopback, against real server processes, ``--workers`` BentoML
+workers for both services):
 
-1. sequential ``POST /score`` with random customer ids: p50 and p99 over ``--requests`` calls
+1. start-up: a first start and a restart, seconds until ``/readyz`` answers 200, with the
+   ``retentio_population_rows_scored_total`` / ``retentio_reasons_computed_total`` counters of
+   ``/metrics`` when the service exposes them (NaN otherwise);
+2. sequential ``POST /score`` with random customer ids: p50 and p99 over ``--requests`` calls
    (one keep-alive connection, after a warm-up);
-2. ``wrk`` at ``--connections`` concurrent connections for ``--duration`` seconds: throughput,
+3. ``wrk`` at ``--connections`` concurrent connections for ``--duration`` seconds: throughput,
    latency percentiles and every error (connect/read/write/timeout and non-2xx);
-3. ``POST /score_batch`` of ``--batch`` random ids: p50 over 20 calls;
-4. the same sequential measurement on ``bench/bare_service.py`` (a constant-returning BentoML
-   service: the floor), and our p50 / p99 as ratios to it.
+4. ``POST /score_batch`` of ``--batch`` random ids: p50 over 20 calls;
+5. phases 2 and 3 on ``bench/bare_service.py`` (a constant-returning BentoML service with the
+   same workers: the floor), and our p50 / p99 / throughput as ratios to it.
 
 The data (``--n-customers`` synthetic customers -> features -> offline and online stores with
 raw events) is built once and cached under ``--out``; models are trained on the first
 ``--train-customers`` customers only (quick) and promoted in a registry in the same folder.
-Figures are printed as JSON and appended to ``<out>/serve.jsonl``.
+Figures are printed as JSON and appended to ``<out>/serve.jsonl``, with the 1-minute load
+average before and after each phase (the machine may be shared).
 
 wrk comes from Debian: ``apt-get update && apt-get install -y wrk``. Without it the concurrent
 phase falls back to a thread-pool Python client (which competes for the same 2 cores; the JSON
@@ -23,6 +28,7 @@ Usage::
 
     .venv/bin/python -m bench.bench_serve                      # 1M customers (slow first run)
     .venv/bin/python -m bench.bench_serve --n-customers 20000 --duration 10   # smoke run
+    .venv/bin/python -m bench.bench_serve --n-customers 20000 --workers 2
 """
 
 from __future__ import annotations
@@ -58,7 +64,15 @@ from tests.serving.conftest import (
 logger = logging.getLogger("bench.serve")
 
 API_KEY = "bench-key"
-TARGETS = {"p50_ms": 5.0, "p99_ms": 25.0, "rps": 300.0, "batch_p50_ms": 250.0}
+TARGETS = {
+    "p50_ms": 5.0,
+    "p99_ms": 25.0,
+    "rps": 300.0,
+    "batch_p50_ms": 250.0,
+    "p50_vs_bare": 2.0,  # at most
+    "rps_vs_bare": 0.8,  # at least
+    "restart_ready_s": 15.0,
+}
 
 
 def prepare(root: Path, *, n_customers: int, train_customers: int, seed: int) -> Path:
@@ -257,6 +271,46 @@ def concurrent_python(server: Server, ids: list[str], *, connections: int, durat
     }
 
 
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _counters(server: Server) -> dict[str, float]:
+    """The ``retentio_*_total`` work counters of ``/metrics``."""
+    with server.client() as client:
+        text = client.get("/metrics").text
+    out = {}
+    for name in ("retentio_population_rows_scored_total", "retentio_reasons_computed_total"):
+        match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+        out[name.removeprefix("retentio_")] = float(match.group(1)) if match else float("nan")
+    return out
+
+
+def _start(config: Path, root: Path, args: argparse.Namespace, name: str) -> tuple[Server, float]:
+    t0 = time.perf_counter()
+    server = start_server(
+        config,
+        api_key=API_KEY,
+        log=root / f"{name}.log",
+        timeout_s=args.start_timeout,
+        workers=args.workers,
+    )
+    return server, time.perf_counter() - t0
+
+
+def _measure(server: Server, ids: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Sequential then concurrent load on one server."""
+    out: dict[str, Any] = {"load_before": _load()}
+    out["sequential"] = sequential(server, ids, args.requests, args.seed)
+    logger.info("sequential: %s", out["sequential"])
+    load = concurrent_wrk if shutil.which("wrk") and not args.python_load else concurrent_python
+    out["concurrent"] = load(server, ids, connections=args.connections, duration=args.duration)
+    out["concurrent"]["connections"] = args.connections
+    logger.info("concurrent: %s", out["concurrent"])
+    out["load_after"] = _load()
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Prepare, serve, measure; the figures."""
     out = Path(args.out)
@@ -275,42 +329,51 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "n_customers": args.n_customers,
         "train_customers": min(args.train_customers, args.n_customers),
+        "workers": args.workers,
     }
-    t0 = time.perf_counter()
-    server = start_server(
-        config, api_key=API_KEY, log=root / "server.log", timeout_s=args.start_timeout
-    )
-    figures["server_ready_s"] = time.perf_counter() - t0
+    if args.fresh_population:  # no persisted population from an earlier run
+        shutil.rmtree(root / "artifacts" / "population", ignore_errors=True)
+    figures["load_start"] = _load()
+    server, seconds = _start(config, root, args, "server_first")
+    figures["first_start"] = {"ready_s": seconds, **_counters(server)}
+    stop_server(server.process)
+    logger.info("first start: %s", figures["first_start"])
+    server, seconds = _start(config, root, args, "server")
+    figures["restart"] = {"ready_s": seconds, **_counters(server), "load": _load()}
+    logger.info("restart: %s", figures["restart"])
     try:
-        figures["sequential"] = sequential(server, ids, args.requests, args.seed)
-        logger.info("sequential: %s", figures["sequential"])
-        load = concurrent_wrk if shutil.which("wrk") and not args.python_load else concurrent_python
-        figures["concurrent"] = load(
-            server, ids, connections=args.connections, duration=args.duration
-        )
-        figures["concurrent"]["connections"] = args.connections
-        logger.info("concurrent: %s", figures["concurrent"])
+        figures.update(_measure(server, ids, args))
         figures["batch"] = batch(server, ids, args.batch, args.seed)
         logger.info("batch: %s", figures["batch"])
     finally:
         stop_server(server.process)
 
     bare = start_server(
-        config, api_key=None, log=root / "bare.log", service="bench.bare_service:Bare"
+        config,
+        api_key=API_KEY,
+        log=root / "bare.log",
+        service="bench.bare_service:Bare",
+        workers=args.workers,
+        service_name="bare",
     )
     try:
-        figures["bare_sequential"] = sequential(bare, ids, args.requests, args.seed)
+        measured = _measure(bare, ids, args)
     finally:
         stop_server(bare.process)
-    seq, floor = figures["sequential"], figures["bare_sequential"]
+    figures["bare"] = measured
+    seq, floor = figures["sequential"], measured["sequential"]
     figures["ratio_p50"] = seq["p50_ms"] / floor["p50_ms"]
     figures["ratio_p99"] = seq["p99_ms"] / floor["p99_ms"]
+    figures["ratio_rps"] = figures["concurrent"]["rps"] / measured["concurrent"]["rps"]
     figures["targets"] = {
         "p50_ms<=5": seq["p50_ms"] <= TARGETS["p50_ms"],
         "p99_ms<=25": seq["p99_ms"] <= TARGETS["p99_ms"],
         "rps>=300_and_0_errors": figures["concurrent"]["rps"] >= TARGETS["rps"]
         and figures["concurrent"]["errors"] == 0,
         "batch_p50_ms<=250": figures["batch"]["p50_ms"] <= TARGETS["batch_p50_ms"],
+        "p50<=2x_bare": figures["ratio_p50"] <= TARGETS["p50_vs_bare"],
+        "rps>=0.8x_bare": figures["ratio_rps"] >= TARGETS["rps_vs_bare"],
+        "restart_ready<=15s": figures["restart"]["ready_s"] <= TARGETS["restart_ready_s"],
     }
     out.mkdir(parents=True, exist_ok=True)
     with (out / "serve.jsonl").open("a") as fh:
@@ -329,6 +392,13 @@ def main() -> None:  # pragma: no cover - command line
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--start-timeout", type=float, default=1800.0)
     parser.add_argument("--python-load", action="store_true", help="Python client, not wrk")
+    parser.add_argument("--workers", type=int, default=1, help="BentoML workers (both services)")
+    parser.add_argument(
+        "--keep-population",
+        dest="fresh_population",
+        action="store_false",
+        help="Keep a persisted population from an earlier run (the first start then reads it)",
+    )
     parser.add_argument("--out", default=str(REPO / "bench" / "out"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

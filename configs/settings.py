@@ -324,6 +324,20 @@ class ServingConfig(_Section):
         description="POST /events refuses events dated more than this many days before the "
         "store date (and any dated in the future)",
     )
+    workers: int = Field(
+        1,
+        gt=0,
+        le=64,
+        description="BentoML worker processes of `retentio serve`; they share the persisted "
+        "population (memory-mapped)",
+    )
+    precomputed_reasons: int = Field(
+        10_000,
+        ge=0,
+        description="top reasons phrased when a population is written, for this many customers "
+        "with the largest value at risk; the others' reasons are computed when a request "
+        "returns them",
+    )
 
 
 class DriftPolicy(_Section):

@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import logging.handlers
 import math
+import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 
 
 class PredictionLog:
     """Append-only JSON-lines log of predictions with size-based rotation.
+
+    One ``write`` is one ``write(2)`` of whole lines on a file opened in append mode, so lines
+    of several threads (a lock) or worker processes (``O_APPEND``) never interleave. The file
+    rotates to ``path.1`` ... when this process sees it reach ``max_bytes``.
 
     Parameters
     ----------
@@ -33,25 +37,60 @@ class PredictionLog:
     def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._logger = logging.getLogger(f"retentio.predictions.{self.path}")
-        self._logger.propagate = False
-        self._logger.setLevel(logging.INFO)
-        if not self._logger.handlers:
-            handler = logging.handlers.RotatingFileHandler(
-                self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-            )
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            self._logger.addHandler(handler)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._lock = threading.Lock()
+        self._fh: BinaryIO | None = None
+        self._size = 0
+
+    def _open(self) -> BinaryIO:
+        if self._fh is None:
+            self._fh = self.path.open("ab", buffering=0)
+            self._size = self.path.stat().st_size
+        return self._fh
+
+    def _rotate(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self.backups > 0:
+            for i in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{i}")
+                if older.exists():
+                    os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+            if self.path.exists():
+                os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
-        """Append one JSON line per record (thread-safe: the handler holds a lock)."""
-        for record in records:
-            self._logger.info(json.dumps(record, default=str, separators=(",", ":")))
+        """Append one JSON line per record (thread-safe; one write per call unless it rotates)."""
+        lines = [
+            (json.dumps(r, default=str, separators=(",", ":")) + "\n").encode() for r in records
+        ]
+        with self._lock:
+            fh = self._open()
+            chunk: list[bytes] = []
+            size = self._size
+            for line in lines:
+                if size and size + len(line) > self.max_bytes:
+                    if chunk:
+                        fh.write(b"".join(chunk))
+                        chunk = []
+                    self._rotate()
+                    fh = self._open()
+                    size = self._size
+                chunk.append(line)
+                size += len(line)
+            if chunk:
+                fh.write(b"".join(chunk))
+            self._size = size
 
     def close(self) -> None:
-        for handler in list(self._logger.handlers):
-            handler.close()
-            self._logger.removeHandler(handler)
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
 
 
 def features_hash(row: dict[str, Any]) -> str:

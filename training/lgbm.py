@@ -116,9 +116,17 @@ def contributions(pipe: Pipeline, X: pd.DataFrame, index: pd.Index) -> pd.DataFr
     return pd.DataFrame(values, columns=[*X.columns, "bias"], index=index)
 
 
+SINGLE_THREAD_MAX_ROWS = 1_000
+"""Up to this many rows a prediction runs on one thread: starting and spinning OpenMP threads
+costs more than the work (one row's TreeSHAP: ~40 ms with the default threads on a busy
+2-core machine, ~1-3 ms with one)."""
+
+
 def threads(n_rows: int) -> dict[str, int]:
     """Prediction threads: row-parallel prediction has no per-iteration barrier, so large
-    frames use up to two threads whatever the training setting."""
+    frames use up to two threads whatever the training setting; a few rows use one."""
+    if n_rows <= SINGLE_THREAD_MAX_ROWS:
+        return {"num_threads": 1}
     return {"num_threads": min(2, os.cpu_count() or 1)} if n_rows >= PARALLEL_MIN_ROWS else {}
 
 

@@ -574,12 +574,26 @@ def score(
 
     tables = _load(settings, data)
     t = _cutoff(tables, cutoff)
-    with progress_steps(SCORE_STEPS, f"scoring as of {t.date()}") as step:
-        scores, ctx = _run(lambda: score_job(tables, settings, cutoff=t, progress=step))
+    source = _data_source(settings, data, tables)
+    with progress_steps(SCORE_STEPS + 2, f"scoring as of {t.date()}") as step:
+        job = _run(lambda: score_job(tables, settings, cutoff=t, source=source, progress=step))
     if out_file is None:
         out_file = Path(settings.paths.artifacts) / "scores.csv"
-    _write_frame(scores, out_file)
-    out.print(f"{len(scores):,} customers scored with versions {ctx['versions']} -> {out_file}")
+    _write_frame(job.scores, out_file)
+    out.print(
+        f"{len(job.scores):,} customers scored with versions {job.versions} -> {out_file}\n"
+        f"persisted population (read by at-risk and the service): {job.population}"
+    )
+
+
+def _data_source(settings: Settings, data: Path | None, tables: Any) -> dict[str, Any]:
+    """What identifies the data a population is scored from: folder fingerprint, last day."""
+    from retentio.shell.jobs import data_fingerprint
+
+    return {
+        "data_fingerprint": data_fingerprint(_data_dir(settings, data)),
+        "data_end": _cutoff(tables, None).date().isoformat(),
+    }
 
 
 @app.command("at-risk")
@@ -613,16 +627,7 @@ def at_risk(
                 )
             )  # fmt: skip
     else:
-        from retentio.shell.jobs import at_risk_job
-
-        tables = _load(settings, data)
-        t = _cutoff(tables, cutoff)
-        with progress_steps(SCORE_STEPS + 1, "at-risk list") as step:
-            frame = _run(
-                lambda: at_risk_job(
-                    tables, settings, cutoff=t, top=top, min_value=min_value, progress=step
-                )
-            )
+        frame = _at_risk_local(settings, data, top=top, min_value=min_value, cutoff=cutoff)
     if out_file is None:
         out_file = Path(settings.paths.artifacts) / "at_risk.csv"
     _write_frame(frame, out_file)
@@ -641,12 +646,56 @@ def at_risk(
     out.print(f"-> {out_file}")
 
 
+def _at_risk_local(
+    settings: Settings, data: Path | None, *, top: int, min_value: float | None, cutoff: str | None
+) -> Any:
+    """The at-risk list from the persisted population when it is valid, else scored (and
+    persisted) now; says which."""
+    from retentio.shell.jobs import (
+        at_risk_from_population,
+        at_risk_job,
+        data_fingerprint,
+        persisted_population,
+    )
+
+    fingerprint = data_fingerprint(_data_dir(settings, data))
+    path, why = _run(lambda: persisted_population(settings, fingerprint=fingerprint, cutoff=cutoff))
+    if path is not None:
+        logger.info("reading the persisted scores %s", path)
+        return _run(lambda: at_risk_from_population(path, settings, top=top, min_value=min_value))
+    logger.info("%s: scoring now (the scores are persisted for the next call)", why)
+    tables = _load(settings, data)
+    t = _cutoff(tables, cutoff)
+    source = _data_source(settings, data, tables)
+    with progress_steps(SCORE_STEPS + 3, "at-risk list") as step:
+        return _run(
+            lambda: at_risk_job(
+                tables,
+                settings,
+                cutoff=t,
+                top=top,
+                min_value=min_value,
+                source=source,
+                progress=step,
+            )
+        )
+
+
 def _write_frame(frame: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
         frame.to_parquet(path, index=False)
     else:
         frame.to_csv(path, index=False)
+
+
+def workers_override(current: str | None, service: str, workers: int) -> str:
+    """BentoML's ``BENTOML_CONFIG_OVERRIDES`` JSON with ``service``'s worker count set."""
+    import json
+
+    overrides = json.loads(current) if current else {}
+    overrides.setdefault("services", {}).setdefault(service, {})["workers"] = workers
+    return json.dumps(overrides)
 
 
 @app.command("serve")
@@ -656,7 +705,10 @@ def serve(
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Serve the champions over HTTP (BentoML): /score, /score_batch, /at_risk, /events, ..."""
+    """Serve the champions over HTTP (BentoML): /score, /score_batch, /at_risk, /events, ...
+
+    ``serving.workers`` worker processes share the persisted scored population.
+    """
     import os
     import subprocess
 
@@ -667,6 +719,9 @@ def serve(
     env = dict(os.environ)
     if config is not None:
         env["RETENTIO_CONFIG"] = str(Path(config).resolve())
+    env["BENTOML_CONFIG_OVERRIDES"] = workers_override(
+        env.get("BENTOML_CONFIG_OVERRIDES"), "retentio", settings.serving.workers
+    )
     cmd = [
         sys.executable, "-m", "bentoml", "serve", "retentio.serving.service:Retentio",
         "--host", settings.serving.host,
@@ -786,10 +841,16 @@ def _cycle_once(
     from retentio.shell.cycle import cycle_job
 
     tables = _load(settings, data)
+    source = _data_source(settings, data, tables)
     with progress_steps(None, "cycle") as step:
         result = _run(
             lambda: cycle_job(
-                tables, settings, cutoff=cutoff, force_retrain=force_retrain, progress=step
+                tables,
+                settings,
+                cutoff=cutoff,
+                force_retrain=force_retrain,
+                progress=step,
+                source=source,
             )
         )
     if result.monitor is not None:
@@ -799,6 +860,7 @@ def _cycle_once(
     for d in result.promotions:
         out.print(f"{d.task}: {'promoted' if d.promoted else 'kept champion'} - {d.reason}")
     out.print(f"cycle recorded in MLflow run {result.run_id}")
+    out.print(f"persisted population (read by at-risk and the service): {result.population}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -37,7 +37,7 @@ from retentio.monitoring.population import (
     population_rule,
 )
 from retentio.serving.scoring import score_all
-from retentio.shell.jobs import TrainJob, promote_job, train_job
+from retentio.shell.jobs import TrainJob, population_job, promote_job, train_job
 from retentio.training.gate import PromotionDecision
 from retentio.training.registry import load_champions, version_tags
 from retentio.training.snapshots import task_horizon_days
@@ -333,6 +333,7 @@ class CycleResult:
     promotions: list[PromotionDecision] = field(default_factory=list)
     error: str | None = None
     run_id: str | None = None
+    population: Path | None = None
 
 
 def cycle_job(
@@ -343,6 +344,7 @@ def cycle_job(
     force_retrain: bool = False,
     progress: Progress | None = None,
     quality: bool = True,
+    source: dict[str, Any] | None = None,
 ) -> CycleResult:
     """Refresh features -> monitor -> retrain if the decision says so -> promotion gate.
 
@@ -364,6 +366,8 @@ def cycle_job(
         Called with a short description after each step.
     quality
         Passed to :func:`monitor_job`.
+    source
+        What the tables came from, recorded with the persisted population.
 
     Returns
     -------
@@ -406,6 +410,17 @@ def cycle_job(
         raise
     finally:
         result.run_id = _record(result, tables, settings)
+    models, versions = load_champions(settings)  # the champions after the promotion gate
+    result.population = population_job(
+        models,
+        versions,
+        current,
+        settings,
+        cutoff=cutoff,
+        source={"dataset": tables.name, **(source or {})},
+        progress=step,
+    ).population
+    step("scored population persisted")
     return result
 
 

@@ -5,6 +5,7 @@ Each job takes loaded tables and settings and returns plain results; the CLI pri
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from retentio.configs.settings import Settings
 from retentio.errors import RetentioError
 from retentio.features.build import build_features
 from retentio.features.schema import Tables
-from retentio.serving.scoring import rank_at_risk, score_all
 from retentio.training.gate import PromotionDecision
 from retentio.training.pipeline import TrainingResult, evaluate_task, train_all
 from retentio.training.registry import (
@@ -144,21 +144,181 @@ def promote_job(
     return decisions
 
 
+def data_fingerprint(folder: Path) -> str | None:
+    """A hash of the data folder's file names, sizes and modification times (None: no folder).
+
+    Persisted scores written from a folder are reused only while its fingerprint is the same.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(
+            f"{path.relative_to(folder)}\x1f{stat.st_size}\x1f{stat.st_mtime_ns}\n".encode()
+        )
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class ScoreJob:
+    """What ``retentio score`` produced: the scores and the persisted population."""
+
+    scores: pd.DataFrame
+    features: pd.DataFrame
+    models: dict[str, Any]
+    versions: dict[str, str]
+    population: Path
+    counts: Any
+
+
 def score_job(
     tables: Tables,
     settings: Settings,
     *,
     cutoff: Any,
+    source: dict[str, Any] | None = None,
     progress: Progress | None = None,
-) -> tuple[pd.DataFrame, dict]:
-    """Batch scores of every customer known at ``cutoff`` with the champions."""
+) -> ScoreJob:
+    """Batch scores of every customer known at ``cutoff`` with the champions, persisted.
+
+    The scored population (scores, reason inputs, the top reasons) is written under
+    ``<paths.artifacts>/population`` keyed by (champion versions, ``cutoff``), where
+    ``retentio at-risk`` and the service read it.
+
+    Parameters
+    ----------
+    tables
+        The input tables.
+    settings
+        Full settings.
+    cutoff
+        The feature date.
+    source
+        What the tables came from (recorded with the population, e.g. the data fingerprint).
+    progress
+        Called with a short description before each step.
+    """
     step = progress or (lambda _: None)
     step("loading the champions")
     models, versions = load_champions(settings)
     step("building features")
     features = build_features(tables, cutoff, settings.features)
-    scores = score_all(models, features, settings, progress=step)
-    return scores, {"features": features, "models": models, "versions": versions}
+    return population_job(
+        models,
+        versions,
+        features,
+        settings,
+        cutoff=cutoff,
+        source={"dataset": tables.name, **(source or {})},
+        progress=step,
+    )
+
+
+def population_job(
+    models: dict[str, Any],
+    versions: dict[str, str],
+    features: pd.DataFrame,
+    settings: Settings,
+    *,
+    cutoff: Any,
+    source: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> ScoreJob:
+    """Score ``features`` with ``models`` and persist the population (see :func:`score_job`)."""
+    from retentio.serving.population import build_population, population_dir, write_population
+
+    built = build_population(
+        models,
+        versions,
+        features,
+        settings,
+        feature_date=cutoff,
+        source=source,
+        progress=progress,
+    )
+    path = write_population(built.table, population_dir(settings))
+    return ScoreJob(built.scores, features, models, versions, path, built.counts)
+
+
+def persisted_population(
+    settings: Settings, *, fingerprint: str | None, cutoff: Any = None
+) -> tuple[Path | None, str]:
+    """The persisted population ``retentio at-risk`` may read, or None and why not.
+
+    Valid: written from the same data folder (same fingerprint) with today's champion versions,
+    at ``cutoff`` (default: the data's last day, as ``retentio score`` uses).
+    """
+    from retentio.features.cutoff import as_cutoff
+    from retentio.serving.population import latest_meta, population_dir, select_population
+    from retentio.serving.scorer import champion_versions
+
+    if fingerprint is None:
+        return None, "the data is not a folder whose changes can be detected"
+    folder = population_dir(settings)
+    if not latest_meta(folder):
+        return None, f"no persisted scores under {folder}"
+    versions = champion_versions(settings)
+    if any(v is None for v in versions.values()):
+        return None, f"no champion for every task ({versions})"
+    wanted = None if cutoff is None else as_cutoff(cutoff).date().isoformat()
+
+    def accept(meta: dict[str, Any]) -> bool:
+        src = meta.get("source") or {}
+        date = meta.get("feature_date")
+        if src.get("data_fingerprint") != fingerprint:
+            return False
+        return date == (wanted or src.get("data_end"))
+
+    path = select_population(folder, versions=versions, accept=accept)  # type: ignore[arg-type]
+    if path is None:
+        return None, (
+            f"no persisted scores for versions {versions} at "
+            f"{wanted or 'the last day of the data'} from the current data"
+        )
+    return path, ""
+
+
+def at_risk_from_population(
+    path: Path,
+    settings: Settings,
+    *,
+    top: int,
+    min_value: float | None = None,
+    models: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """The top customers by value at risk of a persisted population, with their top reasons.
+
+    Reasons not precomputed are computed for the returned rows only (the churn champion is
+    loaded when needed and ``models`` does not hold it).
+    """
+    import numpy as np
+
+    from retentio.serving.population import PersistedPopulation, ReasonExplainer
+
+    if top < 1:
+        raise RetentioError("--top must be at least 1")
+    pop = PersistedPopulation(path)
+    try:
+        positions = pop.ranked(min_value=min_value)[:top].astype(np.int64)
+        frame = pop.frame(positions)
+        reasons = pop.stored_reasons(positions) if len(positions) else []
+        missing = [i for i, r in enumerate(reasons) if r is None]
+        if missing and pop.x is not None:
+            churn = (models or {}).get("churn")
+            if churn is None:
+                churn, _ = load_task_model("churn", "champion", settings=settings)
+            explainer = ReasonExplainer.from_model(churn)
+            if explainer is not None:
+                for i, why in zip(
+                    missing, explainer.reasons(pop.x[positions[missing]]), strict=True
+                ):
+                    reasons[i] = why
+        frame["reasons"] = ["; ".join(r or []) for r in reasons]
+        return frame
+    finally:
+        pop.close()
 
 
 def at_risk_job(
@@ -168,20 +328,16 @@ def at_risk_job(
     cutoff: Any,
     top: int,
     min_value: float | None = None,
+    source: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
-    """The top customers by value at risk, with their top reasons."""
-    from retentio.serving.reasons import top_reasons  # the shell may use serving's phrasing
-
+    """Score (and persist) the population at ``cutoff``, then its top customers by value at risk
+    with their top reasons."""
     if top < 1:
         raise RetentioError("--top must be at least 1")
-    scores, ctx = score_job(tables, settings, cutoff=cutoff, progress=progress)
+    job = score_job(tables, settings, cutoff=cutoff, source=source, progress=progress)
     if progress is not None:
         progress("ranking and reasons")
-    ranked = rank_at_risk(scores, top=top, min_value=min_value)
-    features = ctx["features"].set_index("customer_id").loc[ranked["customer_id"]].reset_index()
-    churn = ctx["models"]["churn"]
-    reasons = top_reasons(churn.model_input(features), churn.contributions(features))
-    out = ranked.reset_index(drop=True).copy()
-    out["reasons"] = ["; ".join(r) for r in reasons]
-    return out
+    return at_risk_from_population(
+        job.population, settings, top=top, min_value=min_value, models=job.models
+    )

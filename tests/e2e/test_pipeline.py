@@ -53,11 +53,19 @@ def test_pipeline_end_to_end(tmp_path: Path, empty_store: Path) -> None:
     ).abs().max() < 1e-6
 
     at_risk_path = tmp_path / "at_risk.csv"
-    _ok(["at-risk", "--top", "25", "--out", str(at_risk_path), *c])
+    listed = _ok(["at-risk", "--top", "25", "--out", str(at_risk_path), *c])
+    assert "reading the persisted scores" in listed  # written by `score`, not recomputed
     at_risk = pd.read_csv(at_risk_path)
     assert len(at_risk) == 25
     assert at_risk["value_at_risk"].is_monotonic_decreasing
     assert at_risk["reasons"].str.len().gt(0).all()
+    top = scores.sort_values("value_at_risk", ascending=False, kind="stable").head(25)
+    assert list(at_risk["customer_id"]) == list(top["customer_id"])
+
+    (data / "transactions.csv").touch()  # the data changed: the persisted scores are stale
+    again = _ok(["at-risk", "--top", "25", "--out", str(at_risk_path), *c])
+    assert "scoring now" in again and "reading the persisted scores" not in again
+    pd.testing.assert_frame_equal(pd.read_csv(at_risk_path), at_risk)
 
     from retentio.serving.scorer import Scorer
 

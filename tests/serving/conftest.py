@@ -170,9 +170,14 @@ def start_server(
     api_key: str | None,
     log: Path,
     service: str = "retentio.serving.service:Retentio",
-    timeout_s: float = 120.0,
+    timeout_s: float = 300.0,  # a shared 2-core machine under load starts slowly
+    workers: int = 1,
+    service_name: str = "retentio",
 ) -> Server:
-    """``bentoml serve`` on a free loopback port; returns once ``/readyz`` answers 200."""
+    """``bentoml serve`` on a free loopback port with ``workers`` worker processes; returns
+    once ``/readyz`` answers 200."""
+    from retentio.shell.cli import workers_override
+
     port = free_port()
     env = {
         **os.environ,
@@ -180,6 +185,7 @@ def start_server(
         "BENTOML_HOME": str(config.parent / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "True",
         "PYTHONPATH": str(REPO),
+        "BENTOML_CONFIG_OVERRIDES": workers_override(None, service_name, workers),
     }
     env.pop("RETENTIO_API_KEY", None)
     if api_key:

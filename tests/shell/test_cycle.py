@@ -24,6 +24,7 @@ from retentio.features.schema import Tables
 from retentio.features.synth import generate_crm
 from retentio.monitoring.performance import realised_performance
 from retentio.monitoring.population import UNMONITORED_COLUMNS
+from retentio.serving.population import read_meta
 from retentio.shell.cycle import cycle_job, monitor_job
 from retentio.shell.jobs import promote_job, train_job
 from retentio.training.registry import champion_version, registered_model_name
@@ -111,6 +112,10 @@ def test_no_drift_keeps_the_champions(settings: Settings, clean_tables: Tables) 
     assert _n_versions(settings) == before
     tags = _run_tags(settings, result.run_id)
     assert tags["kind"] == "cycle" and tags["retrained"] == "False" and tags["error"] == ""
+    meta = read_meta(result.population)  # the champions' scores at the cutoff, persisted
+    assert meta["model_versions"] == {t: "1" for t in TASKS}
+    assert meta["feature_date"] == result.cutoff.date().isoformat()
+    assert meta["n_customers"] >= result.monitor.drift.n_current > 0  # everyone, not only active
 
 
 def test_injected_drift_retrains_and_names_the_features(
@@ -137,6 +142,8 @@ def test_injected_drift_retrains_and_names_the_features(
     assert {t: tags[f"promoted.{t}"] for t in TASKS} == {
         d.task: str(d.promoted) for d in result.promotions
     }
+    persisted = read_meta(result.population)["model_versions"]  # scored by the new champions
+    assert persisted == {d.task: "2" if d.promoted else "1" for d in result.promotions}
 
 
 def test_a_worse_candidate_is_never_promoted(

@@ -1,0 +1,168 @@
+"""The persisted scored population: layout, keys, reasons on demand, restarts, staleness.
+
+Real models (small LightGBM, trained once per module on 1,500 synthetic customers), a real
+online store and real Arrow files in ``tmp_path``; the registry is replaced by a loader that
+returns the trained models under chosen version numbers (the key a population is valid for).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retentio.configs.settings import Settings, load_settings
+from retentio.features.build import build_features
+from retentio.features.schema import ENTITY
+from retentio.features.store import OnlineStore, write_offline, write_online
+from retentio.features.synth import generate_crm
+from retentio.serving.population import (
+    PersistedPopulation,
+    ReasonExplainer,
+    _versions_tag,
+    build_population,
+    find_population,
+    population_dir,
+    write_population,
+)
+from retentio.serving.scorer import Scorer
+from retentio.serving.scoring import SCORE_COLUMNS, score_all
+from retentio.training.pipeline import train_all
+from tests.training import LGBM
+
+VERSIONS = {"churn": "1", "next-purchase": "1", "ltv": "1"}
+
+
+@pytest.fixture(scope="module")
+def tables() -> Any:
+    return generate_crm(n_customers=1500, start="2023-01-01", end="2025-06-30", seed=11)
+
+
+@pytest.fixture(scope="module")
+def models(tables: Any) -> dict[str, Any]:
+    settings = load_settings(
+        training={"min_customers": 50, "min_purchasers": 20, "lightgbm": LGBM},
+        labels={"ltv_horizon_days": 180},
+    )
+    return train_all(tables, settings).models
+
+
+@pytest.fixture(scope="module")
+def features(tables: Any) -> pd.DataFrame:
+    cutoff = tables.transactions["timestamp"].max().normalize()
+    return build_features(tables, cutoff, load_settings().features)
+
+
+def _settings(root: Path, **serving: Any) -> Settings:
+    return load_settings(
+        paths={"artifacts": str(root / "artifacts"), "data": str(root / "data")},
+        serving={"precomputed_reasons": 50, **serving},
+    )
+
+
+def _store(root: Path, tables: Any, features: pd.DataFrame) -> None:
+    artifacts = root / "artifacts"
+    write_offline(features, artifacts / "features")
+    write_online(
+        features,
+        artifacts / "online.sqlite",
+        meta={
+            "as_of": str(pd.Timestamp(features["as_of"].iloc[0]).date()),
+            "built_at": dt.datetime.now(dt.UTC).isoformat(),
+        },
+        extra_tables=dict(tables.items()),
+    )
+
+
+def _scorer(settings: Settings, models: dict[str, Any], versions: dict[str, str]) -> Scorer:
+    path = Path(settings.paths.artifacts) / "online.sqlite"
+    return Scorer(
+        settings,
+        OnlineStore(path),
+        loader=lambda _: (dict(models), dict(versions)),
+        probe=lambda _: dict(versions),
+    )
+
+
+def test_population_file_holds_every_score_ranked_and_looks_ids_up(
+    tmp_path: Path, models: dict[str, Any], features: pd.DataFrame
+) -> None:
+    settings = _settings(tmp_path)
+    date = features["as_of"].iloc[0]
+    built = build_population(models, VERSIONS, features, settings, feature_date=date)
+    assert built.counts.rows_scored == len(features)
+    assert built.counts.reasons_computed == 50
+    path = write_population(built.table, population_dir(settings))
+    pop = PersistedPopulation(path)
+    expected = score_all(models, features, settings).set_index(ENTITY)
+
+    ids = list(features[ENTITY].sample(40, random_state=1)) + ["nobody"]
+    pos = pop.positions(ids)
+    assert (pos[:-1] >= 0).all() and pos[-1] == -1
+    rows = pd.DataFrame(pop.rows(pos[:-1])).set_index(ENTITY)
+    for col in ("churn_probability", "p_purchase_90d", "predicted_ltv", "value_at_risk"):
+        np.testing.assert_allclose(rows[col], expected.loc[ids[:-1], col], rtol=1e-12)
+    assert list(rows["recommended_action"]) == list(expected.loc[ids[:-1], "recommended_action"])
+    assert list(pop.table.column_names[: len(SCORE_COLUMNS)]) == list(SCORE_COLUMNS)
+
+    ranked_var = pop.values("value_at_risk")[pop.rank]
+    assert np.all(np.diff(ranked_var) <= 0)
+    assert ranked_var[0] == pytest.approx(expected["value_at_risk"].max())
+    band = pop.ranked(risk_band="high")
+    assert len(band) == int((expected["risk_band"] == "high").sum())
+    assert set(pop.frame(band)["risk_band"]) == {"high"}
+    every = pop.frame(np.arange(len(pop))).set_index(ENTITY).loc[expected.index]
+    pd.testing.assert_frame_equal(every, expected[every.columns], check_dtype=False)
+
+
+def test_reasons_on_demand_equal_the_model_contributions_and_the_precomputed_ones(
+    tmp_path: Path, models: dict[str, Any], features: pd.DataFrame
+) -> None:
+    settings = _settings(tmp_path)
+    built = build_population(
+        models, VERSIONS, features, settings, feature_date=features["as_of"].iloc[0]
+    )
+    pop = PersistedPopulation(write_population(built.table, population_dir(settings)))
+    explainer = ReasonExplainer.from_model(models["churn"])
+    assert explainer is not None and pop.x is not None
+    ids = list(features[ENTITY].iloc[:25])
+    pos = pop.positions(ids)
+    expected = models["churn"].contributions(features.iloc[:25])
+    got = explainer.contributions(pop.x[pos])
+    np.testing.assert_allclose(got, expected.drop(columns="bias").to_numpy(), atol=1e-9)
+
+    top = pop.rank[:50]  # precomputed rows: on-demand reasons are the same phrases
+    stored = pop.stored_reasons(top)
+    assert all(r is not None for r in stored) and any(stored)
+    assert explainer.reasons(pop.x[top]) == stored
+    assert pop.stored_reasons(pop.rank[50:60]) == [None] * 10
+
+
+def test_stale_populations_are_never_found(
+    tmp_path: Path, models: dict[str, Any], features: pd.DataFrame
+) -> None:
+    settings = _settings(tmp_path)
+    folder = population_dir(settings)
+    date = features["as_of"].iloc[0]
+    built = build_population(models, VERSIONS, features, settings, feature_date=date)
+    write_population(built.table, folder)
+    v1 = find_population(folder, versions=VERSIONS, feature_date=date)
+    assert v1 is not None
+    v2 = {"churn": "2", "next-purchase": "1", "ltv": "1"}
+
+    # a file whose name claims other versions but whose content is v1's is refused
+    assert find_population(folder, versions=v2, feature_date=date) is None
+    forged = v1.with_name(f"population_{v1.stem.split('_')[1]}_{_versions_tag(v2)}.arrow")
+    shutil.copyfile(v1, forged)  # v2's file name, v1's content and metadata
+    assert find_population(folder, versions=v2, feature_date=date) is None
+    # another feature date, or a test the caller adds (e.g. written after a store rebuild)
+    assert find_population(folder, versions=VERSIONS, feature_date="2025-07-01") is None
+    assert (
+        find_population(folder, versions=VERSIONS, feature_date=date, accept=lambda m: False)
+        is None
+    )
