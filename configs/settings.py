@@ -135,6 +135,9 @@ class DataConfig(_Section):
     csv_encoding: Literal["utf-8", "utf-16", "latin-1"] | None = Field(
         None, description="CSV text encoding; default: UTF-8 (convert other encodings to UTF-8)"
     )
+    currency: str = Field(
+        "EUR", max_length=8, description="Currency of amounts, shown on reports and exports"
+    )
 
     def table_source(self, name: str) -> TableSource | None:
         """The configured source of table ``name`` (None: the table is read as named)."""

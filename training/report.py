@@ -40,10 +40,12 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from retentio.features.plain import plain_name
 from retentio.training.tasks import TASKS
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,8 @@ _LOWER = frozenset({
 })  # fmt: skip
 _NEAR_ZERO = frozenset({"bias_pct"})
 _COVERAGE = re.compile(r"(?:interval_)?coverage_(\d+)$")
-_DPI = 80
+_DPI = 100
+_FONT = {"font.size": 12, "legend.fontsize": 11, "axes.titlesize": 13}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
@@ -148,9 +151,17 @@ def _png(fig: Figure) -> str:
     return f'<img alt="figure" src="data:image/png;base64,{data}">'
 
 
-def _style(name: str, baselines: Collection[str]) -> dict[str, Any]:
+def _style(name: str, baselines: Collection[str], served: str | None = None) -> dict[str, Any]:
+    """Line style: the served candidate thick and solid, baselines dashed, others thin."""
+    if name == served:
+        return {"label": f"{name} (served)", "ls": "-", "lw": 3.0, "zorder": 3}
     base = name in baselines
-    return {"label": f"{name} (baseline)" if base else name, "ls": "--" if base else "-"}
+    return {
+        "label": f"{name} (baseline)" if base else name,
+        "ls": "--" if base else "-",
+        "lw": 1.4,
+        "alpha": 0.85,
+    }
 
 
 def _rank_groups(score: np.ndarray, n_groups: int) -> np.ndarray:
@@ -161,7 +172,9 @@ def _rank_groups(score: np.ndarray, n_groups: int) -> np.ndarray:
     return groups
 
 
-def _churn_figures(frame: pd.DataFrame, baselines: Collection[str]) -> str:
+def _churn_figures(
+    frame: pd.DataFrame, baselines: Collection[str], served: str | None, horizon: int | None
+) -> str:
     names = _candidates(frame, "p_churn__")
     if "y_churn" not in frame.columns or not names:
         return ""
@@ -169,8 +182,9 @@ def _churn_figures(frame: pd.DataFrame, baselines: Collection[str]) -> str:
     y = frame["y_churn"].to_numpy(float)[mask]
     if len(y) == 0 or y.sum() == 0:
         return '<p class="muted">no churner in the evaluation snapshot: no gain chart</p>'
-    gain = Figure(figsize=(11, 3.8))
-    ax_gain, ax_lift, ax_cal = gain.subplots(1, 3)
+    figs = [Figure(figsize=(6.4, 4.6)) for _ in range(3)]
+    ax_gain, ax_lift, ax_cal = (f.subplots() for f in figs)
+    churned = f"churners (no purchase within {horizon} days)" if horizon else "churners"
     n = len(y)
     points = np.unique(np.linspace(0, n, 201).astype(int))
     base_rate = y.mean()
@@ -180,7 +194,7 @@ def _churn_figures(frame: pd.DataFrame, baselines: Collection[str]) -> str:
         yy, pp = y[ok], p[ok]
         if len(yy) == 0:
             continue
-        style = _style(name, baselines)
+        style = _style(name, baselines, served)
         order = np.argsort(-pp, kind="stable")
         cum = np.concatenate([[0.0], np.cumsum(yy[order])]) / max(yy.sum(), 1.0)
         pts = np.minimum(points, len(yy))
@@ -188,34 +202,43 @@ def _churn_figures(frame: pd.DataFrame, baselines: Collection[str]) -> str:
         groups = _rank_groups(pp, 10)
         counts = np.bincount(groups, minlength=10)
         rate = np.bincount(groups, weights=yy, minlength=10) / np.maximum(counts, 1)
-        ax_lift.plot(np.arange(1, 11), rate / base_rate, marker="o", ms=3, **style)
+        ax_lift.plot(np.arange(1, 11), rate / base_rate, marker="o", ms=4, **style)
         cal_groups = _rank_groups(-pp, 10)  # ascending bins of predicted probability
         c_counts = np.maximum(np.bincount(cal_groups, minlength=10), 1)
         ax_cal.plot(
             np.bincount(cal_groups, weights=pp, minlength=10) / c_counts,
             np.bincount(cal_groups, weights=yy, minlength=10) / c_counts,
             marker="o",
-            ms=3,
+            ms=4,
             **style,
         )
     ax_gain.plot([0, 1], [0, 1], color="grey", lw=0.8, label="random")
     ax_gain.set(
         title="Cumulative gain",
         xlabel="share of customers (highest risk first)",
-        ylabel="share of churners",
+        ylabel=f"share of {churned}",
     )
     ax_lift.axhline(1.0, color="grey", lw=0.8)
-    ax_lift.set(title="Lift by decile", xlabel="risk decile (1 = highest)", ylabel="lift")
+    ax_lift.set(
+        title="Lift by decile",
+        xlabel="risk decile (1 = highest)",
+        ylabel="churn rate / overall churn rate",
+    )
     ax_cal.plot([0, 1], [0, 1], color="grey", lw=0.8, label="perfect")
     ax_cal.set(
         title="Calibration (10 equal-count bins)",
         xlabel="mean predicted probability",
-        ylabel="observed churn rate",
+        ylabel=f"observed share of {churned}",
     )
-    ax_gain.legend(fontsize=7, loc="lower right")
-    ax_cal.legend(fontsize=7, loc="upper left")
-    gain.tight_layout()
-    return f"<p class='muted'>{n} active customers, churn rate {base_rate:.3f}</p>" + _png(gain)
+    for ax in (ax_gain, ax_lift, ax_cal):
+        ax.grid(alpha=0.3)
+    ax_gain.legend(loc="lower right")
+    ax_lift.legend(loc="upper right")
+    ax_cal.legend(loc="upper left")
+    for f in figs:
+        f.tight_layout()
+    head = f"<p class='muted'>{n:,} active customers, churn rate {base_rate:.1%}</p>"
+    return head + "<div class='figs'>" + "".join(_png(f) for f in figs) + "</div>"
 
 
 def _next_purchase_brier(
@@ -241,35 +264,25 @@ def _next_purchase_brier(
     return pd.DataFrame(rows).T
 
 
-def _next_purchase_figures(table: pd.DataFrame, baselines: Collection[str]) -> str:
+def _next_purchase_table(table: pd.DataFrame) -> str:
+    """The Brier score per window and candidate (a chart of the same numbers would repeat it)."""
     if table.empty:
         return ""
-    fig = Figure(figsize=(6, 3.2))
-    ax = fig.subplots()
-    width = 0.8 / max(len(table.columns), 1)
-    x = np.arange(len(table.index))
-    for i, name in enumerate(table.columns):
-        style = _style(name, baselines)
-        ax.bar(
-            x + i * width,
-            table[name].to_numpy(float),
-            width,
-            label=style["label"],
-            hatch="//" if name in baselines else None,
-        )
-    ax.set_xticks(x + width * (len(table.columns) - 1) / 2, list(table.index))
-    ax.set(title="Next purchase: Brier score by window (lower is better)", ylabel="Brier")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _table_html(table.rename_axis("window"), rule=("min", 0.0)) + _png(fig)
+    return _table_html(table.rename_axis("window"), rule=("min", 0.0))
 
 
-def _ltv_figures(frame: pd.DataFrame, baselines: Collection[str]) -> str:
+def _ltv_figures(
+    frame: pd.DataFrame,
+    baselines: Collection[str],
+    served: str | None,
+    horizon: int | None,
+    currency: str | None,
+) -> str:
     names = _candidates(frame, "pred_ltv__")
     if "y_ltv" not in frame.columns or not names:
         return ""
     y_all = frame["y_ltv"].to_numpy(float)
-    fig = Figure(figsize=(min(3.7 * len(names), 11), 3.4))
+    fig = Figure(figsize=(min(5.2 * len(names), 13), 4.6))
     axes = np.atleast_1d(fig.subplots(1, len(names), sharey=True))
     for ax, name in zip(axes, names, strict=True):
         pred = frame[f"pred_ltv__{name}"].to_numpy(float)
@@ -283,9 +296,15 @@ def _ltv_figures(frame: pd.DataFrame, baselines: Collection[str]) -> str:
         deciles = np.arange(1, 11)
         ax.bar(deciles, mean_true, color="#9cc3e6", label="actual (mean)")
         ax.plot(deciles, mean_pred, color="#c0392b", marker="o", ms=3, label="predicted (mean)")
-        ax.set(title=_style(name, baselines)["label"], xlabel="predicted decile (10 = highest)")
-    axes[0].set_ylabel("LTV per customer")
-    axes[0].legend(fontsize=7)
+        label = _style(name, baselines, served)["label"]
+        ax.set(title=label, xlabel="predicted decile (10 = highest)")
+        ax.grid(alpha=0.3, axis="y")
+        if name == served:
+            ax.set_title(label, fontweight="bold")
+    period = f"over {horizon} days" if horizon else "over the horizon"
+    unit = f" ({currency})" if currency else ""
+    axes[0].set_ylabel(f"revenue per customer {period}{unit}")
+    axes[0].legend()
     fig.suptitle("LTV: predicted vs actual by decile of prediction")
     fig.tight_layout()
     return _png(fig)
@@ -298,11 +317,11 @@ def _importance_figures(importances: Mapping[str, pd.Series]) -> str:
         if s.empty:
             continue
         top = s.reindex(s.abs().sort_values(ascending=False).index[:20])[::-1]
-        fig = Figure(figsize=(5.2, 0.22 * len(top) + 1.0))
+        fig = Figure(figsize=(8.5, 0.36 * len(top) + 1.4))
         ax = fig.subplots()
-        ax.barh([str(i) for i in top.index], top.to_numpy(), color="#4c72b0")
-        ax.set(title=f"{name}: top {len(top)} features")
-        ax.tick_params(axis="y", labelsize=7)
+        ax.barh([plain_name(str(i)) for i in top.index], top.to_numpy(), color="#4c72b0")
+        ax.set(title=f"{name}: top {len(top)} features", xlabel="importance (total gain)")
+        ax.grid(alpha=0.3, axis="x")
         fig.tight_layout()
         parts.append(_png(fig))
     return f"<div class='figs'>{''.join(parts)}</div>" if parts else ""
@@ -341,7 +360,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float | np.floating):
         if not np.isfinite(value):
             return "–"
-        return f"{value:,.0f}" if abs(float(value)) >= 1e4 else f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
     return html.escape(str(value))
 
 
@@ -371,35 +390,53 @@ def _metrics_table(
     table = pd.DataFrame({c: pd.Series(v, dtype=float) for c, v in by_candidate.items()})
     if table.empty:
         return ""
-    table = table.rename(
-        columns=lambda c: f"{c} ★" if c == served else (f"{c} (baseline)" if c in baselines else c)
-    )
+
+    def label(c: str) -> str:
+        return f"{c} ★ served" if c == served else (f"{c} (baseline)" if c in baselines else c)
+
+    table = table.rename(columns=label)
     table.index.name = "metric"
     return _table_html(table)
 
 
 def _bootstrap_html(boot: Mapping[str, Any] | None) -> str:
-    if not boot:
+    """The paired bootstrap as a sentence and one small table (not a dump of its fields)."""
+    if not boot or not {"diff", "lo", "hi"} <= set(boot):
         return ""
-    a, b = boot.get("a_name", "best candidate"), boot.get("b_name", "best baseline")
-    metric = boot.get("metric", "metric")
-    text = ""
-    if {"diff", "lo", "hi"} <= set(boot):
-        lo, hi = float(boot["lo"]), float(boot["hi"])
-        verdict = (
-            "interval above 0" if lo > 0 else ("interval below 0" if hi < 0 else "interval spans 0")
-        )
-        text = (
-            f"<p><b>{html.escape(str(a))} − {html.escape(str(b))}</b> on {html.escape(metric)}: "
-            f"{float(boot['diff']):+.4f} [{lo:+.4f}, {hi:+.4f}] ({verdict})</p>"
-        )
-    rows = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in boot.items()
+    a = html.escape(str(boot.get("a_name", "best candidate")))
+    b = html.escape(str(boot.get("b_name", "best baseline")))
+    metric = html.escape(str(boot.get("metric", "the metric")))
+    diff, lo, hi = float(boot["diff"]), float(boot["lo"]), float(boot["hi"])
+    rule = _direction(str(boot.get("metric", "")))
+    lower_better = rule is not None and rule[0] == "min"
+    better = (hi < 0) if lower_better else (lo > 0)
+    worse = (lo > 0) if lower_better else (hi < 0)
+    if better:
+        verdict = f"{a} is better than {b}: the whole interval is on the better side"
+    elif worse:
+        verdict = f"{a} is worse than {b}: the whole interval is on the worse side"
+    else:
+        verdict = "the interval contains 0: no difference shown at this sample size"
+    n_boot = boot.get("n_boot")
+    rows = boot.get("n_rows") or boot.get("n_valid")
+    how = (
+        f"{int(n_boot):,} resamples" + (f" of the {int(rows):,} customers" if rows else "")
+        if n_boot
+        else "resampling the customers"
     )
-    return (
-        "<h3>Paired bootstrap: best candidate vs best baseline</h3>"
-        f"{text}<table><tr><th>field</th><th>value</th></tr>{rows}</table>"
+    direction = "lower" if lower_better else "higher"
+    sentence = (
+        f"<p>On {metric} ({direction} is better), {a} minus {b} is <b>{diff:+.4f}</b>, "
+        f"95 % interval [{lo:+.4f}, {hi:+.4f}] from {how}: {verdict}.</p>"
     )
+    a_val = _fmt(float(boot["a"])) if "a" in boot else ""
+    b_val = _fmt(float(boot["b"])) if "b" in boot else ""
+    table = (
+        f"<table><tr><th>{metric}</th><th>{a}</th><th>{b}</th><th>difference</th>"
+        f"<th>95 % interval</th></tr><tr><td>evaluation snapshot</td><td>{a_val}</td>"
+        f"<td>{b_val}</td><td>{diff:+.4f}</td><td>{lo:+.4f} to {hi:+.4f}</td></tr></table>"
+    )
+    return f"<h3>Served candidate against the best baseline</h3>{sentence}{table}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,6 +456,9 @@ def write_report(
     served: Mapping[str, str] | None = None,
     notes: Mapping[str, Any] | None = None,
     next_purchase_horizon_days: int = 90,
+    churn_horizon_days: int | None = None,
+    ltv_horizon_days: int | None = None,
+    currency: str | None = None,
 ) -> Path:
     """Write the self-contained HTML evaluation report.
 
@@ -447,6 +487,8 @@ def write_report(
         Facts shown under the title (dataset, cutoffs, horizons, data hash ...).
     next_purchase_horizon_days
         Used only when converting a pipeline frame (windows beyond it have no label).
+    churn_horizon_days, ltv_horizon_days, currency
+        Written on the axes (what a churner is, the LTV period and its currency).
 
     Returns
     -------
@@ -473,18 +515,22 @@ def write_report(
         parts.append(f"<h2 id='{html.escape(task)}'>{html.escape(task)}</h2>")
         parts.append(_metrics_table(metrics[task], baselines, served.get(task)))
         parts.append(_bootstrap_html((bootstrap or {}).get(task)))
-        if task == "churn":
-            parts.append(_churn_figures(frame, baselines))
-        elif task == "next-purchase":
-            brier = _next_purchase_brier(frame, metrics[task])
-            parts.append("<h3>Brier score at 30 / 60 / 90 days</h3>")
-            parts.append(_next_purchase_figures(brier, baselines))
-        elif task == "ltv":
-            parts.append("<h3>Deciles: predicted vs actual</h3>")
-            parts.append(_ltv_figures(frame, baselines))
+        with matplotlib.rc_context(_FONT):
+            if task == "churn":
+                parts.append(_churn_figures(frame, baselines, served.get(task), churn_horizon_days))
+            elif task == "next-purchase":
+                brier = _next_purchase_brier(frame, metrics[task])
+                parts.append("<h3>Brier score at 30 / 60 / 90 days (lower is better)</h3>")
+                parts.append(_next_purchase_table(brier))
+            elif task == "ltv":
+                parts.append("<h3>Deciles: predicted vs actual</h3>")
+                parts.append(
+                    _ltv_figures(frame, baselines, served.get(task), ltv_horizon_days, currency)
+                )
     if importances:
         parts.append("<h2 id='importances'>Feature importances</h2>")
-        parts.append(_importance_figures(importances))
+        with matplotlib.rc_context(_FONT):
+            parts.append(_importance_figures(importances))
     parts.append("</body></html>")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

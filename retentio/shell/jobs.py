@@ -87,6 +87,9 @@ def train_job(
         served=result.served,
         title=f"retentio: {tables.name}, evaluation snapshot {eval_day}",
         next_purchase_horizon_days=settings.labels.next_purchase_horizon_days,
+        churn_horizon_days=settings.labels.churn_horizon_days,
+        ltv_horizon_days=settings.labels.ltv_horizon_days,
+        currency=settings.data.currency,
     )
     if progress:
         progress("report")

@@ -70,6 +70,9 @@ def test_report_has_every_section_and_embedded_images(
         bootstrap=BOOTSTRAP,
         title="tiny <dataset>",
         served={"churn": "lightgbm"},
+        churn_horizon_days=90,
+        ltv_horizon_days=365,
+        currency="GBP",
     )
     page = out.read_text()
     assert out == tmp_path / "sub" / "report.html"
@@ -78,22 +81,68 @@ def test_report_has_every_section_and_embedded_images(
         "<h2 id='churn'>",
         "<h2 id='next-purchase'>",
         "<h2 id='ltv'>",
-        "Paired bootstrap",
+        "Served candidate against the best baseline",
         "Brier score at 30 / 60 / 90 days",
         "Deciles: predicted vs actual",
         "<h2 id='importances'>",
     ):
         assert section in page, section
-    # churn figure + next-purchase chart + LTV deciles + one importance chart, all embedded
+    # gain, lift, calibration + LTV deciles + one importance chart, all embedded; the
+    # next-purchase Brier scores are a table only (a chart would repeat it)
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 4
+    assert len(images) == 5
     assert all(base64.b64decode(img)[:8] == PNG_MAGIC for img in images)
     assert "http" not in page.replace("https://", "")  # nothing external to load
-    # bootstrap verdict and the served / baseline markers
-    assert "+0.0700 [+0.0500, +0.0900] (interval above 0)" in page
-    assert "lightgbm ★" in page and "logistic_rfm (baseline)" in page
+    # the bootstrap as a sentence and one small table, not a dump of its fields
+    assert "lightgbm minus logistic_rfm is <b>+0.0700</b>" in page
+    assert "95 % interval [+0.0500, +0.0900] from 200 resamples" in page
+    assert "lightgbm is better than logistic_rfm" in page
+    assert "n_boot" not in page and "<th>field</th>" not in page
+    assert "lightgbm ★ served" in page and "logistic_rfm (baseline)" in page
     # 1800 labelled customers (200 inactive dropped)
-    assert "1800 active customers" in page
+    assert "1,800 active customers" in page
+
+
+def test_charts_are_large_name_features_plainly_and_state_horizon_and_currency(
+    eval_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    from matplotlib.figure import Figure
+
+    drawn: list[Figure] = []
+    original = Figure.savefig
+
+    def keep(fig: Figure, *args: object, **kwargs: object) -> None:
+        drawn.append(fig)
+        original(fig, *args, **kwargs)
+
+    importances = {"churn": pd.Series([3.0, 2.0], index=["recency_days", "cust_region"])}
+    Figure.savefig = keep  # type: ignore[method-assign]
+    try:
+        write_report(
+            eval_frame, METRICS, out_path=tmp_path / "r.html", importances=importances,
+            served={"churn": "lightgbm", "ltv": "lightgbm"}, churn_horizon_days=90,
+            ltv_horizon_days=365, currency="GBP",
+        )  # fmt: skip
+    finally:
+        Figure.savefig = original  # type: ignore[method-assign]
+    texts = []
+    for fig in drawn:
+        assert fig.get_size_inches()[0] >= 6  # no thumbnail-sized charts
+        for ax in fig.axes:
+            texts += [ax.get_xlabel(), ax.get_ylabel()]
+            texts += [t.get_text() for t in ax.get_yticklabels()]
+            legend = ax.get_legend()
+            if legend is not None:
+                assert min(t.get_fontsize() for t in legend.get_texts()) >= 10
+                served = [line for line in legend.get_lines() if "(served)" in line.get_label()]
+                others = [line for line in legend.get_lines() if "(served)" not in line.get_label()]
+                if served and others:
+                    assert served[0].get_linewidth() > max(o.get_linewidth() for o in others)
+    joined = " | ".join(texts)
+    assert "no purchase within 90 days" in joined
+    assert "over 365 days (GBP)" in joined
+    assert "days since the last purchase" in joined and "region" in joined
+    assert "recency_days" not in joined and "cust_region" not in joined
 
 
 def test_best_cells_follow_each_metric_direction(eval_frame: pd.DataFrame, tmp_path: Path) -> None:
