@@ -58,6 +58,7 @@ from retentio.errors import (
     ModelNotFoundError,
     RetentioError,
 )
+from retentio.serving.plain_errors import PlainValidationErrors
 from retentio.serving.schemas import (
     AtRiskRequest,
     AtRiskResponse,
@@ -445,4 +446,5 @@ class Retentio:
 
 
 # bentoml.service returns a Service wrapping the class; its annotations say the class itself
+Retentio.add_asgi_middleware(PlainValidationErrors)  # type: ignore[attr-defined]
 Retentio.add_asgi_middleware(RequestGuard)  # type: ignore[attr-defined]
