@@ -586,7 +586,7 @@ def score(
     )
 
 
-def _data_source(settings: Settings, data: Path | None, tables: Any) -> dict[str, Any]:
+def _data_source(settings: Settings, data: str | None, tables: Any) -> dict[str, Any]:
     """What identifies the data a population is scored from: folder fingerprint, last day."""
     from retentio.shell.jobs import data_fingerprint
 
@@ -647,7 +647,7 @@ def at_risk(
 
 
 def _at_risk_local(
-    settings: Settings, data: Path | None, *, top: int, min_value: float | None, cutoff: str | None
+    settings: Settings, data: str | None, *, top: int, min_value: float | None, cutoff: str | None
 ) -> Any:
     """The at-risk list from the persisted population when it is valid, else scored (and
     persisted) now; says which."""

@@ -147,7 +147,7 @@ def promote_job(
     return decisions
 
 
-def data_fingerprint(folder: Path) -> str | None:
+def data_fingerprint(folder: str | Path) -> str | None:
     """A hash of the data folder's file names, sizes and modification times (None: no folder).
 
     Persisted scores written from a folder are reused only while its fingerprint is the same.
