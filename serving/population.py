@@ -47,7 +47,7 @@ from retentio.configs.settings import Settings
 from retentio.errors import ContractError
 from retentio.features.cutoff import as_cutoff
 from retentio.features.schema import ENTITY, FEATURE_SET_VERSION
-from retentio.serving.reasons import phrase_reasons
+from retentio.serving.reasons import MIN_CONTRIBUTION, phrase_reasons
 from retentio.serving.scoring import (
     SCORE_COLUMNS,
     _with_shared_btyd,
@@ -207,7 +207,7 @@ class ReasonExplainer:
         contrib = self.contributions(x)
         k = min(self.n_reasons * 3, contrib.shape[1])  # room for merged phrases
         order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
-        positive = np.take_along_axis(contrib, order, axis=1) > 0
+        positive = np.take_along_axis(contrib, order, axis=1) >= MIN_CONTRIBUTION
         return [  # formatting of the returned rows only
             phrase_reasons(
                 _XRow(self, row),

@@ -1,8 +1,12 @@
 """Readable reasons from per-customer feature contributions.
 
 The churn model's contributions (LightGBM ``pred_contrib``: one additive log-odds term per
-feature and row) are ranked per row; the features pushing the risk up most are turned into
-phrases a retention team can act on, e.g. "no purchase for 143 days, 3.1x the usual gap".
+feature and row) are ranked per row; only the features that *raise* the risk by at least
+:data:`MIN_CONTRIBUTION` become reasons, phrased for a retention team rather than a programmer:
+"no purchase for 143 days, 3.1x the usual gap", "largest order 45 (typical customer: 120)".
+Each numeric reason quotes the customer's value beside the population's median (the *typical*
+customer, from :func:`typical_values`), so a reader sees why the value matters. Internal
+descriptions, column prefixes and model names never appear in a reason.
 """
 
 from __future__ import annotations
@@ -14,9 +18,39 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from retentio.features.schema import FEATURES
+from retentio.features.plain import PLAIN, plain_name, plain_value
+from retentio.features.schema import STATIC_PREFIX
 
-_DESCRIPTIONS = {f.name: f.description for f in FEATURES}
+__all__ = [
+    "MIN_CONTRIBUTION",
+    "PLAIN",
+    "Reason",
+    "explain",
+    "phrase_reasons",
+    "plain_name",
+    "top_features",
+    "top_reasons",
+    "typical_values",
+]
+
+MIN_CONTRIBUTION = 0.01
+"""Smallest log-odds contribution that counts as a reason (weaker pushes are noise)."""
+
+Reason = dict[str, Any]
+"""``{"feature", "label", "value", "typical", "unit", "phrase", "text"}``: one risk-raising
+factor; ``text`` is ``phrase`` with the typical value when it differs from the customer's."""
+
+_SINGULAR = {
+    "complaints": "complaint",
+    "visits": "visit",
+    "orders": "order",
+    "purchases": "purchase",
+    "returns": "return",
+    "contacts": "contact",
+    "surveys": "survey",
+    "channels": "channel",
+    "categories": "category",
+}
 
 
 def _num(value: object) -> float | None:
@@ -27,170 +61,219 @@ def _num(value: object) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else x
 
 
-def _recency(row: pd.Series) -> str | None:
+def _text(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return plain_value(value)
+
+
+def _fmt(x: float, unit: str) -> str:
+    if unit == "money":
+        return f"{x:,.0f}"
+    if unit == "share":
+        return f"{x:.0%}"
+    if unit in ("days", "count"):
+        return f"{x:,.0f}"
+    if unit == "signed":
+        return f"{x:+.1f}"
+    return f"{x:.1f}" if x != round(x) else f"{x:,.0f}"
+
+
+def _recency(row: Mapping[str, Any]) -> str | None:
     days, overdue = _num(row.get("recency_days")), _num(row.get("overdue_ratio"))
     if days is None:
         return "no purchase yet"
-    text = f"no purchase for {days:.0f} days"
+    if days < 1:  # bought today: the gap cannot be what raises the risk
+        return None
+    text = f"no purchase for {days:.0f} day{'s' if days >= 2 else ''}"
     if overdue is not None and overdue >= 1.2:
         text += f", {overdue:.1f}x the usual gap"
     return text
 
 
-def _count(template: str, key: str) -> Callable[[pd.Series], str | None]:
-    def phrase(row: pd.Series) -> str | None:
-        n = _num(row.get(key))
-        return None if n is None else template.format(n=int(n), s="" if int(n) == 1 else "s")
-
-    return phrase
-
-
-def _trend(row: pd.Series) -> str | None:
-    x = _num(row.get("trend_revenue_90d"))
+def _trend(row: Mapping[str, Any], key: str) -> str | None:
+    x = _num(row.get(key))
+    what = "spend" if key == "trend_revenue_90d" else "orders"
     if x is None or x == 0:
         return None
     # (a - b) / (a + b) = x  =>  a / b = (1 + x) / (1 - x)
     if x <= -1:
-        return "no spend in the last 90 days after spending the 90 days before"
+        return f"no {what} in the last 90 days after some in the 90 days before"
     if x >= 1:
-        return "all spend of the last 180 days came in the last 90"
+        return None  # all activity is recent: never a risk phrase
     change = (1 + x) / (1 - x) - 1
-    return f"spend {'down' if change < 0 else 'up'} {abs(change):.0%} vs the previous 90 days"
+    return f"{what} {'down' if change < 0 else 'up'} {abs(change):.0%} vs the previous 90 days"
 
 
-def _value(template: str, key: str) -> Callable[[pd.Series], str | None]:
-    def phrase(row: pd.Series) -> str | None:
-        x = _num(row.get(key))
-        return None if x is None else template.format(x=x)
-
-    return phrase
-
-
-def _satisfaction(row: pd.Series) -> str | None:
-    x = _num(row.get("att_satisfaction_last"))
-    return None if x is None else f"satisfaction {x:g} in the last survey"
-
-
-def _nps(row: pd.Series) -> str | None:
-    cls = row.get("att_nps_class")
-    score = _num(row.get("att_nps_last"))
-    if not isinstance(cls, str):
-        return None
-    return f"NPS {cls}" + (f" ({score:g}/10)" if score is not None else "")
-
-
-def _visits(row: pd.Series) -> str | None:
-    n = _num(row.get("rel_visits_90d"))
-    if n is None:
-        return None
-    return "no visit in the last 90 days" if n == 0 else f"only {int(n)} visits in 90 days"
-
-
-PHRASES: dict[str, Callable[[pd.Series], str | None]] = {
+_SPECIAL: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     "recency_days": _recency,
     "overdue_ratio": _recency,
     "T_days": _recency,
-    "frequency": _count("{n} repeat purchase{s} in total", "frequency"),
-    "n_orders": _count("{n} order{s} in total", "n_orders"),
-    "n_orders_30d": _count("{n} order{s} in the last 30 days", "n_orders_30d"),
-    "n_orders_90d": _count("{n} order{s} in the last 90 days", "n_orders_90d"),
-    "n_orders_180d": _count("{n} order{s} in the last 180 days", "n_orders_180d"),
-    "n_orders_365d": _count("{n} order{s} in the last 365 days", "n_orders_365d"),
-    "trend_revenue_90d": _trend,
-    "trend_orders_90d": _trend,
-    "revenue_90d": _value("spend of {x:,.0f} in the last 90 days", "revenue_90d"),
-    "revenue_365d": _value("spend of {x:,.0f} in the last 365 days", "revenue_365d"),
-    "revenue_30d": _value("spend of {x:,.0f} in the last 30 days", "revenue_30d"),
-    "revenue_180d": _value("spend of {x:,.0f} in the last 180 days", "revenue_180d"),
-    "total_revenue": _value("total spend of {x:,.0f} so far", "total_revenue"),
-    "avg_order_value": _value("average order of {x:,.0f}", "avg_order_value"),
-    "max_order_value": _value("largest order {x:,.0f}", "max_order_value"),
-    "n_returns": _count("{n} return{s}", "n_returns"),
-    "rfm_note": _value("weighted RFM note {x:.0f}", "rfm_note"),
-    "monetary_value": _value("average repeat purchase of {x:,.0f}", "monetary_value"),
-    "returns_share": _value("returns are {x:.0%} of purchases", "returns_share"),
-    "att_satisfaction_last": _satisfaction,
-    "att_satisfaction_mean": _satisfaction,
-    "att_nps_last": _nps,
-    "att_nps_class": _nps,
-    "rel_complaints_90d": _count("{n} complaint{s} in the last 90 days", "rel_complaints_90d"),
-    "rel_complaints_365d": _count("{n} complaint{s} in the last year", "rel_complaints_365d"),
-    "rel_unresolved_complaints_365d": _count(
-        "{n} unresolved complaint{s}", "rel_unresolved_complaints_365d"
-    ),
-    "p_alive": _value("BG/NBD probability still active {x:.0%}", "p_alive"),
-    "btyd_p_alive": _value("BG/NBD probability still active {x:.0%}", "btyd_p_alive"),
-    "btyd_p_churn": _value("BG/NBD probability of no purchase {x:.0%}", "btyd_p_churn"),
-    "btyd_expected_purchases": _value(
-        "BG/NBD expects {x:.1f} purchases next period", "btyd_expected_purchases"
-    ),
-    "btyd_clv": _value("BG/NBD x Gamma-Gamma value {x:,.0f}", "btyd_clv"),
-    "ipt_std_days": _value("irregular purchase rhythm (gaps vary by {x:.0f} days)", "ipt_std_days"),
-    "ipt_mean_days": _value("usually {x:.0f} days between purchases", "ipt_mean_days"),
-    "rel_visits_90d": _visits,
-    "rel_email_open_rate": _value("opens {x:.0%} of emails", "rel_email_open_rate"),
-    "rel_email_click_rate": _value("clicks {x:.0%} of emails", "rel_email_click_rate"),
-    "rel_days_since_contact": _value("last contact {x:.0f} days ago", "rel_days_since_contact"),
-    "rel_support_365d": _count("{n} support contact{s} in the last year", "rel_support_365d"),
-    "att_repurchase_intention": _value(
-        "repurchase intention {x:g} in the last survey", "att_repurchase_intention"
-    ),
-    "att_trust_credibility": _value("trust (credibility) {x:.1f}", "att_trust_credibility"),
-    "att_trust_benevolence": _value("trust (benevolence) {x:.1f}", "att_trust_benevolence"),
-    "att_attractiveness": _value("alternatives rated {x:g} (attractiveness)", "att_attractiveness"),
-    "tenure_days": _value("customer for {x:.0f} days", "tenure_days"),
+    "trend_revenue_90d": lambda r: _trend(r, "trend_revenue_90d"),
+    "trend_orders_90d": lambda r: _trend(r, "trend_orders_90d"),
 }
 
 
-def _fallback(feature: str, row: Mapping[str, Any]) -> str | None:
+def typical_values(features: pd.DataFrame) -> dict[str, float]:
+    """The population's median of every plain numeric feature, over customers who bought.
+
+    Parameters
+    ----------
+    features
+        The population's feature frame (``recency_days`` NaN marks prospects, left out).
+
+    Returns
+    -------
+    dict[str, float]
+        Feature -> median (features absent or all-NaN are left out).
+    """
+    buyers = features
+    if "recency_days" in features:
+        buyers = features[features["recency_days"].notna()]
+    cols = [
+        c
+        for c, (_, unit) in PLAIN.items()
+        if c in buyers.columns and unit not in ("text", "trend") and c != "p_alive"
+    ]
+    if not cols:
+        return {}
+    med = buyers[cols].apply(pd.to_numeric, errors="coerce").median()
+    return {c: float(v) for c, v in med.items() if pd.notna(v)}
+
+
+def _as_reason(
+    feature: str,
+    label: str,
+    value: Any,
+    typical: Any,
+    text: str,
+    *,
+    unit: str = "number",
+    quote: bool = True,
+) -> Reason:
+    """One reason; ``text`` quotes the typical value when it differs (and ``quote``)."""
+    shown = quote and typical is not None and isinstance(value, float) and value != typical
+    full = f"{text} (typical customer: {_fmt(typical, unit)})" if shown else text
+    return {"feature": feature, "label": label, "value": value, "typical": typical,
+            "unit": unit, "phrase": text, "text": full}  # fmt: skip
+
+
+def _count(n: float, label: str) -> str:
+    if n == 0:
+        return f"no {label}"
+    if n == 1:
+        words = label.split(" ")
+        for i, w in enumerate(words):
+            if w in _SINGULAR:
+                words[i] = _SINGULAR[w]
+                break
+        return f"1 {' '.join(words)}"
+    return f"{n:,.0f} {label}"
+
+
+def _reason(feature: str, row: Mapping[str, Any], typical: Mapping[str, float]) -> Reason | None:
     value = row.get(feature)
+    label, unit = PLAIN.get(feature, (plain_name(feature), "number"))
+    special = _SPECIAL.get(feature)
+    typ = typical.get(feature)
+    if special is not None:
+        text = special(row)
+        if feature in ("overdue_ratio", "T_days"):  # phrased as recency: quote recency
+            feature, value = "recency_days", row.get("recency_days")
+            label, typ = PLAIN["recency_days"][0], typical.get("recency_days")
+        if text is None:
+            return None
+        unit = "trend" if feature.startswith("trend_") else "days"
+        return _as_reason(feature, label, _num(value), typ, text, unit=unit, quote=False)
+    if unit == "text" or (feature.startswith(STATIC_PREFIX) and _num(value) is None):
+        shown = _text(value)
+        if shown is None:
+            return None
+        return _as_reason(feature, label, shown, None, f"{label}: {shown}", unit="text")
     x = _num(value)
-    if x is None and (value is None or (isinstance(value, float) and math.isnan(value))):
+    if x is None:
         return None
-    shown = str(value) if x is None else (f"{x:,.0f}" if x == int(x) else f"{x:,.2f}")
-    label = _DESCRIPTIONS.get(feature, feature.replace("_", " "))
-    return f"{label}: {shown}"
+    text = _count(x, label) if unit == "count" else f"{label}: {_fmt(x, unit)}"
+    return _as_reason(feature, label, x, typ, text, unit=unit)
 
 
-def top_features(contributions: pd.DataFrame, *, k: int = 6) -> tuple[np.ndarray, list[str]]:
-    """Per row, the ``k`` features with the largest positive contributions, strongest first.
+def explain(
+    row: Mapping[str, Any],
+    features: Iterable[str],
+    *,
+    typical: Mapping[str, float] | None = None,
+    n_reasons: int = 3,
+) -> list[Reason]:
+    """Structured reasons for ``features`` (strongest first) with the values in ``row``.
+
+    Features whose phrases coincide (recency and overdue ratio) are merged; features without a
+    readable value (missing, or a phrase that cannot raise risk) are skipped.
+
+    Parameters
+    ----------
+    row
+        The customer's feature values.
+    features
+        Risk-raising features, strongest first.
+    typical
+        Population medians (:func:`typical_values`) quoted beside numeric values.
+    n_reasons
+        At most this many reasons.
+
+    Returns
+    -------
+    list of Reason
+        ``{"feature", "label", "value", "typical", "text"}`` dicts.
+    """
+    out: list[Reason] = []
+    seen: set[str] = set()
+    for feature in features:
+        if len(out) == n_reasons:
+            break
+        reason = _reason(feature, row, typical or {})
+        if reason is not None and reason["text"] not in seen:
+            seen.add(reason["text"])
+            out.append(reason)
+    return out
+
+
+def phrase_reasons(
+    row: Mapping[str, Any],
+    features: Iterable[str],
+    *,
+    typical: Mapping[str, float] | None = None,
+    n_reasons: int = 3,
+) -> list[str]:
+    """The texts of :func:`explain` (what ``/score`` and the at-risk list show)."""
+    return [r["text"] for r in explain(row, features, typical=typical, n_reasons=n_reasons)]
+
+
+def top_features(
+    contributions: pd.DataFrame, *, k: int = 6, min_contribution: float = MIN_CONTRIBUTION
+) -> tuple[np.ndarray, list[str]]:
+    """Per row, the ``k`` features that raise the risk most, strongest first.
 
     Returns
     -------
     tuple
         ``(positions, names)``: an ``(n, k)`` int array of column positions into ``names``
-        (-1 where fewer than ``k`` contributions are positive) and the column names (``bias``
-        excluded).
+        (-1 where fewer than ``k`` contributions exceed ``min_contribution``) and the column
+        names (``bias`` excluded).
     """
     contrib = contributions.drop(columns=["bias"], errors="ignore")
     values = contrib.to_numpy(dtype=float)
     k = min(k, values.shape[1])
     order = np.argsort(-values, axis=1, kind="stable")[:, :k]
-    positive = np.take_along_axis(values, order, axis=1) > 0
-    return np.where(positive, order, -1), [str(c) for c in contrib.columns]
-
-
-def phrase_reasons(
-    row: Mapping[str, Any], features: Iterable[str], *, n_reasons: int = 3
-) -> list[str]:
-    """Readable phrases for ``features`` (strongest first) with the values in ``row``.
-
-    Features whose phrases coincide (recency and overdue ratio) are merged; at most
-    ``n_reasons`` phrases are returned.
-    """
-    phrases: list[str] = []
-    for feature in features:
-        if len(phrases) == n_reasons:
-            break
-        maker = PHRASES.get(feature)
-        text = maker(row) if maker else _fallback(feature, row)
-        if text and text not in phrases:
-            phrases.append(text)
-    return phrases
+    raising = np.take_along_axis(values, order, axis=1) >= min_contribution
+    return np.where(raising, order, -1), [str(c) for c in contrib.columns]
 
 
 def top_reasons(
-    features: pd.DataFrame, contributions: pd.DataFrame | None, *, n_reasons: int = 3
+    features: pd.DataFrame,
+    contributions: pd.DataFrame | None,
+    *,
+    typical: Mapping[str, float] | None = None,
+    n_reasons: int = 3,
 ) -> list[list[str]]:
     """The ``n_reasons`` strongest risk-raising reasons per row, as phrases.
 
@@ -202,19 +285,21 @@ def top_reasons(
     contributions
         Per-feature contributions to the churn score (a ``bias`` column is ignored); ``None``
         gives empty lists (a model without contributions).
+    typical
+        Population medians (:func:`typical_values`) quoted beside numeric values.
     n_reasons
         How many reasons per row.
 
     Returns
     -------
     list of list of str
-        One list per row; only risk-raising (positive) contributions are used.
+        One list per row; only contributions of at least :data:`MIN_CONTRIBUTION` are used.
     """
     if contributions is None or contributions.empty:
         return [[] for _ in range(len(features))]
     positions, names = top_features(contributions, k=n_reasons * 3)  # room for merged phrases
     records = features.to_dict("records")
     return [  # output formatting of the returned rows only
-        phrase_reasons(rec, [names[j] for j in pos if j >= 0], n_reasons=n_reasons)
+        phrase_reasons(rec, [names[j] for j in pos if j >= 0], typical=typical, n_reasons=n_reasons)
         for rec, pos in zip(records, positions, strict=True)
     ]

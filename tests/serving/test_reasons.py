@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from retentio.serving.reasons import top_reasons
+from retentio.serving.reasons import MIN_CONTRIBUTION, top_reasons, typical_values
 
 
 def test_phrases_follow_contribution_order_and_merge_duplicates():
@@ -42,12 +42,72 @@ def test_no_contributions_gives_empty_lists():
     assert top_reasons(features, None) == [[], []]
 
 
-def test_unknown_feature_uses_schema_description():
-    features = pd.DataFrame({"items_per_order": [12.5], "n_channels": [2.0]})
-    contributions = pd.DataFrame({"items_per_order": [0.2], "n_channels": [0.1]})
-    assert top_reasons(features, contributions) == [
+def test_reasons_are_plain_words_with_the_typical_value():
+    features = pd.DataFrame(
+        {
+            "items_per_order": [12.5],
+            "n_channels": [2.0],
+            "cust_region": ["south"],
+            "rfm_segment": ["potential_loyalist"],
+            "max_order_value": [45.0],
+        }
+    )
+    contributions = pd.DataFrame(
+        {
+            "items_per_order": [0.2],
+            "n_channels": [0.1],
+            "cust_region": [0.05],
+            "rfm_segment": [0.04],
+            "max_order_value": [0.03],
+        }
+    )
+    typical = {"items_per_order": 4.0, "n_channels": 1.0, "max_order_value": 120.0}
+    reasons = top_reasons(features, contributions, typical=typical, n_reasons=5)
+    assert reasons == [
         [
-            "mean quantity per order (NaN without quantity): 12.50",
-            "distinct sales channels used (0 without channel): 2",
+            "items per order: 12.5 (typical customer: 4)",
+            "2 sales channels used (typical customer: 1)",
+            "region: south",
+            "RFM segment: potential loyalist",
+            "largest order: 45 (typical customer: 120)",
+        ]
+    ]
+    text = " ".join(reasons[0])
+    for leak in ("NaN", "cust ", "_", "(0 without"):
+        assert leak not in text
+
+
+def test_weak_contributions_and_zero_day_recency_are_no_reasons():
+    features = pd.DataFrame({"recency_days": [0.0], "overdue_ratio": [0.0], "n_orders": [3.0]})
+    contributions = pd.DataFrame(
+        {"recency_days": [0.5], "overdue_ratio": [0.2], "n_orders": [MIN_CONTRIBUTION / 2]}
+    )
+    assert top_reasons(features, contributions) == [[]]
+
+
+def test_typical_values_are_medians_of_buyers():
+    frame = pd.DataFrame(
+        {
+            "recency_days": [1.0, 3.0, None],
+            "max_order_value": [10.0, 30.0, 1000.0],
+            "rfm_segment": ["a", "b", "c"],
+        }
+    )
+    assert typical_values(frame) == {"recency_days": 2.0, "max_order_value": 20.0}
+
+
+def test_counts_read_naturally_and_equal_typical_values_are_not_quoted() -> None:
+    features = pd.DataFrame(
+        {"rel_visits_90d": [0.0], "rel_complaints_365d": [1.0], "revenue_30d": [0.0]}
+    )
+    contributions = pd.DataFrame(
+        {"rel_visits_90d": [0.3], "rel_complaints_365d": [0.2], "revenue_30d": [0.1]}
+    )
+    typical = {"rel_visits_90d": 0.0, "rel_complaints_365d": 0.0, "revenue_30d": 0.0}
+    assert top_reasons(features, contributions, typical=typical) == [
+        [
+            "no visits in the last 90 days",
+            "1 complaint in the last year (typical customer: 0)",
+            "spend in the last 30 days: 0",
         ]
     ]
