@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from evidently import DataDefinition, Dataset, Report
+from evidently.legacy.calculations.stattests.registry import get_stattest
+from evidently.legacy.core import ColumnType
 from evidently.presets import DataDriftPreset, DataSummaryPreset
 
 from retentio.errors import ContractError
@@ -46,6 +48,7 @@ CATEGORICAL_DTYPES = frozenset({"category", "str", "bool"})
 SCORE_COLUMNS: tuple[str, ...] = ("churn_probability", "predicted_ltv")
 DEFAULT_NUM_METHOD = "wasserstein"
 DEFAULT_CAT_METHOD = "jensenshannon"
+_DEFAULT_THRESHOLD = 0.1  # Evidently's default for both distances
 # Columns that are keys or outcomes, never monitored as inputs.
 _NOT_MONITORED = frozenset({ENTITY, AS_OF, *LABELS})
 _FEATURE_DTYPES = {f.name: f.dtype for f in FEATURES}
@@ -317,6 +320,93 @@ def _parse_snapshot(
     return scores, drifted, methods, share
 
 
+def _column_scores(
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    numerical: list[str],
+    categorical: list[str],
+    num_method: str,
+    cat_method: str,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Column -> drift score, with Evidently's own statistical tests (the functions its report
+    calls per column, on the same inputs: infinities and missing values dropped), without
+    rendering the report's plots."""
+    scores: dict[str, float] = {}
+    methods: dict[str, str] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for cols, kind, method in (
+            (numerical, ColumnType.Numerical, num_method),
+            (categorical, ColumnType.Categorical, cat_method),
+        ):
+            for col in cols:
+                a = ref[col].replace([-np.inf, np.inf], np.nan).dropna()
+                b = cur[col].replace([-np.inf, np.inf], np.nan).dropna()
+                test = get_stattest(a, b, kind, method)
+                scores[col] = float(test(a, b, kind, None).drift_score)
+                methods[col] = method
+    return scores, methods
+
+
+def _report(
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    *,
+    numerical: list[str],
+    categorical: list[str],
+    num_method: str,
+    cat_method: str,
+    drift_threshold: float | None,
+    thresholds: dict[str, float],
+    include_summary: bool,
+) -> Any:
+    """Evidently's report (drift preset, optionally the data summary) as a Snapshot."""
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
+    tested = list(ref.columns)
+    presets: list[Any] = [
+        DataDriftPreset(
+            columns=tested,
+            num_method=num_method,
+            cat_method=cat_method,
+            threshold=drift_threshold,
+            per_column_threshold=thresholds or None,
+        )
+    ]
+    if include_summary:
+        presets.append(DataSummaryPreset(columns=tested))
+    with warnings.catch_warnings():
+        # constant columns make numpy/scipy warn inside Evidently's correlation and chi-square
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return Report(presets, include_tests=True).run(
+            Dataset.from_pandas(cur, data_definition=definition),
+            Dataset.from_pandas(ref, data_definition=definition),
+        )
+
+
+def _check_agreement(
+    snapshot_dict: dict[str, Any], scores: dict[str, float], drifted: list[str], what: str
+) -> None:
+    """The report must show the scores and verdicts the result holds (same Evidently tests)."""
+    report_scores, flags, _, _ = _parse_snapshot(snapshot_dict)
+    absent = [c for c in scores if c not in report_scores]
+    if absent:
+        raise ContractError(
+            f"{what}: Evidently's report has no drift score for {absent}; "
+            "check the evidently version (0.7.x expected)"
+        )
+    differ = [
+        c
+        for c, value in scores.items()
+        if not np.isclose(report_scores[c], value, rtol=1e-9, atol=1e-12)
+        or flags.get(c, False) != (c in drifted)
+    ]
+    if differ:
+        raise ContractError(
+            f"{what}: Evidently's report disagrees with the column tests on {differ}; "
+            "check the evidently version (0.7.x expected)"
+        )
+
+
 def _run_check(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -362,21 +452,8 @@ def _run_check(
 
     thresholds: dict[str, float] = {}
     if noise_multiple is not None:
-        base = 0.1 if drift_threshold is None else drift_threshold
+        base = _DEFAULT_THRESHOLD if drift_threshold is None else drift_threshold
         thresholds = _column_thresholds(ref, cur, numerical, categorical, base, noise_multiple)
-    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
-    presets: list[Any] = [
-        DataDriftPreset(
-            columns=tested,
-            num_method=num_method,
-            cat_method=cat_method,
-            threshold=drift_threshold,
-            per_column_threshold=thresholds or None,
-        )
-    ]
-    if include_summary:
-        presets.append(DataSummaryPreset(columns=tested))
-    report = Report(presets, include_tests=True)
     logger.info(
         "%s: %d columns, %d reference and %d current rows (sampled from %d and %d)",
         what,
@@ -386,27 +463,30 @@ def _run_check(
         len(reference),
         len(current),
     )
-    with warnings.catch_warnings():
-        # constant columns make numpy/scipy warn inside Evidently's correlation and chi-square
-        warnings.simplefilter("ignore", RuntimeWarning)
-        snapshot = report.run(
-            Dataset.from_pandas(cur[tested], data_definition=definition),
-            Dataset.from_pandas(ref[tested], data_definition=definition),
+    scores, methods = _column_scores(ref, cur, numerical, categorical, num_method, cat_method)
+    scores = {c: scores[c] for c in tested}
+    limit = _DEFAULT_THRESHOLD if drift_threshold is None else drift_threshold
+    drifted = [c for c in tested if scores[c] >= thresholds.get(c, limit)]
+    drift_share = len(drifted) / len(tested)
+    snapshot = None
+    if out_dir is not None:  # the HTML report: Evidently renders a plot per column (slow)
+        snapshot = _report(
+            ref[tested],
+            cur[tested],
+            numerical=numerical,
+            categorical=categorical,
+            num_method=num_method,
+            cat_method=cat_method,
+            drift_threshold=drift_threshold,
+            thresholds=thresholds,
+            include_summary=include_summary,
         )
-    scores, drifted_flags, methods, share = _parse_snapshot(snapshot.dict())
-    absent = [c for c in tested if c not in scores]
-    if absent:
-        raise ContractError(
-            f"{what}: Evidently returned no drift score for {absent}; "
-            "check the evidently version (0.7.x expected)"
-        )
-    drifted = [c for c in tested if drifted_flags.get(c, False)]
-    drift_share = share if share is not None else len(drifted) / len(tested)
+        _check_agreement(snapshot.dict(), scores, drifted, what)
 
     result = DriftResult(
         drift_share=float(drift_share),
         drifted_columns=drifted,
-        column_scores={c: scores[c] for c in tested},
+        column_scores=scores,
         n_reference=len(reference),
         n_current=len(current),
         missing_share_current=missing_share,

@@ -225,7 +225,9 @@ def test_noise_floor_without_values_is_infinite() -> None:
     assert noise_floor(np.array([np.nan]), 100) == float("inf")
 
 
-def test_a_sparse_column_needs_more_than_noise_to_drift(reference: pd.DataFrame) -> None:
+def test_a_sparse_column_needs_more_than_noise_to_drift(
+    reference: pd.DataFrame, tmp_path: Path
+) -> None:
     current = make_features(2000, seed=2)
     # a survey-like column answered by 150 customers on each side, shifted by 0.2 sd: within
     # the noise of 150 answers (floor 2 x 0.8 x sqrt(2 / 150) = 0.18 ... its sampling spread)
@@ -261,5 +263,7 @@ def test_a_sparse_column_needs_more_than_noise_to_drift(reference: pd.DataFrame)
         drift_threshold=0.1,
         include_summary=False,
         noise_multiple=2.0,
+        out_dir=tmp_path,  # the report is checked to agree, per-column thresholds included
     )
     assert "att_nps_last" in shifted.drifted_columns
+    assert shifted.html_path is not None and shifted.html_path.is_file()
