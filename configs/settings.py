@@ -355,6 +355,9 @@ class DriftPolicy(_Section):
         description="retrain when the champion has not learned from more than this many days of "
         "newer labelled data (data time, not days since training)",
     )
+    prediction_drift: bool = Field(
+        True, description="retrain when the champion's churn probability or predicted LTV drifts"
+    )
 
 
 class MonitoringConfig(_Section):

@@ -613,6 +613,7 @@ def prediction_drift(
     sample_size: int | None = 50_000,
     seed: int = 0,
     include_summary: bool = True,
+    noise_multiple: float | None = None,
 ) -> DriftResult:
     """Compare the distribution of model scores now with the scores at training time.
 
@@ -624,7 +625,7 @@ def prediction_drift(
         Scores logged recently (e.g. the prediction log).
     columns
         Score columns to compare.
-    drift_threshold, out_dir, sample_size, seed, include_summary
+    drift_threshold, out_dir, sample_size, seed, include_summary, noise_multiple
         As in :func:`check_drift`; files are ``prediction_drift_report.html`` and
         ``prediction_drift_summary.json``.
 
@@ -650,4 +651,5 @@ def prediction_drift(
         num_method=DEFAULT_NUM_METHOD,
         cat_method=DEFAULT_CAT_METHOD,
         include_summary=include_summary,
+        noise_multiple=noise_multiple,
     )

@@ -8,7 +8,7 @@ build every case by hand.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # type-only: importing the policy must not load Evidently
@@ -35,6 +35,8 @@ class Decision:
     model_age_days
         Age of the champion in data time, when known: days of newer labelled data it has not
         learned from (see :func:`retentio.monitoring.population.model_age_days`).
+    drifted_scores
+        The champion's score columns whose distribution drifted, when checked.
     """
 
     retrain: bool
@@ -43,6 +45,7 @@ class Decision:
     drifted_key_features: list[str]
     auc_drop: float | None
     model_age_days: float | None
+    drifted_scores: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy of the decision.
@@ -68,6 +71,7 @@ def should_retrain(
     reference_auc: float | None = None,
     current_auc: float | None = None,
     model_age_days: float | None = None,
+    prediction: DriftResult | None = None,
 ) -> Decision:
     """Decide whether to retrain from drift, realised performance and model age.
 
@@ -75,6 +79,8 @@ def should_retrain(
 
     - the share of drifted columns exceeds ``policy.max_drift_share``;
     - any of ``policy.key_features`` drifted;
+    - with ``policy.prediction_drift``, a score of the champion (churn probability, predicted
+      LTV) drifted: the scores the retention team acts on moved;
     - the AUC fell by more than ``policy.max_auc_drop`` (``reference_auc - current_auc``);
     - the champion is older than ``policy.max_model_age_days`` in data time.
 
@@ -94,6 +100,8 @@ def should_retrain(
         Age of the champion in data time: days between its evaluation cutoff and the newest
         cutoff the data now allow to label (:func:`retentio.monitoring.population.model_age_days`),
         not days since it was trained.
+    prediction
+        The drift of the champion's scores on the same two snapshots, when checked.
 
     Returns
     -------
@@ -122,6 +130,15 @@ def should_retrain(
         noun = "feature" if len(key_drifted) == 1 else "features"
         reasons.append(f"key {noun} drifted: {details}{threshold}")
 
+    drifted_scores = [] if prediction is None else list(prediction.drifted_columns)
+    if drifted_scores and policy.prediction_drift:
+        details = ", ".join(
+            f"{c} (score {prediction.column_scores[c]:.3g}, threshold "
+            f"{prediction.column_thresholds.get(c, prediction.drift_threshold or 0.1):.3g})"
+            for c in drifted_scores
+        )
+        reasons.append(f"the champion's scores drifted: {details}")
+
     ref_auc, cur_auc = _known(reference_auc), _known(current_auc)
     auc_drop = None if ref_auc is None or cur_auc is None else ref_auc - cur_auc
     if auc_drop is not None and auc_drop > policy.max_auc_drop:
@@ -145,4 +162,5 @@ def should_retrain(
         drifted_key_features=key_drifted,
         auc_drop=auc_drop,
         model_age_days=age,
+        drifted_scores=drifted_scores,
     )

@@ -340,12 +340,13 @@ def champion_version(
 def version_tags(
     task: str, alias: str = CHAMPION_ALIAS, *, settings: Settings
 ) -> dict[str, str] | None:
-    """Tags of the version behind ``retentio-<task>@<alias>`` (with ``version``), or None."""
+    """Tags of the version behind ``retentio-<task>@<alias>`` (with ``version`` and the
+    training run's ``run_id``), or None."""
     client, _ = _client(settings, None)
     mv = _version_by_alias(client, registered_model_name(task), alias)
     if mv is None:
         return None
-    return {**dict(mv.tags), "version": str(mv.version)}
+    return {**dict(mv.tags), "version": str(mv.version), "run_id": str(mv.run_id or "")}
 
 
 def promote(

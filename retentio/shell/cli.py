@@ -758,6 +758,8 @@ def monitor(
     with console.status("monitoring (Evidently drift and data quality)"):
         result = _run(lambda: monitor_job(tables, settings, cutoff=cutoff))
     d = result.drift
+    if result.reference is not None:
+        out.print(f"compared with: {result.reference.note}")
     out.print(
         f"feature drift: {d.drift_share:.0%} of {d.n_columns} columns "
         f"({', '.join(d.drifted_columns[:8]) or 'none'})"
@@ -788,6 +790,22 @@ def cycle(
             "each cycle reloads the data and uses its last day as cutoff."
         ),
     ] = None,
+    horizon: Annotated[
+        int | None,
+        typer.Option(
+            help="Retrain with this churn and next-purchase horizon (default: the champion's)."
+        ),
+    ] = None,
+    ltv_horizon: Annotated[
+        int | None, typer.Option(help="Retrain with this LTV horizon (default: the champion's).")
+    ] = None,
+    train_settings: Annotated[
+        str,
+        typer.Option(
+            help="champion: monitor and retrain with the settings the champions were trained "
+            "with (horizons, protocol, snapshots); config: with the config file's."
+        ),
+    ] = "champion",
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -800,11 +818,24 @@ def cycle(
     settings = _settings(config)
     from retentio.shell.schedule import CycleLock, StopFlag, lock_path, parse_period, run_every
 
+    if train_settings not in ("champion", "config"):
+        console.print(
+            f"[bold red]error:[/] --train-settings must be champion or config, "
+            f"got {train_settings!r}"
+        )
+        raise typer.Exit(2)
+    labels: dict[str, int] = {}
+    if horizon is not None:
+        labels.update(churn_horizon_days=horizon, next_purchase_horizon_days=horizon)
+    if ltv_horizon is not None:
+        labels["ltv_horizon_days"] = ltv_horizon
+    _settings(config, {f"labels.{k}": (f"--{k}", v) for k, v in labels.items()})  # validates
+    how = {"like_champion": train_settings == "champion", "overrides": {"labels": labels}}
     lock = CycleLock(lock_path(Path(settings.paths.artifacts)))
     if every is None:
         _run(lock.acquire)
         try:
-            _cycle_once(settings, data, cutoff, force_retrain)
+            _cycle_once(settings, data, cutoff, force_retrain, how)
         finally:
             lock.release()
         return
@@ -820,7 +851,7 @@ def cycle(
     def once() -> None:
         try:
             with lock:
-                _cycle_once(settings, data, None, force_retrain)
+                _cycle_once(settings, data, None, force_retrain, how)
         except typer.Exit as exc:  # already reported; the loop goes on
             if exc.exit_code:
                 raise RetentioError(f"cycle ended with exit code {exc.exit_code}") from None
@@ -835,7 +866,11 @@ def cycle(
 
 
 def _cycle_once(
-    settings: Settings, data: str | None, cutoff: str | None, force_retrain: bool
+    settings: Settings,
+    data: str | None,
+    cutoff: str | None,
+    force_retrain: bool,
+    how: dict[str, Any],
 ) -> None:
     """One cycle: load, monitor, retrain if needed; print the outcome."""
     from retentio.shell.cycle import cycle_job
@@ -851,10 +886,14 @@ def _cycle_once(
                 force_retrain=force_retrain,
                 progress=step,
                 source=source,
+                **how,
             )
         )
     if result.monitor is not None:
+        out.print(f"compared with: {result.monitor.reference.note}")
         _print_decision(result.monitor.decision)
+    for key, (config_value, used) in result.retrain_settings.items():
+        out.print(f"  champion's {key} = {used} (config: {config_value})")
     if not result.retrained:
         out.print("no retraining needed; champions unchanged")
     for d in result.promotions:

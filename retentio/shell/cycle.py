@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from retentio.configs.settings import Settings
-from retentio.errors import ModelNotFoundError
+from retentio.errors import ModelNotFoundError, RetrainFailedError
 from retentio.features.build import build_features
 from retentio.features.cutoff import as_cutoff
 from retentio.features.labels import build_labels, max_label_cutoff
@@ -36,10 +36,17 @@ from retentio.monitoring.population import (
     monitored_columns,
     population_rule,
 )
+from retentio.monitoring.reference import (
+    Reference,
+    choose_reference,
+    feature_lookback_days,
+    history_window,
+)
 from retentio.serving.scoring import score_all
 from retentio.shell.jobs import TrainJob, population_job, promote_job, train_job
+from retentio.shell.retrain import champion_run_params, retrain_plan
 from retentio.training.gate import PromotionDecision
-from retentio.training.registry import load_champions, version_tags
+from retentio.training.registry import champion_version, load_champions, version_tags
 from retentio.training.snapshots import task_horizon_days
 from retentio.training.tasks import TASKS
 from retentio.training.tracking import log_run
@@ -75,6 +82,8 @@ class MonitorResult:
         Days of newer labelled data the champion has not learned from (see the module docstring).
     run_id
         The MLflow run recording this check, when logged.
+    reference
+        What the snapshot was compared with (same season a year earlier, or the champion's).
     """
 
     cutoff: pd.Timestamp
@@ -88,6 +97,7 @@ class MonitorResult:
     model_age_days: int | None = None
     run_id: str | None = None
     population: str = ""
+    reference: Reference | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable summary.
@@ -103,6 +113,7 @@ class MonitorResult:
             if self.reference_cutoff is None
             else self.reference_cutoff.date().isoformat(),
             "population": self.population,
+            "reference": None if self.reference is None else self.reference.to_dict(),
             "unmonitored_columns": UNMONITORED_COLUMNS,
             "model_age_days": self.model_age_days,
             "drift": self.drift.to_dict(),
@@ -150,6 +161,136 @@ def _matured_performance(
         append_performance_history(history_path, cutoff, metrics)
         out.append({"cutoff": cutoff.date().isoformat(), **metrics})
     return out
+
+
+def drift_check(
+    tables: Tables,
+    settings: Settings,
+    *,
+    cutoff: pd.Timestamp,
+    champion_cutoff: pd.Timestamp | None,
+    current: pd.DataFrame | None = None,
+    out_dir: Path | None = None,
+    sample_size: int | None = DEFAULT_SAMPLE_SIZE,
+    quality: bool = False,
+) -> tuple[Reference, DriftResult, pd.DataFrame, pd.DataFrame]:
+    """Feature drift of the active customers at ``cutoff`` against the chosen reference.
+
+    With ``monitoring.reference: same_season`` and enough history, the reference is the same
+    day a year earlier and both snapshots are rebuilt from the same number of days of events
+    (:mod:`monitoring.reference`); otherwise it is the champion's evaluation snapshot on the
+    full history (``current``, when given, is then used as the current snapshot). Columns and
+    population follow :func:`monitored_columns` and :func:`active_customers`; each column's
+    threshold is ``monitoring.drift_threshold`` raised to ``monitoring.noise_multiple`` times
+    its sampling noise.
+
+    Parameters
+    ----------
+    tables
+        The input tables.
+    settings
+        Full settings (features, labels.active_days, monitoring).
+    cutoff
+        The monitored snapshot's cutoff.
+    champion_cutoff
+        The champion's evaluation cutoff (the fallback reference).
+    current
+        The full-history feature snapshot at ``cutoff`` if already built.
+    out_dir, sample_size, quality
+        Passed to :func:`monitoring.drift.check_drift` (``quality``: its ``include_summary``).
+
+    Returns
+    -------
+    tuple
+        (the reference, the drift result, the reference's active rows, the current active rows).
+    """
+    cfg = settings.monitoring
+    f = settings.features
+    lookback = feature_lookback_days(f.windows_days, f.rfm_note.window_months)
+    if cfg.reference == "same_season":
+        reference = choose_reference(
+            cutoff,
+            data_start=tables.transactions["timestamp"].min(),
+            champion_cutoff=champion_cutoff,
+            min_history_days=max(max(f.windows_days), settings.labels.active_days),
+            max_history_days=lookback,
+        )
+    else:
+        fallback = champion_cutoff if champion_cutoff is not None else cutoff
+        reference = Reference(
+            as_cutoff(fallback),
+            "champion",
+            None,
+            f"the champion's evaluation snapshot ({as_cutoff(fallback).date()}), "
+            "monitoring.reference: champion (not season-adjusted)",
+        )
+    if reference.season_adjusted:
+        depth = reference.history_days
+        current = build_features(history_window(tables, cutoff, depth), cutoff, f)
+        ref_frame = build_features(
+            history_window(tables, reference.cutoff, depth), reference.cutoff, f
+        )
+    else:
+        if current is None:
+            current = build_features(tables, cutoff, f)
+        ref_frame = build_features(tables, reference.cutoff, f)
+    current_active = active_customers(current, settings.labels.active_days)
+    reference_active = active_customers(ref_frame, settings.labels.active_days)
+    columns = [c for c in monitored_columns(current) if c in ref_frame.columns]
+    logger.info("drift reference: %s", reference.note)
+    drift = check_drift(
+        reference_active,
+        current_active,
+        columns=columns,
+        drift_threshold=cfg.drift_threshold,
+        noise_multiple=cfg.noise_multiple,
+        out_dir=out_dir,
+        sample_size=sample_size,
+        include_summary=quality,
+    )
+    return reference, drift, reference_active, current_active
+
+
+def prediction_check(
+    models: dict[str, Any],
+    settings: Settings,
+    *,
+    reference_active: pd.DataFrame,
+    current_active: pd.DataFrame,
+    out_dir: Path | None = None,
+    sample_size: int | None = DEFAULT_SAMPLE_SIZE,
+) -> DriftResult:
+    """Drift of the champion's scores between the two snapshots :func:`drift_check` compared.
+
+    Both populations are scored with the champions (on the same histories as the feature
+    drift); thresholds as for features (``monitoring.drift_threshold`` raised to
+    ``monitoring.noise_multiple`` times the sampling noise).
+
+    Parameters
+    ----------
+    models
+        Task -> champion model.
+    settings
+        Full settings.
+    reference_active, current_active
+        The active customers' features of the reference and current snapshots.
+    out_dir, sample_size
+        Passed to :func:`monitoring.drift.prediction_drift`.
+
+    Returns
+    -------
+    DriftResult
+        Drift of ``churn_probability`` and ``predicted_ltv``.
+    """
+    return prediction_drift(
+        score_all(models, reference_active, settings),
+        score_all(models, current_active, settings),
+        drift_threshold=settings.monitoring.drift_threshold,
+        noise_multiple=settings.monitoring.noise_multiple,
+        out_dir=out_dir,
+        sample_size=sample_size,
+        include_summary=False,
+    )
 
 
 def monitor_job(
@@ -208,40 +349,38 @@ def monitor_job(
     out_dir = root / cutoff.date().isoformat()
     out_dir.mkdir(parents=True, exist_ok=True)
     models, tags = _champions(settings)
-    ref_cutoff = as_cutoff(tags["churn"].get("eval_cutoff") or cutoff)
+    champion_cutoff = tags["churn"].get("eval_cutoff")
     if current is None:
         current = build_features(tables, cutoff, settings.features)
-    reference = build_features(tables, ref_cutoff, settings.features)
-    current_active = active_customers(current, settings.labels.active_days)
-    reference_active = active_customers(reference, settings.labels.active_days)
-    columns = [c for c in monitored_columns(current) if c in reference.columns]
-    unwatched = [c for c in settings.monitoring.policy.key_features if c not in columns]
+    unwatched = [c for c in settings.monitoring.policy.key_features if c in UNMONITORED_COLUMNS]
     if unwatched:
         logger.warning(
             "key features %s are not tested for drift (%s); use windowed features in "
             "monitoring.policy.key_features",
             unwatched,
-            "; ".join(f"{c}: {UNMONITORED_COLUMNS.get(c, 'absent')}" for c in unwatched),
+            "; ".join(f"{c}: {UNMONITORED_COLUMNS[c]}" for c in unwatched),
         )
-    drift = check_drift(
-        reference_active,
-        current_active,
-        columns=columns,
-        drift_threshold=settings.monitoring.drift_threshold,
+    reference, drift, reference_active, current_active = drift_check(
+        tables,
+        settings,
+        cutoff=cutoff,
+        champion_cutoff=None if champion_cutoff is None else as_cutoff(champion_cutoff),
+        current=current,
         out_dir=out_dir,
         sample_size=sample_size,
-        include_summary=quality,
+        quality=quality,
     )
+    ref_cutoff = reference.cutoff
     current_scores = score_all(models, current, settings)
     current_scores.to_parquet(root / _PREDICTIONS.format(cutoff.date().isoformat()), index=False)
-    reference_scores = score_all(models, reference_active, settings)
-    active_ids = set(current_active["customer_id"].astype(str))
-    pdrift = prediction_drift(
-        reference_scores,
-        current_scores[current_scores["customer_id"].astype(str).isin(active_ids)],
+    # prediction drift on the same two populations and histories as the feature drift
+    pdrift = prediction_check(
+        models,
+        settings,
+        reference_active=reference_active,
+        current_active=current_active,
         out_dir=out_dir,
         sample_size=sample_size,
-        include_summary=False,
     )
     performance = _matured_performance(
         tables,
@@ -263,6 +402,7 @@ def monitor_job(
         reference_auc=ref_auc,
         current_auc=current_auc,
         model_age_days=age,
+        prediction=pdrift,
     )
     summary_path = out_dir / "monitor_summary.json"
     result = MonitorResult(
@@ -276,6 +416,7 @@ def monitor_job(
         reference_cutoff=ref_cutoff,
         model_age_days=age,
         population=population_rule(settings.labels.active_days),
+        reference=reference,
     )
     summary_path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
     logger.info(
@@ -294,6 +435,7 @@ def monitor_job(
                 "cutoff": cutoff.date(),
                 "reference_cutoff": ref_cutoff.date(),
                 "population": population_rule(settings.labels.active_days),
+                "reference": reference.note,
                 "n_columns": drift.n_columns,
                 "drifted_columns": ", ".join(drift.drifted_columns) or "none",
                 "reasons": "; ".join(decision.reasons) or "none",
@@ -323,7 +465,11 @@ def _float(value: str | None) -> float | None:
 
 @dataclass
 class CycleResult:
-    """What one ``retentio cycle`` did."""
+    """What one ``retentio cycle`` did.
+
+    ``retrain_settings`` lists the training settings that differ from the config because the
+    champion was trained with them (``"labels.ltv_horizon_days": (365, 90)``: config, used).
+    """
 
     cutoff: pd.Timestamp
     monitor: MonitorResult | None
@@ -334,6 +480,8 @@ class CycleResult:
     error: str | None = None
     run_id: str | None = None
     population: Path | None = None
+    retrain_settings: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    trainings: list[TrainJob] = field(default_factory=list)
 
 
 def cycle_job(
@@ -345,12 +493,21 @@ def cycle_job(
     progress: Progress | None = None,
     quality: bool = True,
     source: dict[str, Any] | None = None,
+    like_champion: bool = True,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> CycleResult:
     """Refresh features -> monitor -> retrain if the decision says so -> promotion gate.
 
-    A failure while training leaves the champions as they were (the champion alias only moves in
-    the promotion gate, after a complete training run); the failure is recorded in the cycle's
-    MLflow run (tag ``error``) and re-raised.
+    The cycle works with the settings the champions were trained with (horizons, protocol,
+    snapshots, feature windows: the ``labels``, ``training`` and ``features`` params of each
+    champion's training run, :mod:`retentio.shell.retrain`), unless ``like_champion`` is off;
+    ``overrides`` win over both. Monitoring uses the churn champion's; each task is retrained
+    with its own champion's (tasks whose champions share a training run train together).
+
+    A failure while retraining leaves the champions as they were (the champion alias only
+    moves in the promotion gate, after a complete training run); the decision and the failure
+    are recorded in the cycle's MLflow run (tag ``error``) and :class:`RetrainFailedError`
+    says what failed and that the champions are unchanged.
 
     Parameters
     ----------
@@ -368,27 +525,35 @@ def cycle_job(
         Passed to :func:`monitor_job`.
     source
         What the tables came from, recorded with the persisted population.
+    like_champion
+        Take the training settings from the champions' runs (off: the config's).
+    overrides
+        Section -> settings told explicitly (e.g. ``{"labels": {"ltv_horizon_days": 180}}``).
 
     Returns
     -------
     CycleResult
-        The monitoring result, whether it retrained, the reasons, the training job and the
-        promotion decisions, and the MLflow run id.
+        The monitoring result, whether it retrained, the reasons, the training jobs and the
+        promotion decisions, the settings that differ from the config, the MLflow run id.
 
     Raises
     ------
-    Exception
-        Whatever training or the promotion gate raised, after recording it.
+    RetrainFailedError
+        Training or the promotion gate failed (the cause is chained).
     """
     step = progress or (lambda _: None)
     cutoff = as_cutoff(cutoff if cutoff is not None else tables.last_timestamp)
-    current, _ = build_feature_store(
-        tables, cutoff, settings.features, Path(settings.paths.artifacts)
-    )
+    params = champion_run_params(settings) if like_champion else {}
+    plan = retrain_plan(settings, params, overrides=overrides)
+    watch = next(used for used, tasks, _ in plan if "churn" in tasks)
+    changed = {k: v for _, _, diff in plan for k, v in diff.items()}
+    for key, (config_value, used) in changed.items():
+        logger.info("cycle uses the champion's %s = %s (config: %s)", key, used, config_value)
+    current, _ = build_feature_store(tables, cutoff, watch.features, Path(settings.paths.artifacts))
     step("features refreshed")
     try:
         monitor: MonitorResult | None = monitor_job(
-            tables, settings, cutoff=cutoff, quality=quality, current=current
+            tables, watch, cutoff=cutoff, quality=quality, current=current
         )
         reasons = list(monitor.decision.reasons) if monitor is not None else []
         retrain = monitor.decision.retrain if monitor is not None else True
@@ -398,18 +563,25 @@ def cycle_job(
         reasons.append("retraining forced by the operator")
         retrain = True
     step("monitored")
-    result = CycleResult(cutoff, monitor, retrain, reasons)
+    result = CycleResult(cutoff, monitor, retrain, reasons, retrain_settings=changed)
     try:
+        for used, tasks, _ in plan if retrain else []:
+            job = train_job(tables, used, tasks=tasks, cutoff=cutoff, progress=step)
+            result.trainings.append(job)
+            result.promotions += promote_job(tasks, used, tables=tables)
+        result.training = result.trainings[-1] if result.trainings else None
         if retrain:
-            result.training = train_job(tables, settings, cutoff=cutoff, progress=step)
-            result.promotions = promote_job(TASKS, settings, tables=tables)
             step("promotion gate")
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         logger.error("cycle stopped while retraining: %s; champions unchanged", result.error)
-        raise
-    finally:
         result.run_id = _record(result, tables, settings)
+        kept = ", ".join(f"{t} v{v}" for t, v in _champion_versions(settings).items()) or "none"
+        raise RetrainFailedError(
+            f"the cycle decided to retrain ({'; '.join(reasons)}) and retraining failed: "
+            f"{result.error}. The champions are unchanged ({kept}); the decision and the error "
+            f"are recorded in MLflow run {result.run_id}"
+        ) from exc
     models, versions = load_champions(settings)  # the champions after the promotion gate
     result.population = population_job(
         models,
@@ -421,7 +593,15 @@ def cycle_job(
         progress=step,
     ).population
     step("scored population persisted")
+    result.run_id = _record(result, tables, settings)
     return result
+
+
+def _champion_versions(settings: Settings) -> dict[str, str]:
+    try:
+        return {t: v for t in TASKS if (v := champion_version(t, settings)) is not None}
+    except Exception:  # the store itself may be what failed
+        return {}
 
 
 def _record(result: CycleResult, tables: Tables, settings: Settings) -> str:
@@ -432,13 +612,20 @@ def _record(result: CycleResult, tables: Tables, settings: Settings) -> str:
             "summary": result.monitor.summary_path,
             "drift": result.monitor.drift.html_path,
         }
-    if result.training is not None:
-        artifacts["report"] = result.training.report_path
+    for i, job in enumerate(result.trainings):
+        artifacts[f"report_{i}" if i else "report"] = job.report_path
     return log_run(
         settings=settings,
         dataset_name=tables.name,
         run_name=f"cycle {result.cutoff.date()}",
-        params={"cutoff": result.cutoff.date(), "reasons": "; ".join(result.reasons) or "none"},
+        params={
+            "cutoff": result.cutoff.date(),
+            "reasons": "; ".join(result.reasons) or "none",
+            "settings_from_champion": "; ".join(
+                f"{k}={used} (config {cfg})" for k, (cfg, used) in result.retrain_settings.items()
+            )
+            or "none",
+        },
         metrics={"drift_share": result.monitor.drift.drift_share if result.monitor else None},
         tags={
             "kind": "cycle",

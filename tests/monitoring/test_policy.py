@@ -124,3 +124,42 @@ def test_policy_is_pure() -> None:
     second = should_retrain(drift, POLICY, model_age_days=100)
     assert first == second
     assert drift.to_dict() == before
+
+
+def _scores(drifted: list[str], thresholds: dict[str, float] | None = None) -> DriftResult:
+    """A prediction-drift result on the two score columns."""
+    columns = ["churn_probability", "predicted_ltv"]
+    return DriftResult(
+        drift_share=len(drifted) / 2,
+        drifted_columns=drifted,
+        column_scores={c: (0.25 if c in drifted else 0.02) for c in columns},
+        n_reference=1000,
+        n_current=1000,
+        missing_share_current={},
+        new_categories={},
+        drift_threshold=0.1,
+        column_thresholds=thresholds or {},
+    )
+
+
+def test_drifted_champion_scores_fire_and_say_which() -> None:
+    decision = should_retrain(
+        result([]), POLICY, prediction=_scores(["predicted_ltv"], {"predicted_ltv": 0.12})
+    )
+    assert decision.retrain
+    assert decision.drifted_scores == ["predicted_ltv"]
+    assert decision.reasons == [
+        "the champion's scores drifted: predicted_ltv (score 0.25, threshold 0.12)"
+    ]
+
+
+def test_quiet_scores_or_no_check_do_not_fire() -> None:
+    assert not should_retrain(result([]), POLICY, prediction=_scores([])).retrain
+    assert not should_retrain(result([]), POLICY, prediction=None).retrain
+
+
+def test_the_score_trigger_can_be_switched_off() -> None:
+    policy = POLICY.model_copy(update={"prediction_drift": False})
+    decision = should_retrain(result([]), policy, prediction=_scores(["churn_probability"]))
+    assert not decision.retrain
+    assert decision.drifted_scores == ["churn_probability"]  # still reported

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 import retentio.shell.jobs as jobs
 from retentio.configs.settings import Settings, load_settings
+from retentio.errors import RetrainFailedError
 from retentio.features.labels import build_labels
 from retentio.features.schema import Tables
 from retentio.features.synth import generate_crm
@@ -178,8 +179,13 @@ def test_training_failure_leaves_the_champions_and_is_recorded(
 
     monkeypatch.setattr(jobs, "train_all", fail_midway)
     before = _n_versions(settings)
-    with pytest.raises(RuntimeError, match="ran out of memory"):
+    with pytest.raises(RetrainFailedError, match="ran out of memory") as info:
         cycle_job(clean_tables, settings, force_retrain=True, progress=steps.append, quality=False)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    message = str(info.value)
+    assert "retraining forced by the operator" in message  # the decision behind the retrain
+    assert "champions are unchanged (churn v1, next-purchase v1, ltv v1)" in message
+    assert info.value.exit_code != 0
     assert "training churn" in steps
     assert _champions(settings) == {t: "1" for t in TASKS}
     assert _n_versions(settings) == before
@@ -188,6 +194,7 @@ def test_training_failure_leaves_the_champions_and_is_recorded(
         [e.experiment_id for e in client.search_experiments()], "tags.kind = 'cycle'"
     )
     assert len(runs) == 1
+    assert runs[0].info.run_id in message
     assert runs[0].data.tags["error"] == "RuntimeError: LightGBM ran out of memory"
     assert runs[0].data.tags["retrained"] == "True"
 
