@@ -65,7 +65,17 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="2 cycles, 1 drift: a smoke run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "monitoring.jsonl")
+    parser.add_argument(
+        "--summarise",
+        type=Path,
+        nargs="+",
+        help="no run: re-decide the cycles printed by earlier runs (their stdout) with the "
+        "current default policy (should_retrain is pure; the drift measurements are reused)",
+    )
     args = parser.parse_args()
+    if args.summarise:
+        summarise(redecide(args.summarise))
+        return
 
     import logging
 
@@ -199,6 +209,7 @@ def cycle(tables: Any, settings: Any, champion: dict, cutoff: Any) -> dict[str, 
         "score_drift": {c: round(v, 4) for c, v in scores.column_scores.items()},
         "scores_drifted": decision.drifted_scores,
         "realised_auc": None if realised["auc"] is None else round(realised["auc"], 4),
+        "champion_auc": round(champion["auc"], 4),
         "retrain": decision.retrain,
         "reasons": decision.reasons,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -216,6 +227,53 @@ def effect(tables: Any, settings: Any, champion: dict, cutoff: Any) -> dict[str,
     scores = score_all(champion["models"], features, settings)
     labels = build_labels(tables.transactions, cutoff, settings.labels).reset_index()
     return realised_performance(scores, labels)
+
+
+def redecide(paths: list[Path]) -> list[dict[str, Any]]:
+    """The cycles printed in ``paths`` (JSON lines; ``# seed`` lines give the champion's AUC),
+    each decided again by the current default policy on its recorded measurements."""
+    import re
+
+    from retentio.configs.settings import load_settings
+    from retentio.monitoring.drift import DriftResult
+    from retentio.monitoring.policy import should_retrain
+
+    policy = load_settings().monitoring.policy
+    rows = []
+    for path in paths:
+        auc = None
+        for line in path.read_text().splitlines():
+            if match := re.match(r"# seed \d+: .* AUC ([0-9.]+);", line):
+                auc = float(match.group(1))
+            if not line.startswith("{"):
+                continue
+            row = json.loads(line)
+            if row["variant"] == "old":  # the old policy as it was run
+                rows.append(row)
+                continue
+
+            def result(columns: list[str], drifted: list[str], share: float) -> DriftResult:
+                return DriftResult(
+                    drift_share=share,
+                    drifted_columns=drifted,
+                    column_scores={c: 1.0 if c in drifted else 0.0 for c in columns},
+                    n_reference=0,
+                    n_current=0,
+                    missing_share_current={},
+                    new_categories={},
+                    drift_threshold=0.1,
+                )
+
+            columns = [*row["drifted"], *(f"_{i}" for i in range(row["n_columns"]))]
+            decision = should_retrain(
+                result(columns[: row["n_columns"]], row["drifted"], row["drift_share"]),
+                policy,
+                reference_auc=row.get("champion_auc", auc),
+                current_auc=row["realised_auc"],
+                prediction=result(list(row["score_drift"]), row["scores_drifted"], 0.0),
+            )
+            rows.append({**row, "retrain": decision.retrain, "reasons": decision.reasons})
+    return rows
 
 
 def summarise(rows: list[dict[str, Any]]) -> None:

@@ -143,8 +143,9 @@ def _scores(drifted: list[str], thresholds: dict[str, float] | None = None) -> D
 
 
 def test_drifted_champion_scores_fire_and_say_which() -> None:
+    policy = POLICY.model_copy(update={"prediction_drift": True})
     decision = should_retrain(
-        result([]), POLICY, prediction=_scores(["predicted_ltv"], {"predicted_ltv": 0.12})
+        result([]), policy, prediction=_scores(["predicted_ltv"], {"predicted_ltv": 0.12})
     )
     assert decision.retrain
     assert decision.drifted_scores == ["predicted_ltv"]
@@ -154,12 +155,12 @@ def test_drifted_champion_scores_fire_and_say_which() -> None:
 
 
 def test_quiet_scores_or_no_check_do_not_fire() -> None:
-    assert not should_retrain(result([]), POLICY, prediction=_scores([])).retrain
-    assert not should_retrain(result([]), POLICY, prediction=None).retrain
+    policy = POLICY.model_copy(update={"prediction_drift": True})
+    assert not should_retrain(result([]), policy, prediction=_scores([])).retrain
+    assert not should_retrain(result([]), policy, prediction=None).retrain
 
 
-def test_the_score_trigger_can_be_switched_off() -> None:
-    policy = POLICY.model_copy(update={"prediction_drift": False})
-    decision = should_retrain(result([]), policy, prediction=_scores(["churn_probability"]))
+def test_the_score_trigger_is_off_by_default() -> None:
+    decision = should_retrain(result([]), POLICY, prediction=_scores(["churn_probability"]))
     assert not decision.retrain
     assert decision.drifted_scores == ["churn_probability"]  # still reported
