@@ -221,7 +221,7 @@ def effect(tables: Any, settings: Any, champion: dict, cutoff: Any) -> dict[str,
     from retentio.features.build import build_features
     from retentio.features.labels import build_labels
     from retentio.monitoring.performance import realised_performance
-    from retentio.training.pipeline import score_all
+    from retentio.serving.scoring import score_all
 
     features = build_features(tables, cutoff, settings.features)
     scores = score_all(champion["models"], features, settings)
