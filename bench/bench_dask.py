@@ -29,8 +29,12 @@ RETENTIO = str(ROOT / ".venv" / "bin" / "retentio")
 
 
 def _tree_rss(proc: psutil.Process) -> dict[int, int]:
-    out = {}
-    for p in [proc, *proc.children(recursive=True)]:
+    out: dict[int, int] = {}
+    try:
+        tree = [proc, *proc.children(recursive=True)]
+    except psutil.Error:  # a process of the tree ended while it was listed
+        return out
+    for p in tree:
         try:
             out[p.pid] = p.memory_info().rss
         except psutil.Error:
