@@ -319,6 +319,19 @@ class ServingConfig(_Section):
         description="scoring date: 'data' = the store's as_of, moved on by events received; "
         "'wall' = today (UTC)",
     )
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="accepted API keys besides RETENTIO_API_KEY; write ${VAR} references, "
+        "never keys, in a file",
+    )
+    api_keys_file: str | None = Field(
+        None,
+        description="file of accepted API keys, one per line (e.g. a mounted secret); re-read "
+        "when it changes, so keys rotate without a restart",
+    )
+    shutdown_grace_s: float = Field(
+        15.0, gt=0, description="seconds in-flight requests get to finish on SIGTERM/SIGINT"
+    )
     prediction_log_max_bytes: int = Field(50_000_000, gt=0)
     prediction_log_backups: int = Field(5, ge=0)
     event_max_age_days: int = Field(
@@ -523,6 +536,8 @@ def _validate(
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             got = redact_password(err.get("input"))
+            if key.startswith("serving.api_keys"):
+                got = "<redacted>"
             option = next(
                 (o for k, o in options.items() if key == k or key.startswith(k + ".")), None
             )

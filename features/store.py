@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -99,6 +100,52 @@ def store_lock(artifacts: Path) -> Iterator[list[Path]]:
             yield removed
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def erase_from_online(path: Path, customer_ids: list[str]) -> dict[str, int]:
+    """Remove customers from every table of the online store (features and raw history).
+
+    The store is copied, the rows deleted, the copy vacuumed (no trace left in free pages) and
+    moved over the store durably, like a build; a running service reopens it. Nothing is
+    rewritten when no row matches. Call it under :func:`store_lock`.
+
+    Returns
+    -------
+    dict[str, int]
+        Rows removed per table (tables without a match left out).
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    removed: dict[str, int] = {}
+    try:
+        shutil.copyfile(path, tmp)
+        con = sqlite3.connect(tmp)
+        try:
+            names = [n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for name in names:
+                columns = [row[1] for row in con.execute(f'PRAGMA table_info("{name}")')]
+                if ENTITY not in columns:
+                    continue
+                n = 0
+                for start in range(0, len(customer_ids), 900):
+                    chunk = [str(c) for c in customer_ids[start : start + 900]]
+                    marks = ",".join("?" * len(chunk))
+                    cur = con.execute(f'DELETE FROM "{name}" WHERE {ENTITY} IN ({marks})', chunk)
+                    n += cur.rowcount
+                if n:
+                    removed[name] = n
+            con.commit()
+            if removed:
+                con.execute("VACUUM")
+        finally:
+            con.close()
+        if removed:
+            fsync_replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return removed
 
 
 def offline_path(root: Path, cutoff: Any) -> Path:

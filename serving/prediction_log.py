@@ -1,6 +1,8 @@
 """Prediction log: every score appended as a JSON line, rotated by size (bounded growth).
 
 ``read_prediction_log`` reads them back (rotated files included) for analysis of what was served.
+With a key (the default in the service: :func:`features.privacy.id_hash_key`), a record keeps
+the keyed hash of the customer id (``customer_id_hash``), never the id itself.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pandas as pd
+
+from retentio.features.privacy import hash_id
 
 
 class PredictionLog:
@@ -32,10 +36,15 @@ class PredictionLog:
         Size at which the file rotates.
     backups
         Rotated files kept; older ones are deleted.
+    id_key
+        Key of the customer-id hash; None keeps raw ids.
     """
 
-    def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
+    def __init__(
+        self, path: Path, *, max_bytes: int, backups: int, id_key: bytes | None = None
+    ) -> None:
         self.path = Path(path)
+        self._id_key = id_key
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.backups = backups
@@ -64,9 +73,13 @@ class PredictionLog:
             self.path.unlink(missing_ok=True)
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
-        """Append one JSON line per record (thread-safe; one write per call unless it rotates)."""
+        """Append one JSON line per record (thread-safe; one write per call unless it rotates).
+
+        With a key, a record's ``customer_id`` is replaced by ``customer_id_hash``.
+        """
         lines = [
-            (json.dumps(r, default=str, separators=(",", ":")) + "\n").encode() for r in records
+            (json.dumps(self._private(r), default=str, separators=(",", ":")) + "\n").encode()
+            for r in records
         ]
         with self._lock:
             fh = self._open()
@@ -85,6 +98,13 @@ class PredictionLog:
             if chunk:
                 fh.write(b"".join(chunk))
             self._size = size
+
+    def _private(self, record: dict[str, Any]) -> dict[str, Any]:
+        if self._id_key is None or "customer_id" not in record:
+            return record
+        out = dict(record)
+        out["customer_id_hash"] = hash_id(out.pop("customer_id"), self._id_key)
+        return out
 
     def close(self) -> None:
         with self._lock:

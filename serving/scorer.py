@@ -64,6 +64,7 @@ import pandas as pd
 from retentio.configs.settings import Settings
 from retentio.errors import ContractError, CustomerNotFoundError, RetentioError
 from retentio.features.cutoff import as_cutoff
+from retentio.features.privacy import id_hash_key
 from retentio.features.schema import AS_OF, ENTITY, FEATURES, STATIC_PREFIX, TIME_DEPENDENT
 from retentio.features.scores import rfm_segments
 from retentio.features.store import OnlineStore, read_offline
@@ -440,6 +441,7 @@ class Scorer:
             artifacts / "predictions" / "predictions.jsonl",
             max_bytes=settings.serving.prediction_log_max_bytes,
             backups=settings.serving.prediction_log_backups,
+            id_key=id_hash_key(artifacts),
         )
         self.ledger = EventLedger(artifacts / "events.jsonl")
         self._live_rows_path = artifacts / "live_rows.parquet"

@@ -16,7 +16,7 @@ Endpoints
                        driven by ``__is_ready__``); never needs the key
 ``GET /metrics``       Prometheus: BentoML's per-endpoint request counts and latency
                        histograms, plus ``retentio_*`` lines (model versions as labels,
-                       readiness, reloads, errors by endpoint and kind)
+                       readiness, reloads, error responses by endpoint, status and kind)
 
 Errors
 ------
@@ -26,10 +26,14 @@ and ``allow_inf_nan=False`` in :mod:`serving.schemas`) with 400 and that shape. 
 returned, not raised, as ``JSONResponse`` (BentoML 1.4.39 would wrap a raised ``InvalidArgument``
 in a JSON list): unknown customer 404, contract errors 400, oversized batch 400, models not
 loaded 503. :class:`RequestGuard` (an ASGI middleware) answers 401 without a valid
-``Authorization: Bearer <RETENTIO_API_KEY>`` (constant-time compare), 415 for a body that is not
-JSON and 413 for a body over :data:`MAX_BODY_BYTES`. An unexpected exception is logged with its
-traceback and answered 500 in the same JSON shape; no client input is known to cause one (the
-schemathesis fuzz test checks).
+``Authorization: Bearer <key>`` (any of the keys of :class:`ApiKeys`; constant-time compare),
+415 for a body that is not JSON and 413 for a body over :data:`MAX_BODY_BYTES`, whether its
+size is announced or it comes chunked (reading stops at the cap). It counts every error
+response by endpoint, status and kind. A client's 4xx leaves one INFO line in the log
+(BentoML's access line: method, path, status) without traceback or request values: BentoML's
+own traceback log of validation errors is filtered out (:class:`ClientErrorFilter`). An
+unexpected exception is logged with its traceback and answered 500 in the same JSON shape; no
+client input is known to cause one (the schemathesis fuzz test checks).
 
 Hot reload: a daemon thread calls ``scorer.reload_if_changed()`` every
 ``serving.reload_interval_s``; the scorer loads the new champions off the request path and swaps
@@ -40,11 +44,15 @@ them with one reference assignment, so no request fails during a swap. If the fi
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
+import re
 import threading
+import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bentoml
@@ -98,31 +106,191 @@ def _error(status: int, error: str, detail: Any = None, **headers: str) -> JSONR
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
+class ApiKeys:
+    """The accepted API keys: fixed ones, plus a key file re-read when it changes.
+
+    Several keys are valid at once, so a key is rotated without downtime: add the new key,
+    move the clients to it, remove the old one. Keys written in ``serving.api_keys_file`` (one
+    per line, ``#`` comments; e.g. a mounted secret) take effect within a second, without a
+    restart. Keys are never logged.
+
+    Parameters
+    ----------
+    fixed
+        Keys from the environment and the settings.
+    file
+        The key file, or None.
+    """
+
+    RECHECK_S = 1.0
+
+    def __init__(self, fixed: Sequence[str], file: Path | None = None) -> None:
+        self._fixed = [k.strip() for k in fixed if k and k.strip()]
+        self._file = Path(file) if file is not None else None
+        self._stamp: tuple[int, int] | None = None
+        self._from_file: list[str] = []
+        self._checked = 0.0
+        self._lock = threading.Lock()
+        self._refresh(force=True)
+
+    def _refresh(self, *, force: bool = False) -> None:
+        if self._file is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._checked < self.RECHECK_S:
+            return
+        with self._lock:
+            self._checked = now
+            try:
+                st = self._file.stat()
+            except FileNotFoundError:
+                if self._stamp is not None:
+                    logger.warning("API key file %s is gone: its keys no longer work", self._file)
+                self._stamp, self._from_file = None, []
+                return
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp == self._stamp:
+                return
+            lines = self._file.read_text(encoding="utf-8").splitlines()
+            self._from_file = [x.strip() for x in lines if x.strip() and not x.startswith("#")]
+            self._stamp = stamp
+            logger.info("API key file %s: %d key(s)", self._file, len(self._from_file))
+
+    def expected(self) -> list[bytes]:
+        """The ``Authorization`` header values accepted now."""
+        self._refresh()
+        return [f"Bearer {key}".encode() for key in [*self._fixed, *self._from_file]]
+
+    @property
+    def required(self) -> bool:
+        """True when any key is configured (otherwise there is no authentication)."""
+        return bool(self._fixed) or self._file is not None
+
+
+def configured_api_keys() -> ApiKeys:
+    """The keys of ``RETENTIO_API_KEY`` (comma-separated), ``serving.api_keys`` and its file."""
+    from retentio.configs.settings import load_settings
+
+    settings = load_settings(os.environ.get(CONFIG_ENV) or None)
+    env = os.environ.get(API_KEY_ENV, "").split(",")
+    file = settings.serving.api_keys_file
+    return ApiKeys([*env, *settings.serving.api_keys], Path(file) if file else None)
+
+
+ROUTES = frozenset(
+    {"/score", "/score_batch", "/at_risk", "/events", "/metrics", "/healthz", "/livez", "/readyz"}
+)
+"""Paths counted under their own name in the error metric (anything else is ``other``)."""
+
+_ERRORS: Counter[tuple[str, int, str]] = Counter()  # (endpoint, status, error) in this worker
+_ERRORS_LOCK = threading.Lock()
+
+
+def count_error(endpoint: str, status: int, error: str) -> None:
+    """Count one error response of this worker (``retentio_request_errors_total``)."""
+    with _ERRORS_LOCK:
+        _ERRORS[(endpoint if endpoint in ROUTES else "other", status, error)] += 1
+
+
+def error_counts() -> dict[tuple[str, int, str], int]:
+    """Error responses of this worker so far, by (endpoint, status, error)."""
+    with _ERRORS_LOCK:
+        return dict(_ERRORS)
+
+
+def _error_kind(body: bytes) -> str:
+    """A short label from an error body's ``error`` field (``customer not found`` -> ``..._``).
+
+    BentoML's own validation answers (``2 validation errors for ScoreRequest``) are
+    ``validation``; anything else unreadable is ``unknown``. Never a client value.
+    """
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return "unknown"
+    if isinstance(payload, list) and payload and isinstance(payload[0], dict):
+        payload = payload[0]
+    text = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(text, str) or not text:
+        return "unknown"
+    if "validation error" in text:
+        return "validation"
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40] or "unknown"
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
 class RequestGuard:
-    """ASGI middleware: API key, JSON-only bodies and a body-size cap, before any parsing.
+    """ASGI middleware: API keys, JSON-only bodies, a body-size cap, and the log of 4xx answers.
+
+    Before the service sees a request: 401 without a valid key (any of several, so a key can
+    be rotated), 415 for a body that is not JSON, 413 for a body over :data:`MAX_BODY_BYTES`
+    (by its Content-Length, or, for a chunked body, as soon as the bytes read pass the cap: the
+    rest is never read). After it answers: every error response is counted by endpoint, status
+    and kind (``retentio_request_errors_total``); a client error (4xx) leaves one INFO line
+    in the server log, BentoML's access line (method, path, status), and a DEBUG line here
+    with its kind: no traceback and no value from the request.
 
     Parameters
     ----------
     app
         The wrapped ASGI application.
-    api_key
-        Required bearer token; default: the ``RETENTIO_API_KEY`` environment variable read when
-        the server builds its app. Unset or empty: no authentication.
+    api_keys
+        Accepted bearer tokens; default: :func:`api_keys` (the environment and the settings),
+        read when the server builds its app. None configured: no authentication.
     """
 
-    def __init__(self, app: ASGIApp, api_key: str | None = None) -> None:
+    def __init__(self, app: ASGIApp, api_keys: ApiKeys | Sequence[str] | None = None) -> None:
         self.app = app
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
-        self._expected = f"Bearer {key}".encode() if key else None
+        if api_keys is None:
+            api_keys = configured_api_keys()
+        self._keys = api_keys if isinstance(api_keys, ApiKeys) else ApiKeys(list(api_keys))
+
+    def _authorised(self, given: bytes) -> bool:
+        # every key is compared (constant time each), so timing tells nothing about which
+        matched = False
+        for expected in self._keys.expected():
+            matched |= hmac.compare_digest(given, expected)
+        return matched
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        status: dict[str, Any] = {}
+
+        async def send_and_watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = int(message["status"])
+            elif (
+                message["type"] == "http.response.body"
+                and status.get("code", 200) >= 400
+                and "kind" not in status
+            ):
+                status["kind"] = _error_kind(bytes(message.get("body", b""))[:65536])
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, send_and_watch)
+        finally:
+            code = status.get("code")
+            if code is not None and code >= 400:
+                kind = status.get("kind", "unknown")
+                count_error(path, code, kind)
+                if code < 500:  # the client's mistake: nothing it sent, no traceback
+                    logger.debug("%s %s -> %d %s", scope.get("method", ""), path, code, kind)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if self._expected is not None:
+        if self._keys.required:
             given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, self._expected):
+            if not self._authorised(given):
                 why = "missing" if not given else "invalid"
                 response = _error(
                     401,
@@ -137,7 +305,55 @@ class RequestGuard:
             if problem is not None:
                 await problem(scope, receive, send)
                 return
+            if b"content-length" not in headers:  # chunked: count the bytes as they come
+                try:
+                    receive = await _read_capped(receive)
+                except _BodyTooLargeError:
+                    await _too_large("more than")(scope, _disconnected, send)
+                    return
         await self.app(scope, receive, send)
+
+
+async def _disconnected() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _too_large(size: str) -> JSONResponse:
+    return _error(
+        413,
+        "request too large",
+        f"{size} {MAX_BODY_BYTES} bytes; at most {MAX_BODY_BYTES} per request",
+        Connection="close",
+    )
+
+
+async def _read_capped(receive: Receive) -> Receive:
+    """Read a body of unknown length up to the cap; a ``receive`` that replays it.
+
+    Raises
+    ------
+    _BodyTooLargeError
+        The bytes read pass :data:`MAX_BODY_BYTES` (the rest is left unread).
+    """
+    messages: list[Message] = []
+    n_bytes = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        n_bytes += len(message.get("body", b""))
+        if n_bytes > MAX_BODY_BYTES:
+            raise _BodyTooLargeError
+        if not message.get("more_body", False):
+            break
+    replay = iter(messages)
+
+    async def replayed() -> Message:
+        message = next(replay, None)
+        return message if message is not None else await receive()
+
+    return replayed
 
 
 def _body_problem(headers: dict[bytes, bytes]) -> JSONResponse | None:
@@ -149,7 +365,9 @@ def _body_problem(headers: dict[bytes, bytes]) -> JSONResponse | None:
             "unsupported media type",
             f"bodies must be application/json, got {ctype.decode('latin-1')!r}",
         )
-    length = headers.get(b"content-length", b"0")
+    length = headers.get(b"content-length")
+    if length is None:
+        return None
     try:
         n_bytes = int(length)
     except ValueError:
@@ -159,6 +377,30 @@ def _body_problem(headers: dict[bytes, bytes]) -> JSONResponse | None:
             413, "request too large", f"{n_bytes} bytes; at most {MAX_BODY_BYTES} per request"
         )
     return None
+
+
+class ClientErrorFilter(logging.Filter):
+    """Drop BentoML's traceback log of a client's mistake (request validation, a 4xx).
+
+    :class:`RequestGuard` logs those as one line without values; server errors (5xx) keep
+    their traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info:
+            return True
+        exc = record.exc_info[1]
+        from bentoml.exceptions import BentoMLException
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            return False
+        if isinstance(exc, BentoMLException):
+            return int(exc.error_code) >= 500
+        return True
+
+
+BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
 
 
 def _event_dict(event: TransactionEvent | InteractionEvent) -> dict[str, Any]:
@@ -183,10 +425,11 @@ class Retentio:
         from retentio.configs.settings import load_settings
 
         self.settings: Settings = load_settings(os.environ.get(CONFIG_ENV) or None)
+        request_log = logging.getLogger(BENTOML_REQUEST_LOGGER)
+        if not any(isinstance(f, ClientErrorFilter) for f in request_log.filters):
+            request_log.addFilter(ClientErrorFilter())
         self.scorer: Scorer | None = None
         self.load_error: str | None = None
-        self._errors: Counter[tuple[str, str]] = Counter()
-        self._lock = threading.Lock()
         self._n_reloads = 0
         self._load()
         self._stop = threading.Event()
@@ -258,14 +501,13 @@ class Retentio:
             "# HELP retentio_model_reloads_total Hot reloads since start.",
             "# TYPE retentio_model_reloads_total counter",
             f"retentio_model_reloads_total {self._n_reloads}",
-            "# HELP retentio_request_errors_total Error responses by endpoint and kind.",
+            "# HELP retentio_request_errors_total Error responses by endpoint, status and kind.",
             "# TYPE retentio_request_errors_total counter",
         ]
-        with self._lock:
-            errors = sorted(self._errors.items())
         lines += [
-            f'retentio_request_errors_total{{endpoint="{e}",error="{_label(k)}"}} {n}'
-            for (e, k), n in errors
+            f'retentio_request_errors_total{{endpoint="{_label(e)}",status="{code}",'
+            f'error="{_label(k)}"}} {n}'
+            for (e, code, k), n in sorted(error_counts().items())
         ]
         extra = "\n".join(lines) + "\n"
         if "# EOF" in content:  # OpenMetrics: our lines go before the terminator
@@ -276,10 +518,6 @@ class Retentio:
     # ---------------------------------------------------------------------------------------
     # calling the scorer
     # ---------------------------------------------------------------------------------------
-
-    def _count(self, endpoint: str, kind: str) -> None:
-        with self._lock:
-            self._errors[(endpoint, kind)] += 1
 
     def _call(self, endpoint: str, fn: Callable[[Scorer], Any]) -> JSONResponse:
         """Run ``fn(scorer)`` and turn its result or error into a JSON response.
@@ -299,22 +537,17 @@ class Retentio:
         """
         scorer = self.scorer
         if scorer is None or not scorer.ready:
-            self._count(endpoint, "not_ready")
             return _error(503, "not ready", self.load_error or "models are loading; retry shortly")
         try:
             return JSONResponse(fn(scorer))
         except CustomerNotFoundError as exc:
-            self._count(endpoint, "not_found")
             return _error(404, "customer not found", str(exc))
         except (ContractError, InsufficientDataError) as exc:
-            self._count(endpoint, "invalid")
             return _error(400, "invalid input", str(exc))
         except (ModelNotFoundError, ConfigError) as exc:
-            self._count(endpoint, "server")
             logger.error("%s failed: %s", endpoint, exc)
             return _error(503, "not ready", str(exc))
         except Exception as exc:  # a bug: log it, answer JSON, never crash the worker
-            self._count(endpoint, "internal")
             logger.exception("%s failed unexpectedly", endpoint)
             return _error(
                 500, "internal error", f"{type(exc).__name__} in {endpoint}; see the server log"
@@ -364,7 +597,6 @@ class Retentio:
         """
         limit = self.settings.serving.max_batch
         if len(customer_ids) > limit:
-            self._count("/score_batch", "invalid")
             return _error(  # type: ignore[return-value]
                 400,
                 "batch too large",

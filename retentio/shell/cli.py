@@ -7,6 +7,7 @@ one-line message with the right exit code, and drives rich progress bars on long
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -164,10 +165,13 @@ def _read(settings: Settings, source: str) -> Any:
 def _load(settings: Settings, data: str | None) -> Any:
     """Load and validate the data folder or database; print fixes; stop (exit 2) on fatal
     problems."""
+    from retentio.features.privacy import drop_erased
+
     tables, report = _read(settings, _data_dir(settings, data))
     for line in report.summary_lines():
         logger.info(line)
     _run(report.raise_if_fatal)
+    tables, _ = drop_erased(tables, Path(settings.paths.artifacts))  # warns when any is found
     return tables
 
 
@@ -306,6 +310,35 @@ def data_check(data: DataOpt = None, config: ConfigOpt = None, verbose: VerboseO
         raise typer.Exit(2)
     rows = ", ".join(f"{name} {len(frame):,}" for name, frame in tables.items())
     out.print(f"[green]ok[/]: {folder} ({rows} rows after cleaning)")
+
+
+@data_app.command("erase")
+def data_erase(
+    customer: Annotated[
+        list[str],
+        typer.Option("--customer", help="A customer id to erase (repeat for several)."),
+    ],
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Erase customers from the stores, scores and prediction log; record it (hashed ids).
+
+    A later load of source data that still holds them leaves them out, with a warning.
+    """
+    _setup_logging(verbose)
+    settings = _settings(config)
+    from retentio.shell.erase import erase_customers
+
+    result = _run(lambda: erase_customers(settings, customer))
+    for place, n in sorted(result.removed.items()):
+        out.print(f"{place:<48} {n:>8,} removed")
+    if not result.removed:
+        out.print("nothing held about these customers under the artifacts folder")
+    out.print(
+        f"{result.n_customers} customer(s) erased; recorded (as keyed hashes) in {result.record}. "
+        "A running service drops them at its next reload (serving.reload_interval_s). Delete "
+        "them from the source data too: later loads that still hold them leave them out and warn."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -707,10 +740,13 @@ def serve(
 ) -> None:
     """Serve the champions over HTTP (BentoML): /score, /score_batch, /at_risk, /events, ...
 
-    ``serving.workers`` worker processes share the persisted scored population.
+    ``serving.workers`` worker processes share the persisted scored population. SIGTERM or
+    SIGINT (Ctrl-C) stops every server process: requests in flight get
+    ``serving.shutdown_grace_s`` seconds to finish, then the port is free.
     """
     import os
-    import subprocess
+
+    from retentio.shell.server import run_server
 
     _setup_logging(verbose)
     settings = _settings(
@@ -726,8 +762,9 @@ def serve(
         sys.executable, "-m", "bentoml", "serve", "retentio.serving.service:Retentio",
         "--host", settings.serving.host,
         "--port", str(settings.serving.port),
+        "--timeout-graceful-shutdown", str(math.ceil(settings.serving.shutdown_grace_s)),
     ]  # fmt: skip
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    raise typer.Exit(run_server(cmd, env=env, grace_s=settings.serving.shutdown_grace_s))
 
 
 # ---------------------------------------------------------------------------------------------

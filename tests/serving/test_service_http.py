@@ -99,7 +99,10 @@ def test_metrics_need_the_key_and_label_model_versions(
     assert "retentio_ready 1" in text
     for task, version in serving_setup.versions.items():
         assert f'retentio_model_info{{task="{task}",version="{version}"' in text
-    assert 'retentio_request_errors_total{endpoint="/score",error="not_found"}' in text
+    assert (
+        'retentio_request_errors_total{endpoint="/score",status="404",error="customer_not_found"}'
+        in text
+    )
     # BentoML's own per-endpoint counters and latency histograms
     assert any('endpoint="/score"' in line and "request_total" in line for line in text.split("\n"))
     assert "request_duration_seconds_bucket" in text

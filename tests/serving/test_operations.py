@@ -1,0 +1,234 @@
+"""Operating the real server: clean stop, body cap, tidy 4xx log, key rotation, erasure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from retentio.features.store import OnlineStore
+from retentio.shell.cli import app
+from tests.serving.conftest import (
+    API_KEY,
+    REPO,
+    Server,
+    Setup,
+    clone_artifacts,
+    free_port,
+    start_server,
+    stop_server,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_sigterm_to_retentio_serve_stops_every_process_and_frees_the_port(
+    serving_setup: Setup, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "RETENTIO_API_KEY": API_KEY,
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "PYTHONPATH": str(REPO),
+    }
+    retentio = Path(sys.executable).with_name("retentio")
+    cmd = [str(retentio), "serve", "--config", str(serving_setup.config), "--port", str(port)]
+    log = (tmp_path / "serve.log").open("wb")
+    cli = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert cli.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("server not ready")
+        started = psutil.Process(cli.pid).children(recursive=True)
+        assert len(started) >= 2  # the arbiter and at least one worker
+
+        # requests keep coming while the stop is asked: none may be cut off mid-way
+        ids = [str(c) for c in serving_setup.tables.transactions["customer_id"].unique()[:200]]
+        outcomes: list[str] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            with httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+            ) as http:
+                while not stop.is_set():
+                    try:
+                        resp = http.post("/score_batch", json={"customer_ids": ids})
+                        outcomes.append(str(resp.status_code))
+                    except httpx.ConnectError:  # refused once the server stopped listening
+                        outcomes.append("refused")
+                        time.sleep(0.05)
+                    except httpx.TransportError as exc:  # cut off mid-request
+                        outcomes.append(type(exc).__name__)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=15 + 5 + 10) == 0  # grace + margin + slack for a busy machine
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+
+        assert "200" in outcomes
+        assert set(outcomes) <= {"200", "refused"}, sorted(set(outcomes))
+        alive = [p.pid for p in started if p.is_running() and p.status() != "zombie"]
+        assert alive == []
+        assert _port_free(port)
+        assert "SIGTERM received" in (tmp_path / "serve.log").read_text()
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+        for p in psutil.Process().children(recursive=True):
+            if p.pid != os.getpid() and "bentoml" in " ".join(p.cmdline()):
+                p.kill()
+
+
+def _chunks(n_bytes: int, size: int = 2**20) -> Iterator[bytes]:
+    sent = 0
+    while sent < n_bytes:
+        yield b" " * size
+        sent += size
+
+
+def test_chunked_40_mib_body_is_413(server: Server) -> None:
+    with server.client() as http:
+        resp = http.post(
+            "/score",
+            content=_chunks(40 * 2**20),  # an iterator: sent chunked, no Content-Length
+            headers={"Content-Type": "application/json"},
+        )
+    assert resp.status_code == 413
+    assert resp.json()["error"] == "request too large"
+
+
+def test_client_errors_are_one_log_line_without_traceback_or_values(server: Server) -> None:
+    secret = "SECRET-VALUE-4f1c"
+    before = server.log.read_text(errors="replace")
+    with server.client() as http:
+        bad = [
+            http.post("/score", json={"customer_id": [secret]}),  # validation: 400
+            http.post("/score", json={"customer_id": secret}),  # unknown: 404
+            http.post("/score_batch", json={"customer_ids": [secret], "nope": 1}),  # 400
+        ]
+        assert [r.status_code for r in bad] == [400, 404, 400]
+        time.sleep(1.0)  # the log is written by the worker
+        metrics = http.get("/metrics").text
+    added = server.log.read_text(errors="replace")[len(before) :]
+    assert secret not in added
+    assert "Traceback" not in added
+    request_lines = [line for line in added.splitlines() if "status=4" in line]
+    assert len(request_lines) == 3, added
+    assert all("[INFO]" in line for line in request_lines)
+    assert 'retentio_request_errors_total{endpoint="/score",status="400",error="validation"}' in (
+        metrics
+    )
+    assert (
+        'retentio_request_errors_total{endpoint="/score",status="404",'
+        'error="customer_not_found"}' in metrics
+    )
+
+
+@pytest.fixture(scope="module")
+def private_server(
+    serving_setup: Setup, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Path]]:
+    """A server on a private copy of the artifacts, its keys in a key file (rotation)."""
+    root = tmp_path_factory.mktemp("private")
+    config = clone_artifacts(serving_setup.config, root)
+    keys = root / "api_keys"
+    keys.write_text("old-key-1\n")
+    raw = yaml.safe_load(config.read_text())
+    raw["serving"]["api_keys_file"] = str(keys)
+    config.write_text(yaml.safe_dump(raw))
+    srv = start_server(config, api_key=None, log=root / "server.log")
+    try:
+        yield srv, keys
+    finally:
+        stop_server(srv.process)
+
+
+def _client(server: Server, key: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def test_a_rotated_key_works_and_the_old_one_stops_after_removal(
+    private_server: tuple[Server, Path],
+) -> None:
+    server, keys = private_server
+    with _client(server, "old-key-1") as old, _client(server, "new-key-2") as new:
+        assert old.get("/metrics").status_code == 200
+        assert new.get("/metrics").status_code == 401
+        keys.write_text("old-key-1\nnew-key-2\n")  # both valid while clients move over
+        time.sleep(1.5)
+        assert (old.get("/metrics").status_code, new.get("/metrics").status_code) == (200, 200)
+        keys.write_text("new-key-2\n")  # the old key removed
+        time.sleep(1.5)
+        assert (old.get("/metrics").status_code, new.get("/metrics").status_code) == (401, 200)
+    log = server.log.read_text(errors="replace")
+    assert "old-key-1" not in log and "new-key-2" not in log
+
+
+def test_erased_customer_is_404_and_gone_from_every_store_and_log(
+    private_server: tuple[Server, Path], serving_setup: Setup
+) -> None:
+    server, keys = private_server
+    keys.write_text("new-key-2\n")
+    config = server.config
+    artifacts = Path(yaml.safe_load(config.read_text())["paths"]["artifacts"])
+    store = OnlineStore(artifacts / "online.sqlite")
+    ids = store.all()["customer_id"].astype(str).tolist()
+    store.close()
+    target = next(c for c in ids if not any(c != o and c in o for o in ids))
+    time.sleep(1.5)
+    with _client(server, "new-key-2") as http:
+        assert http.post("/score", json={"customer_id": target}).status_code == 200
+        result = CliRunner().invoke(
+            app, ["data", "erase", "--customer", target, "--config", str(config)]
+        )
+        assert result.exit_code == 0, result.output
+        deadline = time.monotonic() + 60  # the service reopens the store at its next reload
+        status = 200
+        while time.monotonic() < deadline and status != 404:
+            time.sleep(0.5)
+            status = http.post("/score", json={"customer_id": target}).status_code
+        assert status == 404
+        items = http.post("/at_risk", json={"top": 100000, "page_size": 100000}).json()["items"]
+        assert target not in {row["customer_id"] for row in items}
+    time.sleep(1.0)
+    for path in artifacts.rglob("*"):
+        if path.is_file() and path.suffix != ".lock":
+            assert target.encode() not in path.read_bytes(), path
