@@ -16,7 +16,15 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from retentio.errors import ConfigError
 
@@ -319,10 +327,10 @@ class ServingConfig(_Section):
         description="scoring date: 'data' = the store's as_of, moved on by events received; "
         "'wall' = today (UTC)",
     )
-    api_keys: list[str] = Field(
+    api_keys: list[SecretStr] = Field(
         default_factory=list,
         description="accepted API keys besides RETENTIO_API_KEY; write ${VAR} references, "
-        "never keys, in a file",
+        "never keys, in a file (masked in every dump of the settings)",
     )
     api_keys_file: str | None = Field(
         None,

@@ -174,7 +174,8 @@ def configured_api_keys() -> ApiKeys:
     settings = load_settings(os.environ.get(CONFIG_ENV) or None)
     env = os.environ.get(API_KEY_ENV, "").split(",")
     file = settings.serving.api_keys_file
-    return ApiKeys([*env, *settings.serving.api_keys], Path(file) if file else None)
+    listed = [key.get_secret_value() for key in settings.serving.api_keys]
+    return ApiKeys([*env, *listed], Path(file) if file else None)
 
 
 ROUTES = frozenset(

@@ -54,6 +54,10 @@ CHURN_MONOTONE: dict[str, int] = {
     "n_orders_365d": -1,
     "btyd_p_churn": 1,
     "btyd_p_alive": -1,
+    # derived from recency and frequency like p_alive: unconstrained, they let a longer time
+    # since the last purchase lower the served churn probability (the scorer tests check)
+    "btyd_expected_purchases": -1,
+    "btyd_clv": -1,
 }
 """Monotone constraints of the churn LightGBM (+1: churn risk never falls as the feature
 grows); they keep the model sane off the training range (e.g. recency beyond anything seen).

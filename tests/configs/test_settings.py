@@ -68,3 +68,19 @@ def test_with_options_applies_given_values_and_names_the_option_on_error():
         with_options(settings, {"labels.churn_horizon_days": ("--horizon", 0)})
     with pytest.raises(ConfigError, match=r"--start \(synth.start\)"):
         with_options(settings, {"synth.start": ("--start", "")})
+
+
+def test_api_keys_are_masked_in_dumps(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEXT_API_KEY", "s3cret-next")
+    path = tmp_path / "c.yaml"
+    path.write_text("serving:\n  api_keys: ['${NEXT_API_KEY}']\n")
+    s = load_settings(path)
+    assert s.serving.api_keys[0].get_secret_value() == "s3cret-next"
+    assert "s3cret-next" not in str(s.model_dump(mode="json"))
+    assert "s3cret-next" not in repr(s)
+    same = with_options(s, {"serving.port": ("--port", 3100)})
+    assert same.serving.api_keys[0].get_secret_value() == "s3cret-next"
+    path.write_text("serving:\n  api_keys: 's3cret-bad'\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "s3cret-bad" not in str(info.value)

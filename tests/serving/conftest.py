@@ -233,7 +233,7 @@ def serving_setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
 def server(serving_setup: Setup) -> Iterator[Server]:
     """A real `bentoml serve` process with the API key required."""
     config = serving_setup.config
-    srv = start_server(config, api_key=API_KEY, log=config.parent / "server.log")
+    srv = start_server(config, api_key=API_KEY, log=config.parent / "server.log", timeout_s=600)
     try:
         yield srv
     finally:
