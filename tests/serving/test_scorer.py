@@ -205,6 +205,37 @@ def test_prediction_log_keeps_a_keyed_hash_not_the_id(world: World) -> None:
     assert target.encode() not in (artifacts / "predictions" / "predictions.jsonl").read_bytes()
 
 
+def test_an_erased_customer_is_unknown_after_the_reload(world: World, tmp_path: Path) -> None:
+    import shutil
+
+    from retentio.shell.erase import erase_customers
+
+    artifacts = tmp_path / "artifacts"  # a private copy: the erasure must not reach the others
+    shutil.copytree(world.settings.paths.artifacts, artifacts)
+    settings = world.settings.model_copy(
+        update={"paths": world.settings.paths.model_copy(update={"artifacts": str(artifacts)})}
+    )
+    registry = Registry(world.models)
+    scorer = Scorer(
+        settings,
+        OnlineStore(artifacts / "online.sqlite"),
+        loader=registry.load,
+        probe=registry.probe,
+    )
+    target = world.buyers[4]
+    try:
+        assert scorer.score([target])[0]["customer_id"] == target
+        erase_customers(settings, [target])
+        assert scorer.reload_if_changed() is True
+        with pytest.raises(CustomerNotFoundError, match=target):
+            scorer.score([target])
+        listed = scorer.at_risk(top=100_000, page_size=100_000)["items"]
+        assert target not in {row["customer_id"] for row in listed}
+        assert scorer.score([world.buyers[5]])[0]["customer_id"] == world.buyers[5]
+    finally:
+        scorer.close()
+
+
 # ------------------------------------------------------------------------------------------
 # monotone constraints of the churn model
 # ------------------------------------------------------------------------------------------
