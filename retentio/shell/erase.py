@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
@@ -66,6 +68,11 @@ def _replace_with(path: Path, write: object) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _write_ipc(table: pa.Table, path: Path) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
 def _columns(path: Path) -> list[str]:
     suffix = path.suffix
     if suffix == ".parquet":
@@ -88,24 +95,29 @@ def erase_from_table_files(artifacts: Path, customer_ids: set[str]) -> dict[str,
     for path in sorted(p for p in artifacts.rglob("*") if p.suffix in TABLE_SUFFIXES):
         if not path.is_file() or ENTITY not in _columns(path):
             continue
+        if path.suffix in (".arrow", ".feather"):  # Arrow IPC: keep the schema's metadata
+            table = feather.read_table(path, memory_map=False)
+            ids = table[ENTITY].cast(pa.string())
+            hit_arrow = pc.fill_null(pc.is_in(ids, value_set=pa.array(sorted(customer_ids))), False)
+            n_hit = pc.sum(hit_arrow).as_py() or 0
+            if not n_hit:
+                continue
+            kept_table = table.filter(pc.invert(hit_arrow))
+            _replace_with(path, lambda tmp, t=kept_table: _write_ipc(t, tmp))
+            removed[str(path.relative_to(artifacts))] = int(n_hit)
+            continue
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path)
-        elif path.suffix == ".csv":
-            frame = pd.read_csv(path, dtype={ENTITY: str}, keep_default_na=False, na_values=[""])
         else:
-            frame = feather.read_feather(path)
+            frame = pd.read_csv(path, dtype={ENTITY: str}, keep_default_na=False, na_values=[""])
         hit = frame[ENTITY].astype(str).isin(customer_ids).to_numpy()
         if not hit.any():
             continue
         kept = frame[~hit]
         if path.suffix == ".parquet":
             _replace_with(path, lambda tmp, kept=kept: kept.to_parquet(tmp, index=False))
-        elif path.suffix == ".csv":
-            _replace_with(path, lambda tmp, kept=kept: kept.to_csv(tmp, index=False))
         else:
-            _replace_with(
-                path, lambda tmp, kept=kept: feather.write_feather(kept.reset_index(drop=True), tmp)
-            )
+            _replace_with(path, lambda tmp, kept=kept: kept.to_csv(tmp, index=False))
         removed[str(path.relative_to(artifacts))] = int(hit.sum())
     return removed
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -20,6 +21,10 @@ from retentio.shell.cli import app
 from retentio.shell.erase import erase_customers
 
 runner = CliRunner()
+
+
+def frame_ids(root: Path) -> list[str]:
+    return read_offline(root / "features")["customer_id"].astype(str).tolist()
 
 
 def _distinct_ids(ids: list[str], n: int) -> list[str]:
@@ -38,6 +43,13 @@ def artifacts(tmp_path: Path) -> tuple[Path, Path, object, list[str]]:
     ids = frame["customer_id"].astype(str).tolist()
     gone = _distinct_ids(ids, 2)
     frame[["customer_id"]].assign(churn_probability=0.5).to_csv(root / "scores.csv", index=False)
+    population = pa.Table.from_pandas(
+        frame[["customer_id"]].assign(churn_probability=0.5), preserve_index=False
+    ).replace_schema_metadata({b"retentio": b'{"feature_date": "2024-12-31"}'})
+    (root / "population").mkdir()
+    arrow_file = str(root / "population" / "population_x.arrow")
+    with pa.OSFile(arrow_file, "wb") as sink, pa.ipc.new_file(sink, population.schema) as writer:
+        writer.write_table(population)
     log = PredictionLog(
         root / "predictions" / "predictions.jsonl",
         max_bytes=10**6,
@@ -64,6 +76,9 @@ def test_erase_removes_the_customer_everywhere_and_keeps_no_id(
     assert result.removed["online.sqlite: features"] == 2
     assert result.removed["online.sqlite: transactions"] > 0
     assert result.removed["scores.csv"] == 2
+    assert result.removed["population/population_x.arrow"] == 2
+    kept = pa.ipc.open_file(str(root / "population" / "population_x.arrow")).read_all()
+    assert kept.num_rows == len(frame_ids(root)) and kept.schema.metadata[b"retentio"]
     assert result.removed["predictions/predictions.jsonl"] == 2
     assert result.removed["events.jsonl"] == 1
     store = OnlineStore(root / "online.sqlite")
