@@ -202,7 +202,8 @@ def error_counts() -> dict[tuple[str, int, str], int]:
 def _error_kind(body: bytes) -> str:
     """A short label from an error body's ``error`` field (``customer not found`` -> ``..._``).
 
-    BentoML's own validation answers (``2 validation errors for ScoreRequest``) are
+    BentoML's own validation answers (``invalid request body: 2 problems``, before that
+    ``2 validation errors for ScoreRequest``) are
     ``validation``; anything else unreadable is ``unknown``. Never a client value.
     """
     try:
@@ -214,7 +215,7 @@ def _error_kind(body: bytes) -> str:
     text = payload.get("error") if isinstance(payload, dict) else None
     if not isinstance(text, str) or not text:
         return "unknown"
-    if "validation error" in text:
+    if "validation error" in text or text.startswith("invalid request body"):
         return "validation"
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40] or "unknown"
 

@@ -171,3 +171,10 @@ def test_configured_keys_come_from_env_list_settings_and_file(
 def test_no_key_configured_means_no_authentication() -> None:
     guard = RequestGuard(EchoApp(), api_keys=[])
     assert _call(guard)[0] == 200
+
+
+def test_error_kinds_are_short_labels_without_values() -> None:
+    assert service._error_kind(b'{"error": "invalid request body: 2 problems"}') == "validation"
+    assert service._error_kind(b'{"error": "1 validation error for ScoreRequest"}') == "validation"
+    assert service._error_kind(b'{"error": "customer not found"}') == "customer_not_found"
+    assert service._error_kind(b"not json") == "unknown"
