@@ -13,6 +13,8 @@ if [ -z "${DATA:-}" ] && [ ! -f "$DATA_DIR/transactions.csv" ]; then
   echo "== 1. synthesise a CRM into $DATA_DIR"
   $R data synth --out "$DATA_DIR" "${CONFIG_ARGS[@]}"
 fi
+echo "== 1b. remember this data folder and config: later commands here need neither flag"
+$R init --data "$DATA_DIR" "${CONFIG_ARGS[@]}"
 echo "== 2. check the data"
 $R data check --data "$DATA_DIR" "${CONFIG_ARGS[@]}"
 echo "== 3. build point-in-time features (offline Parquet + online SQLite)"

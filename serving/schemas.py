@@ -233,6 +233,16 @@ class Segments(_Response):
     value_potential: str | None = Field(None, examples=["retain"])
 
 
+class ModelInfo(_Response):
+    """Which model answered a task, and how it was trained and evaluated."""
+
+    registered_model: str = Field(..., examples=["retentio-uci_online_retail-churn"])
+    version: str = Field(..., examples=["3"])
+    protocol: str | None = Field(None, examples=["time_split"])
+    horizon_days: int | None = Field(None, examples=[90])
+    learned_horizon_days: int | None = Field(None, examples=[90])
+
+
 class ScoreResult(_Response):
     """Scores, segments, action and reasons of one customer."""
 
@@ -258,6 +268,11 @@ class ScoreResult(_Response):
         ..., examples=[{"churn": "3", "next-purchase": "3", "ltv": "3"}]
     )
     feature_date: str = Field(..., examples=["2025-06-30"])
+    model_info: dict[str, ModelInfo] = Field(
+        default_factory=dict,
+        description="per task: registered model (one namespace per dataset), version, "
+        "protocol (time_split, customer_split or btyd_only) and horizons",
+    )
 
 
 class ScoreBatchResponse(_Response):

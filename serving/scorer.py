@@ -392,6 +392,27 @@ def champion_versions(settings: Settings) -> dict[str, str | None]:
     return {task: champion_version(task, settings) for task in TASKS}
 
 
+def model_info(
+    models: Mapping[str, Any], versions: Mapping[str, str], settings: Settings
+) -> dict[str, dict[str, Any]]:
+    """Per task: registered model name (the dataset's namespace), version, protocol, horizons."""
+    from retentio.training.registry import registered_model_name
+
+    out = {}
+    for task, model in models.items():
+        meta = getattr(model, "metadata", {}) or {}
+        horizon = meta.get("horizon_days")
+        learned = meta.get("learned_horizon_days")
+        out[task] = {
+            "registered_model": registered_model_name(task, settings),
+            "version": str(versions.get(task, "")),
+            "protocol": meta.get("protocol", "time_split"),
+            "horizon_days": None if horizon is None else int(horizon),
+            "learned_horizon_days": None if learned is None else int(learned),
+        }
+    return out
+
+
 class _RowView(Mapping[str, Any]):
     """One customer's values, read lazily from the bundle's column arrays."""
 
@@ -1064,6 +1085,7 @@ class Scorer:
         rec["recommended_action"] = row.get("recommended_action")
         rec["reasons"] = reasons
         rec["model_versions"] = dict(bundle.versions)
+        rec["model_info"] = model_info(bundle.models, bundle.versions, self.settings)
         rec["feature_date"] = as_of.date().isoformat()
         return rec
 

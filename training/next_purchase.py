@@ -1,8 +1,12 @@
 """Next purchase: P(purchase within 30/60/90 days) and the next purchase time with an interval.
 
 Candidates (one class each): ``lightgbm_hazard`` (discrete-time hazard on customer x 30-day
-period rows, censoring handled honestly) and ``bgnbd`` (P(purchase by t) = 1 - exp(-E[N(t)]), a
-Poisson approximation; baseline).
+period rows, censoring handled honestly; its level recalibrated on the calibration snapshot by
+one logit shift, :func:`fit_hazard_shift`) and ``bgnbd`` (P(purchase by t) = 1 - BG/NBD's
+exact P(no purchase in t); baseline). The Poisson approximation ``1 - exp(-E[N(t)])`` used
+before ignored that a customer who may have dropped out buys nothing: on a one-year closed
+synthetic cohort it put 1,297 expected buyers in the next 90 days against 1,032 real ones, the
+exact form 1,187 (and the hazard model 1,313 before its level recalibration, 1,135 after).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ __all__ = [
     "BgnbdNextPurchase",
     "HazardNextPurchase",
     "NextPurchaseModel",
+    "fit_hazard_shift",
     "fit_next_purchase_candidates",
     "survival_summary",
 ]
@@ -149,9 +154,10 @@ class HazardNextPurchase(NextPurchaseModel):
 
     candidate = "lightgbm_hazard"
 
-    def __init__(self, *, estimator: Pipeline, **kwargs: Any) -> None:
+    def __init__(self, *, estimator: Pipeline, hazard_shift: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.estimator = estimator
+        self.hazard_shift = hazard_shift  # logit shift of every hazard (level recalibration)
 
     def survival(self, features: pd.DataFrame) -> np.ndarray:
         Xm = self.model_input(features)[self.model_columns]
@@ -164,7 +170,7 @@ class HazardNextPurchase(NextPurchaseModel):
         for k in range(m):
             Xc[PERIOD_COLUMN] = min(k, n_train_periods - 1)
             hazards.append(booster.predict_proba(Xc, **lgbm.threads(len(Xc)))[:, 1])
-        return np.cumprod(1.0 - np.column_stack(hazards), axis=1)
+        return survival_from_hazards(np.column_stack(hazards), getattr(self, "hazard_shift", 0.0))
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame | None:
         X = self.model_input(features)[self.model_columns]
@@ -173,7 +179,10 @@ class HazardNextPurchase(NextPurchaseModel):
 
 
 class BgnbdNextPurchase(NextPurchaseModel):
-    """BG/NBD: S(t) = exp(-E[N(t)]) at each grid point (baseline)."""
+    """BG/NBD: S(t) = P(no purchase in t), exact (``p_churn`` over t), at each grid point.
+
+    Customers without history (no BG/NBD state) keep S = 1 (baseline).
+    """
 
     candidate = "bgnbd"
 
@@ -182,9 +191,51 @@ class BgnbdNextPurchase(NextPurchaseModel):
         cols = []
         for k in range(1, self.n_out_periods + 1):
             pred = self.btyd.predict(X, horizon_days=k * self.period_days)
-            expected = np.nan_to_num(pred["expected_purchases"].to_numpy(float), nan=0.0)
-            cols.append(np.exp(-np.maximum(expected, 0.0)))
+            cols.append(np.nan_to_num(pred["p_churn"].to_numpy(float), nan=1.0))
         return np.column_stack(cols)
+
+
+def survival_from_hazards(hazards: np.ndarray, shift: float = 0.0) -> np.ndarray:
+    """Survival curve from per-period hazards, shifted by ``shift`` on the logit scale."""
+    if shift:
+        h = np.clip(hazards, 1e-9, 1 - 1e-9)
+        hazards = 1.0 / (1.0 + np.exp(-(np.log(h / (1 - h)) + shift)))
+    return np.cumprod(1.0 - hazards, axis=1)
+
+
+def fit_hazard_shift(hazards: np.ndarray, bought: np.ndarray) -> float:
+    """The logit shift of every hazard that makes the mean P(purchase within the horizon) match.
+
+    A level recalibration on the newest labelled window the trees did not see (the
+    calibration snapshot): a model trained on older snapshots (another season, a younger
+    closed cohort) keeps its ranking but takes that window's level.
+
+    Parameters
+    ----------
+    hazards
+        ``(n, m)`` per-period hazards over the label horizon of ``n`` customers.
+    bought
+        Whether each bought within those ``m`` periods.
+
+    Returns
+    -------
+    float
+        The shift, within [-3, 3] (0 when the rate is 0 or 1).
+    """
+    from scipy.optimize import brentq
+
+    target = float(np.mean(bought)) if len(bought) else 0.0
+    if not 0.0 < target < 1.0:
+        return 0.0
+
+    def gap(shift: float) -> float:
+        return float(np.mean(1.0 - survival_from_hazards(hazards, shift)[:, -1])) - target
+
+    if gap(-3.0) > 0:
+        return -3.0
+    if gap(3.0) < 0:
+        return 3.0
+    return float(brentq(gap, -3.0, 3.0, xtol=1e-4))
 
 
 def fit_next_purchase_candidates(
@@ -236,8 +287,22 @@ def fit_next_purchase_candidates(
         "n_train_rows": len(X_tr),
         "n_trees": hazard.named_steps["model"].best_iteration_,
     }
+    model = HazardNextPurchase(estimator=hazard, metadata=meta, **common)
+    # level recalibration on the calibration snapshot, over the whole periods of the horizon
+    whole = max(1, horizon // PERIOD_DAYS)
+    ca = lgbm.subsample(calib, lgbm.MAX_ROWS_PER_SNAPSHOT, seed + 2)
+    Xc = hazard.named_steps["cast"].transform(ca[cols])
+    booster = hazard.named_steps["model"]
+    rates = []
+    for k in range(whole):
+        Xc[PERIOD_COLUMN] = k
+        rates.append(booster.predict_proba(Xc, **lgbm.threads(len(Xc)))[:, 1])
+    days = ca["days_to_next_purchase"].to_numpy(float)
+    bought = ca["next_purchase_observed"].to_numpy(bool) & (days <= whole * PERIOD_DAYS)
+    model.hazard_shift = fit_hazard_shift(np.column_stack(rates), bought)
+    meta["hazard_shift"] = model.hazard_shift
     models: dict[str, NextPurchaseModel] = {
-        "lightgbm_hazard": HazardNextPurchase(estimator=hazard, metadata=meta, **common),
+        "lightgbm_hazard": model,
         "bgnbd": BgnbdNextPurchase(**common),
     }
     logger.info("next-purchase: hazard model on %d customer-period rows", len(X_tr))

@@ -24,32 +24,43 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from retentio.configs.settings import Settings
-from retentio.errors import ConfigError
+from retentio.errors import ConfigError, InsufficientDataError
+from retentio.features.build import build_features
 from retentio.features.cutoff import as_cutoff
-from retentio.features.schema import AS_OF, Tables, feature_columns
+from retentio.features.schema import AS_OF, ENTITY, Tables, feature_columns
 from retentio.training import metrics as evaluation
-from retentio.training.churn import fit_churn_candidates
-from retentio.training.ltv import fit_ltv_candidates
-from retentio.training.next_purchase import fit_next_purchase_candidates
+from retentio.training.btyd import BtydBaseline
+from retentio.training.churn import BgnbdChurn, fit_churn_candidates
+from retentio.training.ltv import BgnbdGgLtv, fit_ltv_candidates
+from retentio.training.next_purchase import BgnbdNextPurchase, fit_next_purchase_candidates
+from retentio.training.protocol import (
+    TaskPlan,
+    check_btyd_fittable,
+    customer_folds,
+    plan_task,
+)
 from retentio.training.snapshots import (
-    build_snapshots,
+    build_snapshot,
     check_snapshot,
     history_tables,
     snapshot_cutoffs,
-    task_horizon_days,
 )
 from retentio.training.task_model import (
+    BTYD_COLUMNS,
+    RFM_COLUMNS,
+    ModelParams,
     TaskModel,
-    add_btyd_features,
+    btyd_features,
 )
 from retentio.training.tasks import BASELINES, BOOTSTRAP_METRICS, OUTPUTS, PRIMARY_METRICS, TASKS
+from retentio.training.wrappers import ExtendedLtvModel, FoldEnsemble
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +111,11 @@ class TrainingResult:
         Task -> name of the served candidate.
     candidates
         Task -> candidate -> fitted model (the served one included).
+    plans
+        Task -> :class:`training.protocol.TaskPlan` (protocol, horizons, cutoffs, reason).
+    example_frame
+        A few feature rows of the newest snapshot built (model input examples, also for tasks
+        that have no evaluation frame under ``btyd_only``).
     """
 
     models: dict[str, TaskModel]
@@ -112,6 +128,8 @@ class TrainingResult:
     feature_columns: list[str]
     served: dict[str, str] = field(default_factory=dict)
     candidates: dict[str, dict[str, TaskModel]] = field(default_factory=dict)
+    plans: dict[str, TaskPlan] = field(default_factory=dict)
+    example_frame: pd.DataFrame | None = None
 
 
 def prediction_column(task: str, candidate: str, output: str) -> str:
@@ -232,12 +250,24 @@ def evaluate_task(
         (metrics per candidate, bootstrap of best learned vs best baseline, predictions per
         candidate, name of the best candidate).
     """
+    preds = {name: model.predict_frame(frame) for name, model in models.items()}
+    scores, boot, best = _evaluate_predictions(task, preds, frame, settings, seed=seed)
+    return scores, boot, preds, best
+
+
+def _evaluate_predictions(
+    task: str,
+    preds: dict[str, pd.DataFrame],
+    frame: pd.DataFrame,
+    settings: Settings,
+    *,
+    seed: int = 0,
+) -> tuple[dict[str, dict[str, float]], dict[str, Any], str]:
+    """Metrics of each candidate's predictions on ``frame``, the bootstrap and the best one."""
     scores: dict[str, dict[str, float]] = {}
-    preds: dict[str, pd.DataFrame] = {}
     pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, model in models.items():
-        preds[name] = model.predict_frame(frame)
-        values, y, p = _candidate_metrics(task, frame, preds[name], settings)
+    for name, pred in preds.items():
+        values, y, p = _candidate_metrics(task, frame, pred, settings)
         scores[name] = {k: float(v) for k, v in values.items()}
         pairs[name] = (y, p)
     best = min(scores, key=lambda n: _rank_key(task, scores[n]))
@@ -256,7 +286,189 @@ def evaluate_task(
             y, p_a, p_b, BOOTSTRAP_METRICS[task], n_boot=N_BOOT, seed=seed
         )
         boot.update({"a_name": a, "b_name": b, "n_rows": len(y)})
-    return scores, boot, preds, best
+    return scores, boot, best
+
+
+def _task_settings(settings: Settings, plan: TaskPlan) -> Settings:
+    """Settings whose label horizon is the one the task learns (an extended LTV's is shorter)."""
+    if plan.task != "ltv" or not plan.extended:
+        return settings
+    data = settings.model_dump()
+    data["labels"]["ltv_horizon_days"] = plan.learned_horizon_days
+    return Settings.model_validate(data)
+
+
+class _SnapshotCache:
+    """Feature frames and per-snapshot BTYD fits shared by tasks with different horizons."""
+
+    def __init__(self, tables: Tables, settings: Settings, step: Callable[[str], None]) -> None:
+        self.tables, self.settings, self.step = tables, settings, step
+        self.features: dict[pd.Timestamp, pd.DataFrame] = {}
+        self.btyd: dict[pd.Timestamp, Any] = {}
+        self.frames: dict[tuple[Any, ...], pd.DataFrame] = {}
+
+    def features_at(self, cutoff: pd.Timestamp) -> pd.DataFrame:
+        if cutoff not in self.features:
+            self.step(f"snapshot {cutoff.date()}")
+            self.features[cutoff] = build_features(
+                history_tables(self.tables, cutoff), cutoff, self.settings.features
+            )
+        return self.features[cutoff]
+
+    def btyd_at(self, cutoff: pd.Timestamp, frame: pd.DataFrame) -> Any:
+        if cutoff not in self.btyd:
+            seed = self.settings.training.random_state
+            self.btyd[cutoff] = BtydBaseline(random_state=seed).fit(frame)
+        return self.btyd[cutoff]
+
+    def frame(self, cutoffs: Sequence[pd.Timestamp], settings: Settings) -> pd.DataFrame:
+        """Stacked labelled snapshots with the ``btyd_*`` columns for ``settings``' horizons."""
+        key = (tuple(cutoffs), settings.labels)
+        if key not in self.frames:
+            parts = []
+            for cutoff in cutoffs:
+                part = build_snapshot(
+                    self.tables, cutoff, settings, features=self.features_at(cutoff)
+                )
+                btyd = self.btyd_at(cutoff, part)
+                extra = btyd_features(btyd, part, ModelParams.from_settings(settings))
+                parts.append(part.assign(**{c: extra[c].to_numpy() for c in BTYD_COLUMNS}))
+            self.frames[key] = pd.concat(parts, ignore_index=True)
+        return self.frames[key]
+
+
+@dataclass
+class _TaskFit:
+    """One task's outcome: served model, candidates, metrics, predictions, evaluation frame."""
+
+    served: TaskModel
+    candidates: dict[str, TaskModel]
+    metrics: dict[str, dict[str, float]]
+    bootstrap: dict[str, Any]
+    best: str
+    frame: pd.DataFrame | None
+    preds: dict[str, pd.DataFrame]
+    meta: dict[str, Any]
+
+
+def _fit_time_split(
+    task: str, plan: TaskPlan, cache: _SnapshotCache, settings: Settings, tasks: Sequence[str]
+) -> _TaskFit:
+    cutoffs = list(plan.cutoffs)
+    snapshots = cache.frame(cutoffs, settings)
+    for as_of in cutoffs:
+        check_snapshot(snapshots[snapshots[AS_OF] == as_of], settings, tasks=[task])
+    columns = feature_columns(snapshots)
+    btyd = cache.btyd[cutoffs[-1]]
+    train, calib, eval_frame = _split(snapshots, cutoffs, settings.training.random_state)
+    eval_frame = eval_frame.reset_index(drop=True)
+    candidates = _FITTERS[task](train, calib, btyd=btyd, settings=settings, feature_columns=columns)
+    preds = {name: m.predict_frame(eval_frame) for name, m in candidates.items()}
+    scores, boot, best = _evaluate_predictions(
+        task, preds, eval_frame, settings, seed=settings.training.random_state
+    )
+    meta = {
+        "eval_cutoff": str(cutoffs[-1].date()),
+        "train_cutoffs": [str(c.date()) for c in sorted(train[AS_OF].unique())],
+        "calibration_cutoff": str(pd.Timestamp(calib[AS_OF].iloc[0]).date()),
+    }
+    fit = _TaskFit(candidates[best], candidates, scores, boot, best, eval_frame, preds, meta)
+    fit.meta["_train"], fit.meta["_calib"], fit.meta["_btyd"] = train, calib, btyd
+    return fit
+
+
+def _fit_customer_split(
+    task: str, plan: TaskPlan, cache: _SnapshotCache, settings: Settings
+) -> _TaskFit:
+    cutoffs = list(plan.cutoffs)
+    frame = cache.frame(cutoffs, settings)
+    # the newest snapshot holds the most customers (the folds split customers, not rows)
+    check_snapshot(frame[frame[AS_OF] == cutoffs[-1]], settings, tasks=[task])
+    if task == "churn":
+        frame = frame[frame["is_active"]]  # churn is learned and evaluated among the active
+    frame = frame.reset_index(drop=True)
+    columns = feature_columns(frame)
+    btyd = cache.btyd[cutoffs[-1]]
+    tr = settings.training
+    folds = customer_folds(frame[ENTITY], tr.n_folds, tr.random_state)
+    preds: dict[str, list[pd.DataFrame]] = {}
+    members: dict[str, list[TaskModel]] = {}
+    order = []
+    for k in range(tr.n_folds):
+        test = folds == k
+        calib = folds == (k + 1) % tr.n_folds
+        train = ~test & ~calib
+        cands = _FITTERS[task](
+            frame[train], frame[calib], btyd=btyd, settings=settings, feature_columns=columns
+        )
+        order.append(np.flatnonzero(test))
+        for name, model in cands.items():
+            preds.setdefault(name, []).append(model.predict_frame(frame[test]).reset_index())
+            members.setdefault(name, []).append(model)
+    rows = np.concatenate(order)
+    oof = {}
+    for name, parts in preds.items():
+        stacked = pd.concat(parts, ignore_index=True)
+        stacked.index = rows
+        oof[name] = stacked.sort_index().drop(columns=[ENTITY], errors="ignore")
+    scores, boot, best = _evaluate_predictions(task, oof, frame, settings, seed=tr.random_state)
+    meta = {
+        "eval_cutoff": str(cutoffs[-1].date()),
+        "labelled_cutoffs": [str(c.date()) for c in cutoffs],
+        "n_folds": tr.n_folds,
+        "train_max_cutoff": str(cutoffs[-1].date()),
+    }
+    candidates: dict[str, TaskModel] = {
+        name: FoldEnsemble(models, metadata={"protocol": "customer_split"})
+        for name, models in members.items()
+    }
+    return _TaskFit(candidates[best], candidates, scores, boot, best, frame, oof, meta)
+
+
+def _fit_btyd_only(task: str, cache: _SnapshotCache, last: pd.Timestamp, settings: Settings):
+    features = cache.features_at(last)
+    btyd = cache.btyd_at(last, features)
+    columns = [c for c in RFM_COLUMNS if c in features.columns]
+    params = ModelParams.from_settings(settings)
+    common = {"feature_columns": columns, "btyd": btyd, "params": params}
+    meta = {"calibration": "none", "train_max_cutoff": str(last.date())}
+    model: TaskModel
+    if task == "churn":
+        model = BgnbdChurn(metadata=meta, **common)
+    elif task == "next-purchase":
+        model = BgnbdNextPurchase(metadata=meta, **common)
+    else:
+        model = BgnbdGgLtv(metadata=meta, **common)
+    return _TaskFit(model, {model.candidate: model}, {}, {}, model.candidate, None, {}, {})
+
+
+_LADDER = {"time_split": "customer_split", "customer_split": "btyd_only"}
+
+
+def _shared_time_split(
+    plans: dict[str, TaskPlan], first: pd.Timestamp, last: pd.Timestamp, settings: Settings
+) -> dict[str, TaskPlan]:
+    """Tasks under ``time_split`` share the snapshots of the longest of their horizons.
+
+    One set of snapshots serves them all (each is built once), and their evaluation snapshot
+    is the same, as when every task needed the time split of the longest horizon.
+    """
+    timed = {t: p for t, p in plans.items() if p.protocol == "time_split"}
+    if len(timed) < 2:
+        return plans
+    longest = max(p.learned_horizon_days or 0 for p in timed.values())
+    tr = settings.training
+    cutoffs = tuple(
+        snapshot_cutoffs(
+            last,
+            horizon_days=longest,
+            step_days=tr.step_days,
+            n_snapshots=tr.n_snapshots,
+            first_timestamp=first,
+            embargo=tr.embargo,
+        )
+    )
+    return {t: replace(p, cutoffs=cutoffs) if t in timed else p for t, p in plans.items()}
 
 
 def train_all(
@@ -267,7 +479,16 @@ def train_all(
     cutoff: str | pd.Timestamp | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TrainingResult:
-    """Build rolling snapshots, fit every candidate, evaluate, and pick the served models.
+    """Plan each task's protocol, fit every candidate, evaluate, and pick the served models.
+
+    Each task gets the strongest protocol its horizon and the history allow
+    (``training.protocol: auto``; see :mod:`training.protocol`), or the one the config forces:
+    ``time_split`` (rolling snapshots, evaluated on the latest), ``customer_split``
+    (out-of-fold over folds grouped by customer; the served model averages the fold models) or
+    ``btyd_only`` (BG/NBD + Gamma-Gamma on the whole history; not evaluated). Under ``auto`` a
+    protocol whose snapshots fail the minimums (customers, purchasers, churners) steps down the
+    ladder. An LTV learned at a shorter horizon than asked is extended by BG/NBD x Gamma-Gamma
+    (:class:`training.wrappers.ExtendedLtvModel`).
 
     Parameters
     ----------
@@ -286,15 +507,17 @@ def train_all(
     Returns
     -------
     TrainingResult
-        Served models, all candidates' metrics, bootstrap, cutoffs and the evaluation frame.
+        Served models, all candidates' metrics, bootstrap, the plans (protocol per task),
+        cutoffs and the evaluation frame.
 
     Raises
     ------
     ConfigError
         An unknown task name.
     InsufficientDataError
-        Too little history for the snapshots, or too few customers / purchasers / active
-        customers in a snapshot (the message names the minimum).
+        Fewer customers with a repeat purchase than ``training.min_repeat_customers`` (BG/NBD
+        cannot be fitted), or a forced protocol the data cannot support (the message names the
+        minimum).
     """
     tasks = list(dict.fromkeys(tasks))
     unknown = [t for t in tasks if t not in TASKS]
@@ -315,76 +538,155 @@ def train_all(
     step("hashing data")
     digest = data_hash(tables)
     first = tables.transactions["timestamp"].min()
+    check_btyd_fittable(tables.transactions, settings)
     tr = settings.training
-    cutoffs = snapshot_cutoffs(
-        last,
-        horizon_days=task_horizon_days(settings, tasks),
-        step_days=tr.step_days,
-        n_snapshots=tr.n_snapshots,
-        first_timestamp=first,
-        embargo=tr.embargo,
-    )
-    snapshots = build_snapshots(tables, cutoffs, settings, progress=progress)
-    for as_of in cutoffs:
-        check_snapshot(snapshots[snapshots[AS_OF] == as_of], settings, tasks=tasks)
-    step("fitting BG/NBD + Gamma-Gamma per snapshot")
-    snapshots, btyd = add_btyd_features(snapshots, settings)
-    columns = feature_columns(snapshots)
-    train, calib, eval_frame = _split(snapshots, cutoffs, tr.random_state)
-    del snapshots  # the three slices are copies; free the stacked frame
-    eval_frame = eval_frame.reset_index(drop=True)
-    meta = {
-        "eval_cutoff": str(cutoffs[-1].date()),
-        "train_cutoffs": [str(c.date()) for c in sorted(train[AS_OF].unique())],
-        "calibration_cutoff": str(pd.Timestamp(calib[AS_OF].iloc[0]).date()),
-        "churn_horizon_days": settings.labels.churn_horizon_days,
-        "next_purchase_horizon_days": settings.labels.next_purchase_horizon_days,
-        "ltv_horizon_days": settings.labels.ltv_horizon_days,
-        "data_hash": digest,
-    }
+    cache = _SnapshotCache(tables, settings, step)
     result = TrainingResult(
         models={},
         metrics={},
         bootstrap={},
-        eval_cutoff=cutoffs[-1],
-        cutoffs=list(cutoffs),
-        eval_frame=eval_frame,
+        eval_cutoff=as_cutoff(last),
+        cutoffs=[],
+        eval_frame=pd.DataFrame(),
         data_hash=digest,
-        feature_columns=columns,
+        feature_columns=[],
     )
-    extra: dict[str, np.ndarray] = {}
+    frames: list[pd.DataFrame] = []
+    eval_cutoffs = []
+    plans = _shared_time_split(
+        {t: plan_task(t, first=first, last=last, settings=settings) for t in tasks},
+        first,
+        last,
+        settings,
+    )
     for task in tasks:
-        step(f"training {task}")
-        candidates = dict(
-            _FITTERS[task](train, calib, btyd=btyd, settings=settings, feature_columns=columns)
-        )
-        step(f"evaluating {task}")
-        task_metrics, boot, preds, best = evaluate_task(
-            task, candidates, eval_frame, settings, seed=tr.random_state
-        )
+        plan = plans[task]
+        while True:
+            task_settings = _task_settings(settings, plan)
+            try:
+                step(f"training {task}")
+                if plan.protocol == "time_split":
+                    fit = _fit_time_split(task, plan, cache, task_settings, tasks)
+                elif plan.protocol == "customer_split":
+                    fit = _fit_customer_split(task, plan, cache, task_settings)
+                else:
+                    fit = _fit_btyd_only(task, cache, as_cutoff(last), task_settings)
+                break
+            except InsufficientDataError as exc:
+                if tr.protocol != "auto" or plan.protocol == "btyd_only":
+                    raise
+                lower = _LADDER[plan.protocol]
+                logger.warning("%s: %s; stepping down to %s", task, exc, lower)
+                plan = plan_task(task, first=first, last=last, settings=settings, protocol=lower)
+                plan = replace(plan, reason=f"{plan.reason} ({exc})")
+        served, candidates = fit.served, fit.candidates
+        if plan.extended:
+            assert plan.learned_horizon_days is not None
+            candidates = {
+                name: ExtendedLtvModel(
+                    m,
+                    learned_days=plan.learned_horizon_days,
+                    params=ModelParams.from_settings(settings),
+                )
+                for name, m in candidates.items()
+            }
+            served = candidates[fit.best]
+        meta = {
+            **fit.meta,
+            "protocol": plan.protocol,
+            "horizon_days": plan.horizon_days,
+            "learned_horizon_days": plan.learned_horizon_days,
+            "protocol_reason": plan.reason,
+            "churn_horizon_days": settings.labels.churn_horizon_days,
+            "next_purchase_horizon_days": settings.labels.next_purchase_horizon_days,
+            "ltv_horizon_days": settings.labels.ltv_horizon_days,
+            "data_hash": digest,
+        }
+        private = {k: meta.pop(k) for k in list(meta) if k.startswith("_")}
         for model in candidates.values():
             model.metadata.update(meta)
-            model.metadata["holdout_metrics"] = task_metrics[model.candidate]
-        for name, pred in preds.items():
-            for col in OUTPUTS[task]:
-                extra[prediction_column(task, name, col)] = pred[col].to_numpy()
-        result.models[task] = candidates[best]
-        result.candidates[task] = dict(candidates)
-        result.metrics[task] = task_metrics
-        result.bootstrap[task] = boot
-        result.served[task] = best
-        name = PRIMARY_METRICS[task].metric_for(task_metrics[best])
-        logger.info(
-            "%s: served %s (%s=%.4f)", task, best, name, task_metrics[best].get(name, float("nan"))
-        )
-    if tr.refit:
-        _refit_served(result, pd.concat([train, calib]), eval_frame, btyd, columns, settings, step)
-    result.eval_frame = pd.concat([eval_frame, pd.DataFrame(extra)], axis=1)
+            if plan.evaluated:
+                model.metadata["holdout_metrics"] = fit.metrics[model.candidate]
+        result.models[task] = served
+        result.candidates[task] = candidates
+        result.metrics[task] = fit.metrics
+        result.bootstrap[task] = fit.bootstrap
+        result.served[task] = fit.best
+        result.plans[task] = plan
+        result.cutoffs = sorted({*result.cutoffs, *plan.cutoffs})
+        if len(served.feature_columns) > len(result.feature_columns):
+            result.feature_columns = list(served.feature_columns)
+        if fit.frame is not None:
+            eval_cutoffs.append(as_cutoff(plan.cutoffs[-1]))
+            extra = {
+                prediction_column(task, name, col): pred[col].to_numpy()
+                for name, pred in fit.preds.items()
+                for col in OUTPUTS[task]
+            }
+            frames.append(
+                pd.concat([fit.frame.reset_index(drop=True), pd.DataFrame(extra)], axis=1).assign(
+                    **{_EVAL_TASK: task}
+                )
+            )
+        if plan.evaluated:
+            name = PRIMARY_METRICS[task].metric_for(fit.metrics[fit.best])
+            logger.info(
+                "%s: %s, served %s (%s=%.4f)",
+                task,
+                plan.protocol,
+                fit.best,
+                name,
+                fit.metrics[fit.best].get(name, float("nan")),
+            )
+        else:
+            logger.info("%s: %s", task, plan.reason)
+        if tr.refit and plan.protocol == "time_split" and not plan.extended:
+            _refit_served(
+                result,
+                task,
+                pd.concat([private["_train"], private["_calib"]]),
+                fit.frame,
+                private["_btyd"],
+                list(served.feature_columns),
+                task_settings,
+                step,
+            )
+    if eval_cutoffs:
+        result.eval_cutoff = max(eval_cutoffs)
+    result.eval_frame = _merge_eval_frames(frames)
+    newest = max(cache.features)
+    result.example_frame = cache.features[newest].head(100).reset_index(drop=True)
     return result
+
+
+_EVAL_TASK = "_eval_task"
+
+
+def _merge_eval_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One evaluation frame: tasks evaluated on the same rows share them, others are stacked."""
+    if not frames:
+        return pd.DataFrame()
+    merged: list[pd.DataFrame] = []
+    for frame in frames:
+        for i, other in enumerate(merged):
+            same = len(other) == len(frame) and (
+                other[[ENTITY, AS_OF]]
+                .reset_index(drop=True)
+                .equals(frame[[ENTITY, AS_OF]].reset_index(drop=True))
+            )
+            if same:
+                new = [c for c in frame.columns if c not in other.columns]
+                merged[i] = pd.concat([other, frame[new].set_axis(other.index)], axis=1)
+                break
+        else:
+            merged.append(frame)
+    out = pd.concat(merged, ignore_index=True) if len(merged) > 1 else merged[0]
+    return out.drop(columns=[_EVAL_TASK])
 
 
 def _refit_served(
     result: TrainingResult,
+    task: str,
     train: pd.DataFrame,
     newest: pd.DataFrame,
     btyd: Any,
@@ -392,25 +694,26 @@ def _refit_served(
     settings: Settings,
     step: Callable[[str], None],
 ) -> None:
-    """Replace each served model by the same candidate refitted one snapshot later.
+    """Replace the task's served model by the same candidate refitted one snapshot later.
 
     The refit trains on every snapshot but the newest and early-stops / calibrates on the
     newest, whose labels reach the end of the data. It keeps the evaluated fit's metrics
     (``holdout_metrics``, ``eval_cutoff``): they estimate the procedure, since no snapshot is
     left to evaluate the refit on. ``result.candidates`` keeps the evaluated fits.
     """
-    for task, name in result.served.items():
-        step(f"refitting {task} ({name})")
-        evaluated = result.models[task]
-        refit = _FITTERS[task](
-            train, newest, btyd=btyd, settings=settings, feature_columns=columns
-        )[name]
-        for key, value in evaluated.metadata.items():  # cutoffs, horizons, holdout metrics
-            refit.metadata.setdefault(key, value)
-        refit.metadata.update(
-            refit=True,
-            refit_train_cutoffs=[str(c.date()) for c in sorted(train[AS_OF].unique())],
-            refit_calibration_cutoff=str(result.eval_cutoff.date()),
-            train_max_cutoff=str(result.eval_cutoff.date()),
-        )
-        result.models[task] = refit
+    name = result.served[task]
+    step(f"refitting {task} ({name})")
+    evaluated = result.models[task]
+    refit = _FITTERS[task](train, newest, btyd=btyd, settings=settings, feature_columns=columns)[
+        name
+    ]
+    for key, value in evaluated.metadata.items():  # cutoffs, horizons, holdout metrics
+        refit.metadata.setdefault(key, value)
+    eval_cutoff = pd.Timestamp(newest[AS_OF].iloc[0])
+    refit.metadata.update(
+        refit=True,
+        refit_train_cutoffs=[str(c.date()) for c in sorted(train[AS_OF].unique())],
+        refit_calibration_cutoff=str(eval_cutoff.date()),
+        train_max_cutoff=str(eval_cutoff.date()),
+    )
+    result.models[task] = refit

@@ -42,11 +42,13 @@ from retentio.features.cutoff import as_cutoff
 from retentio.training.snapshots import MIN_HISTORY_DAYS, snapshot_cutoffs
 
 __all__ = [
+    "LIKE_FOR_LIKE_TAGS",
     "PROTOCOLS",
     "TaskPlan",
     "check_btyd_fittable",
     "customer_folds",
     "customer_split_cutoffs",
+    "gate_mismatch",
     "labelable_days",
     "plan_task",
     "task_horizons",
@@ -327,3 +329,41 @@ def check_btyd_fittable(transactions: pd.DataFrame, settings: Settings) -> int:
             "protocol; provide a longer history or more customers"
         )
     return repeat
+
+
+#: Version tags that must be equal for the promotion gate to compare two versions.
+LIKE_FOR_LIKE_TAGS: tuple[str, ...] = ("protocol", "horizon_days", "learned_horizon_days")
+
+
+def gate_mismatch(candidate: dict[str, str], champion: dict[str, str]) -> str | None:
+    """Why a candidate cannot be compared with the champion, or None when it can.
+
+    Two versions are compared only under the same protocol and the same horizons (served and
+    learned): a 60-day AUC says nothing about a 90-day one, and out-of-fold metrics are not
+    out-of-time ones. A version without a ``protocol`` tag predates the ladder and was trained
+    with the time split; a horizon tag on one version only is a mismatch (it cannot be
+    checked), on neither (both predate the ladder) it is not.
+
+    Parameters
+    ----------
+    candidate, champion
+        Version tags (``protocol``, ``horizon_days``, ``learned_horizon_days``).
+
+    Returns
+    -------
+    str or None
+        The first difference, phrased for the gate's decision, or None.
+    """
+    for key in LIKE_FOR_LIKE_TAGS:
+        default = "time_split" if key == "protocol" else None
+        if key != "protocol" and key not in candidate and key not in champion:
+            continue  # neither version records it (both predate the ladder)
+        a, b = candidate.get(key, default), champion.get(key, default)
+        if a is None or b is None or a != b:
+            what = key.replace("_", " ")
+            return (
+                f"{what} differs: candidate {a or 'unknown'}, champion {b or 'unknown'}; "
+                "only like is compared with like (retrain with the champion's settings, or "
+                "--force)"
+            )
+    return None

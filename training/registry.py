@@ -1,7 +1,8 @@
 """The model registry: one registered model per task, versions, aliases, loading champions.
 
-One registered model per task (``retentio-churn``, ``retentio-next-purchase``,
-``retentio-ltv``). ``train`` registers a new version and points the ``candidate`` alias at it
+One registered model per dataset and task (``retentio-<dataset>-churn``, ``-next-purchase``,
+``-ltv``; see :func:`registry_namespace`), so models of different datasets never compete or
+replace each other. ``train`` registers a new version and points the ``candidate`` alias at it
 (:func:`register_task_model`); :func:`promote` moves ``champion`` to the candidate when the
 promotion gate (:func:`retentio.training.gate.judge`) says it is at least as good on the same
 snapshot; serving loads ``@champion`` (:func:`load_task_model`) and polls
@@ -23,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -41,6 +43,7 @@ from retentio.training.gate import (
     judge,
     metrics_of_tags,
 )
+from retentio.training.protocol import gate_mismatch
 from retentio.training.task_model import TaskModel
 from retentio.training.tasks import PRIMARY_METRICS, TASKS
 from retentio.training.tracking import configure_mlflow
@@ -57,6 +60,7 @@ __all__ = [
     "promote",
     "register_task_model",
     "registered_model_name",
+    "registry_namespace",
     "version_tags",
 ]
 
@@ -88,10 +92,25 @@ class RetentioPyfunc(PythonModel):
         return self.model.predict_frame(model_input)
 
 
-def registered_model_name(task: str) -> str:
-    """The registered model of a task, e.g. ``retentio-churn``."""
+def registry_namespace(settings: Settings | None) -> str | None:
+    """The dataset whose models a registry name belongs to: ``data.name``, else the data folder.
+
+    Models of different datasets (different feature sets) never compete or replace each other:
+    each dataset registers ``retentio-<dataset>-<task>``.
+    """
+    if settings is None:
+        return None
+    return settings.data.name or Path(settings.paths.data).name or None
+
+
+def registered_model_name(task: str, settings: Settings | None = None) -> str:
+    """The registered model of a task, e.g. ``retentio-uci_online_retail-churn``.
+
+    Without settings (no dataset known) the name is ``retentio-<task>``.
+    """
     _check_task(task)
-    return f"retentio-{task}"
+    namespace = registry_namespace(settings)
+    return f"retentio-{namespace}-{task}" if namespace else f"retentio-{task}"
 
 
 def _check_task(task: str) -> None:
@@ -192,7 +211,7 @@ def register_task_model(
     RetentioError
         Unknown task, or no run to log into.
     """
-    name = registered_model_name(task)
+    name = registered_model_name(task, settings)
     client = configure_mlflow(settings.mlflow) if settings is not None else MlflowClient()
     example = _signature_frame(input_example)
     signature = infer_signature(example, _signature_frame(model.predict_frame(input_example)))
@@ -296,7 +315,7 @@ def load_task_model(
     ModelNotFoundError
         No version carries the alias (the message says how to create one).
     """
-    name = registered_model_name(task)
+    name = registered_model_name(task, settings)
     client, uri = _client(settings, tracking_uri)
     mv = _version_by_alias(client, name, alias)
     if mv is None:
@@ -333,7 +352,7 @@ def champion_version(
 ) -> str | None:
     """The version behind ``retentio-<task>@champion``, or None (one cheap registry call)."""
     client, _ = _client(settings, tracking_uri)
-    mv = _version_by_alias(client, registered_model_name(task), CHAMPION_ALIAS)
+    mv = _version_by_alias(client, registered_model_name(task, settings), CHAMPION_ALIAS)
     return None if mv is None else str(mv.version)
 
 
@@ -343,7 +362,7 @@ def version_tags(
     """Tags of the version behind ``retentio-<task>@<alias>`` (with ``version`` and the
     training run's ``run_id``), or None."""
     client, _ = _client(settings, None)
-    mv = _version_by_alias(client, registered_model_name(task), alias)
+    mv = _version_by_alias(client, registered_model_name(task, settings), alias)
     if mv is None:
         return None
     return {**dict(mv.tags), "version": str(mv.version), "run_id": str(mv.run_id or "")}
@@ -358,7 +377,11 @@ def promote(
 ) -> PromotionDecision:
     """Move ``champion`` to the ``candidate`` version if the gate says it is at least as good.
 
-    When both versions carry the same ``data_hash`` and ``eval_cutoff`` tags, their recorded
+    Versions trained under another protocol or for other horizons are never compared
+    (:func:`retentio.training.protocol.gate_mismatch`); ``btyd_only`` versions, which have no
+    metrics, replace a champion fitted on older or the same history; ``customer_split``
+    metrics compare only on the same data. When both versions carry the same ``data_hash`` and
+    ``eval_cutoff`` tags, their recorded
     holdout metrics are compared. Otherwise the champion is scored on the candidate's evaluation
     snapshot with ``evaluate(champion_model)`` and compared with the candidate's recorded
     metrics. The comparison is :func:`retentio.training.gate.judge` (the primary metric of
@@ -388,7 +411,7 @@ def promote(
     ModelNotFoundError
         There is no ``candidate`` version to promote.
     """
-    name = registered_model_name(task)
+    name = registered_model_name(task, settings)
     client, uri = _client(settings, None)
     cand = _version_by_alias(client, name, CANDIDATE_ALIAS)
     if cand is None:
@@ -448,12 +471,37 @@ def promote(
             champion_metric=same.candidate_metric,
             metric=same.metric,
         )
+    metric = PRIMARY_METRICS[task].metric_for(cand_metrics)
+    mismatch = gate_mismatch(cand_tags, champ_tags)
+    if mismatch is not None:
+        return act(Verdict(False, mismatch, metric, cand_metrics.get(metric), None))
+    if cand_tags.get("protocol") == "btyd_only":
+        newer = cand_tags.get("train_max_cutoff", "") >= champ_tags.get("train_max_cutoff", "")
+        why = (
+            f"btyd_only: nothing is evaluated; the fit on "
+            f"{'at least as recent' if newer else 'older'} history "
+            f"({cand_tags.get('train_max_cutoff')} vs champion "
+            f"{champ_tags.get('train_max_cutoff')}) "
+            f"{'replaces the champion' if newer else 'does not replace it'}"
+        )
+        return act(Verdict(newer, why, metric, None, None))
     same_snapshot = all(
         cand_tags.get(key) and cand_tags.get(key) == champ_tags.get(key)
         for key in ("data_hash", "eval_cutoff")
     )
     if same_snapshot:
         return act(judge(task, cand_metrics, metrics_of_tags(champ_tags)), "same snapshot")
+    if cand_tags.get("protocol") == "customer_split":
+        refused = Verdict(
+            False,
+            f"champion v{champ_v} was evaluated on other data (data_hash/eval_cutoff differ); "
+            "out-of-fold metrics compare only on the same data: retrain on the champion's data "
+            "or --force",
+            metric,
+            cand_metrics.get(metric),
+            None,
+        )
+        return act(refused)
     if evaluate is None:
         metric = PRIMARY_METRICS[task].metric_for(cand_metrics)
         refused = Verdict(

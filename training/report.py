@@ -126,7 +126,16 @@ def to_report_frame(frame: pd.DataFrame, *, next_purchase_horizon_days: int = 90
         parts = str(col).split("__")
         if len(parts) == 3 and parts[2] in renames:
             out[f"{renames[parts[2]]}__{parts[1]}"] = frame[col].astype(float)
-    return pd.DataFrame(out, index=frame.index)
+    result = pd.DataFrame(out, index=frame.index)
+    # tasks evaluated on different rows (protocols per task) are stacked in one frame: a label
+    # counts only on the rows its task predicted
+    pairs = {"y_churn": "p_churn__", "y_ltv": "pred_ltv__"}
+    pairs |= {f"y_next_{d}d": f"p_next_{d}d__" for d in NEXT_DAYS}
+    for label, prefix in pairs.items():
+        preds = [c for c in result.columns if c.startswith(prefix)]
+        if label in result.columns and preds:
+            result[label] = result[label].where(result[preds].notna().any(axis=1))
+    return result
 
 
 def _normalise(frame: pd.DataFrame, horizon: int) -> pd.DataFrame:

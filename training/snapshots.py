@@ -161,7 +161,13 @@ def history_tables(tables: Tables, cutoff: pd.Timestamp) -> Tables:
     )
 
 
-def build_snapshot(tables: Tables, cutoff: pd.Timestamp, settings: Settings) -> pd.DataFrame:
+def build_snapshot(
+    tables: Tables,
+    cutoff: pd.Timestamp,
+    settings: Settings,
+    *,
+    features: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Features at ``cutoff`` joined with the labels of ``cutoff``.
 
     Only the history before the cutoff (see :func:`history_tables`) reaches the feature builder;
@@ -175,6 +181,9 @@ def build_snapshot(tables: Tables, cutoff: pd.Timestamp, settings: Settings) -> 
         The snapshot date.
     settings
         Full settings (features and labels sections are used).
+    features
+        The feature frame at ``cutoff`` when already built (e.g. shared by tasks whose label
+        horizons differ); default: built here.
 
     Returns
     -------
@@ -187,7 +196,8 @@ def build_snapshot(tables: Tables, cutoff: pd.Timestamp, settings: Settings) -> 
     from retentio.features.labels import build_labels
 
     cutoff = as_cutoff(cutoff)
-    features = build_features(history_tables(tables, cutoff), cutoff, settings.features)
+    if features is None:
+        features = build_features(history_tables(tables, cutoff), cutoff, settings.features)
     labels = build_labels(tables.transactions, cutoff, settings.labels)
     labels = labels.reindex(columns=list(LABEL_COLUMNS))
     if ENTITY in labels.columns:  # pragma: no cover - defensive: contract says index

@@ -206,6 +206,7 @@ def log_training(
     params: Mapping[str, Any],
     artifacts: Mapping[str, Path],
     run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> str:
     """Record one training job as an MLflow run (params, metrics, artifacts); return its id.
 
@@ -231,6 +232,8 @@ def log_training(
         name without a suffix gets the file's (``{"report": x.html}`` -> ``report.html``).
     run_name
         Optional run name; MLflow picks one otherwise.
+    tags
+        Run tags besides ``dataset`` (e.g. ``protocol.<task>``).
 
     Returns
     -------
@@ -262,7 +265,7 @@ def log_training(
     for key, value in params.items():
         _flatten(str(key), value, flat)
 
-    tags = {"dataset": dataset_name}
+    tags = {"dataset": dataset_name, **{str(k): str(v) for k, v in (tags or {}).items()}}
     if sha:
         tags["mlflow.source.git.commit"] = sha
     now = int(time.time() * 1000)
@@ -371,7 +374,7 @@ def compare_runs(
         exps = [exp]
     else:
         exps = [e for e in client.search_experiments() if e.name.startswith("retentio-")]
-    base = ["run_id", "experiment", "start_time", "status", "data_hash", "git_sha"]
+    base = ["run_id", "experiment", "start_time", "status", "protocol", "data_hash", "git_sha"]
     if not exps:
         return pd.DataFrame(columns=base)
     names = {e.experiment_id: e.name for e in exps}
@@ -385,6 +388,12 @@ def compare_runs(
             "experiment": names.get(run.info.experiment_id),
             "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
             "status": run.info.status,
+            "protocol": ", ".join(
+                f"{k.removeprefix('protocol.')}={v}"
+                for k, v in sorted(run.data.params.items())
+                if k.startswith("protocol.")
+            )
+            or None,
             "data_hash": run.data.params.get("data_hash"),
             "git_sha": run.data.params.get("git_sha"),
         }

@@ -113,11 +113,26 @@ def _settings(config: Path | None, options: dict[str, tuple[str, Any]] | None = 
 
     ``options`` maps a dotted settings key to (option name, value); ``None`` means not given.
     Every option that sets a setting goes through here, so a bad value (``--horizon 0``,
-    ``--customers 0``) is a config error naming the option (exit 2), never a default.
+    ``--customers 0``) is a config error naming the option (exit 2), never a default. Without
+    ``--config`` the project file's config is used (``retentio init``), and its data folder
+    is ``paths.data`` unless ``--data`` (option ``paths.data``) is given: the registry
+    namespace (the dataset name when ``data.name`` is not set) is then the same for every
+    command on that data.
     """
+    from retentio.configs.project import read_project
     from retentio.configs.settings import load_settings, with_options
 
-    return _run(lambda: with_options(load_settings(config), options or {}))
+    project = _run(read_project)
+    overrides: dict[str, Any] = {}
+    if project is not None:
+        config = config if config is not None else project.config
+        overrides["paths"] = {"data": str(project.data)}
+    return _run(lambda: with_options(load_settings(config, **overrides), options or {}))
+
+
+def _data_option(data: Any) -> dict[str, tuple[str, Any]]:
+    """The ``--data`` option as a setting (``paths.data``); not given: None."""
+    return {"paths.data": ("--data", None if data is None else str(data))}
 
 
 SCORE_STEPS = 7
@@ -179,6 +194,36 @@ def _cutoff(tables: Any, cutoff: str | None) -> Any:
     from retentio.features.cutoff import as_cutoff
 
     return _run(lambda: as_cutoff(cutoff if cutoff is not None else tables.last_timestamp))
+
+
+# ---------------------------------------------------------------------------------------------
+# project
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command("init")
+def init(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Folder of CSV/Parquet tables.")],
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Remember the data folder and config: later commands here need neither flag."""
+    _setup_logging(verbose)
+    from retentio.configs.project import write_project
+    from retentio.configs.settings import load_settings
+    from retentio.training.registry import registered_model_name
+
+    settings = _run(lambda: load_settings(config, paths={"data": str(data)}))
+    project = _run(lambda: write_project(data, config, Path.cwd()))
+    name = settings.data.name or project.data.name
+    out.print(f"project file {project.path}", highlight=False)
+    out.print(f"  data:   {project.data}", highlight=False)
+    out.print(f"  config: {project.config or '(defaults)'}", highlight=False)
+    out.print(
+        f"  dataset {name}: registered models {registered_model_name('churn', settings)}, ...",
+        highlight=False,
+    )
+    out.print("next: retentio train (no --data/--config needed in this folder)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,7 +345,7 @@ def data_partition(
 def data_check(data: DataOpt = None, config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
     """Validate a data folder against the contract; exit 2 on fatal problems."""
     _setup_logging(verbose)
-    settings = _settings(config)
+    settings = _settings(config, _data_option(data))
     folder = _data_dir(settings, data)
     tables, report = _read(settings, folder)
     for line in report.summary_lines():
@@ -364,7 +409,7 @@ def features_build(
 ) -> None:
     """Build one row of point-in-time features per customer known at the cutoff."""
     _setup_logging(verbose)
-    settings = _settings(config, _engine_options(engine, scheduler))
+    settings = _settings(config, {**_engine_options(engine, scheduler), **_data_option(data)})
     if settings.engine.kind == "dask":
         from retentio.shell.dask_jobs import features_dask
 
@@ -437,8 +482,18 @@ def _metrics_tables(result: Any) -> list[Table]:
     """Key holdout metrics, one table per task (every metric is in MLflow and the report)."""
     tables = []
     for task, cands in result.metrics.items():
+        if not cands:
+            continue
         names = [n for n in KEY_METRICS.get(task, ()) if any(n in v for v in cands.values())]
-        table = Table(title=f"{task}: holdout snapshot {result.eval_cutoff.date()}")
+        plan = result.plans[task]
+        where = (
+            f"holdout snapshot {plan.cutoffs[-1].date()}"
+            if plan.protocol == "time_split"
+            else f"out of fold over {len(plan.cutoffs)} labelled snapshot(s)"
+        )
+        if plan.extended:
+            where += f", {plan.learned_horizon_days}-day labels"
+        table = Table(title=f"{task} ({plan.protocol}): {where}")
         table.add_column("candidate")
         for name in names:
             table.add_column(name.replace("_", " "), justify="right")
@@ -477,6 +532,7 @@ def train(
             "labels.churn_horizon_days": ("--horizon", horizon),
             "labels.next_purchase_horizon_days": ("--horizon", horizon),
             "labels.ltv_horizon_days": ("--ltv-horizon", ltv_horizon),
+            **_data_option(data),
         },
     )
     tasks = _tasks(task)
@@ -485,6 +541,8 @@ def train(
     tables = _load(settings, data)
     with progress_steps(None, "train") as step:
         job = _run(lambda: train_job(tables, settings, tasks=tasks, cutoff=cutoff, progress=step))
+    for plan in job.result.plans.values():
+        out.print(f"protocol {plan.describe()}", highlight=False)
     for table in _metrics_tables(job.result):
         out.print(table)
     for t, boot in job.result.bootstrap.items():
@@ -514,7 +572,7 @@ def models_promote(
 ) -> None:
     """Move @champion to @candidate only if the candidate is at least as good on the same data."""
     _setup_logging(verbose)
-    settings = _settings(config)
+    settings = _settings(config, _data_option(data))
     tasks = _tasks(task)
     from retentio.features.database import is_database_url
     from retentio.shell.jobs import promote_job
@@ -587,7 +645,7 @@ def score(
 ) -> None:
     """Batch-score every customer with the champions (churn, next purchase, LTV, action)."""
     _setup_logging(verbose)
-    settings = _settings(config, _engine_options(engine, scheduler))
+    settings = _settings(config, {**_engine_options(engine, scheduler), **_data_option(data)})
     if settings.engine.kind == "dask":
         from retentio.shell.dask_jobs import score_dask
 
@@ -648,7 +706,7 @@ def at_risk(
 ) -> None:
     """The ranked list of at-risk customers by value at risk, with reasons and an action."""
     _setup_logging(verbose)
-    settings = _settings(config, _engine_options(engine, scheduler))
+    settings = _settings(config, {**_engine_options(engine, scheduler), **_data_option(data)})
     if settings.engine.kind == "dask":
         from retentio.shell.dask_jobs import at_risk_dask
 
@@ -746,6 +804,8 @@ def serve(
     """
     import os
 
+    import yaml
+
     from retentio.shell.server import run_server
 
     _setup_logging(verbose)
@@ -753,8 +813,11 @@ def serve(
         config, {"serving.port": ("--port", port), "serving.host": ("--host", host)}
     )
     env = dict(os.environ)
-    if config is not None:
-        env["RETENTIO_CONFIG"] = str(Path(config).resolve())
+    # the service reads exactly this command's settings (project file, data folder, config)
+    effective = Path(settings.paths.artifacts) / "serve_settings.yaml"
+    effective.parent.mkdir(parents=True, exist_ok=True)
+    effective.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
+    env["RETENTIO_CONFIG"] = str(effective.resolve())
     env["BENTOML_CONFIG_OVERRIDES"] = workers_override(
         env.get("BENTOML_CONFIG_OVERRIDES"), "retentio", settings.serving.workers
     )
@@ -788,7 +851,7 @@ def monitor(
 ) -> None:
     """Drift + data quality vs the training reference, prediction drift, realised performance."""
     _setup_logging(verbose)
-    settings = _settings(config)
+    settings = _settings(config, _data_option(data))
     from retentio.shell.cycle import monitor_job
 
     tables = _load(settings, data)
@@ -852,7 +915,7 @@ def cycle(
     that finds it taken names the holder and exits with code 75.
     """
     _setup_logging(verbose)
-    settings = _settings(config)
+    settings = _settings(config, _data_option(data))
     from retentio.shell.schedule import CycleLock, StopFlag, lock_path, parse_period, run_every
 
     if train_settings not in ("champion", "config"):

@@ -50,10 +50,14 @@ def _importances(result: TrainingResult, n_rows: int = 20_000) -> dict[str, pd.S
     """Mean |contribution| per feature of each served model on the evaluation snapshot (a SHAP
     summary; LightGBM ``pred_contrib``), on at most ``n_rows`` rows. Baselines have none."""
     frame = result.eval_frame
+    if frame.empty:
+        return {}
     if len(frame) > n_rows:
         frame = frame.sample(n_rows, random_state=0)
     out = {}
     for task, model in result.models.items():
+        if not result.plans[task].evaluated:
+            continue
         contrib = model.contributions(frame)
         if contrib is not None:
             out[task] = contrib.drop(columns=["bias"], errors="ignore").abs().mean()
@@ -86,6 +90,7 @@ def train_job(
         bootstrap=result.bootstrap,
         served=result.served,
         title=f"retentio: {tables.name}, evaluation snapshot {eval_day}",
+        notes=protocol_notes(result),
         next_purchase_horizon_days=settings.labels.next_purchase_horizon_days,
         churn_horizon_days=settings.labels.churn_horizon_days,
         ltv_horizon_days=settings.labels.ltv_horizon_days,
@@ -94,6 +99,7 @@ def train_job(
     if progress:
         progress("report")
     params = {
+        "protocol": {task: plan.protocol for task, plan in result.plans.items()},
         "tasks": ",".join(tasks),
         "labels": settings.labels.model_dump(),
         "training": settings.training.model_dump(),
@@ -105,18 +111,39 @@ def train_job(
         dataset_name=tables.name,
         params=params,
         artifacts={"report": report},
+        tags={f"protocol.{task}": plan.protocol for task, plan in result.plans.items()},
     )
     versions = {}
     for task, model in result.models.items():
-        example = model.input_example(result.eval_frame)
+        source = result.eval_frame
+        if not set(model.feature_columns) <= set(source.columns):
+            source = result.example_frame
+        example = model.input_example(source)
         served = result.served.get(task)
         metrics = result.metrics[task].get(served, {}) if served else None
         versions[task] = register_task_model(
-            task, model, input_example=example, run_id=run_id, metrics=metrics, settings=settings
+            task,
+            model,
+            input_example=example,
+            run_id=run_id,
+            metrics=metrics,
+            settings=settings,
+            tags=result.plans[task].as_tags(),
         )
         if progress:
             progress(f"registered {task}")
     return TrainJob(result, run_id, versions, report)
+
+
+def protocol_notes(result: TrainingResult) -> dict[str, str]:
+    """Task -> protocol line for the report, the CLI and MLflow (protocol, horizons, why)."""
+    notes = {}
+    for task, plan in result.plans.items():
+        text = plan.describe().split(": ", 1)[1]
+        if plan.protocol == "customer_split":
+            text += "; drift over time was not measured"
+        notes[f"protocol: {task}"] = text
+    return notes
 
 
 def evaluate_on_snapshot(

@@ -141,3 +141,35 @@ def test_check_out_of_range_date_exits_2_without_traceback(tmp_path: Path):
     assert result.exit_code == 2, result.output
     assert "transactions.timestamp: 2 rows with dates outside" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_init_writes_the_project_file_that_later_commands_use(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "shop.yaml"
+    config.write_text("data:\n  name: shop\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = runner.invoke(app, ["init", "--data", str(synth_dir), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "retentio-shop-churn" in result.output
+    assert (work / "retentio.project.yaml").is_file()
+    # no --data / --config: the project's folder and config are used
+    check = runner.invoke(app, ["data", "check"])
+    assert check.exit_code == 0, check.output
+    assert str(synth_dir) in check.output
+    # a flag still wins
+    missing = runner.invoke(app, ["data", "check", "--data", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2
+    bad = runner.invoke(app, ["init", "--data", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_synth_cohort_days_option(tmp_path: Path) -> None:
+    out = tmp_path / "cohort"
+    args = ["data", "synth", "--out", str(out), "--customers", "200", "--cohort-days", "20"]
+    result = runner.invoke(app, [*args, "--start", "2024-07-01", "--end", "2025-06-30"])
+    assert result.exit_code == 0, result.output
+    signup = pd.to_datetime(pd.read_csv(out / "customers.csv")["signup_date"])
+    assert signup.max() < pd.Timestamp("2024-07-21")

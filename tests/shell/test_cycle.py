@@ -88,7 +88,8 @@ def _champions(settings: Settings) -> dict[str, str | None]:
 def _n_versions(settings: Settings) -> dict[str, int]:
     client = MlflowClient(settings.mlflow.tracking_uri, settings.mlflow.tracking_uri)
     return {
-        t: len(client.search_model_versions(f"name='{registered_model_name(t)}'")) for t in TASKS
+        t: len(client.search_model_versions(f"name='{registered_model_name(t, settings)}'"))
+        for t in TASKS
     }
 
 

@@ -150,15 +150,24 @@ def test_recommend_actions_mapping_and_rules() -> None:
     assert out[3] == "let go: no spend"  # a low-value row does not match the rule
 
 
-def test_train_all_refuses_too_few_customers(settings) -> None:
+def test_too_few_customers_step_down_to_btyd_only_or_refuse_when_forced(settings) -> None:
     tiny = generate_crm(n_customers=40, start="2023-01-01", end="2025-06-30", seed=1)
+    res = train_all(tiny, settings.model_copy(update={}), tasks=["churn"])
+    plan = res.plans["churn"]
+    assert plan.protocol == "btyd_only" and "training.min_customers=50" in plan.reason
+    forced = load_settings(
+        training={"min_customers": 50, "min_purchasers": 20, "protocol": "customer_split"}
+    )
     with pytest.raises(InsufficientDataError, match=r"at least training.min_customers=50"):
-        train_all(tiny, settings, tasks=["churn"])
+        train_all(tiny, forced, tasks=["churn"])
 
 
-def test_train_all_refuses_short_history(tables, settings) -> None:
+def test_train_all_refuses_short_history_when_time_split_is_forced(tables) -> None:
+    forced = load_settings(
+        training={"min_customers": 50, "min_purchasers": 20, "protocol": "time_split"}
+    )
     with pytest.raises(InsufficientDataError, match=r"at least \d+ days are needed"):
-        train_all(tables, settings, tasks=["ltv"], cutoff="2023-09-30")
+        train_all(tables, forced, tasks=["ltv"], cutoff="2023-09-30")
 
 
 def test_train_all_rejects_unknown_tasks(tables, settings) -> None:

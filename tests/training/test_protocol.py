@@ -119,3 +119,21 @@ def test_btyd_needs_a_minimum_of_repeat_customers() -> None:
         check_btyd_fittable(tx, settings)  # "a" bought twice on one day: not a repeat
     more = pd.concat([tx, tx.iloc[[6]].assign(timestamp=pd.Timestamp("2024-04-01"))])
     assert check_btyd_fittable(more, settings) == 3
+
+
+def test_the_gate_compares_only_like_with_like() -> None:
+    from retentio.training.protocol import gate_mismatch
+
+    champ = {"protocol": "time_split", "horizon_days": "90"}
+    assert gate_mismatch(dict(champ), champ) is None
+    assert gate_mismatch({"protocol": "time_split", "horizon_days": "90"}, {}) is not None
+    sixty = gate_mismatch({"protocol": "time_split", "horizon_days": "60"}, champ)
+    assert sixty is not None and sixty.startswith("horizon days differs: candidate 60, champion 90")
+    other = gate_mismatch({"protocol": "customer_split", "horizon_days": "90"}, champ)
+    assert other is not None and "protocol differs" in other
+    # a version from before the ladder was trained with the time split
+    assert gate_mismatch(champ, {"horizon_days": "90"}) is None
+    assert gate_mismatch({}, {}) is None
+    learned = {"protocol": "customer_split", "horizon_days": "365", "learned_horizon_days": "274"}
+    shorter = {**learned, "learned_horizon_days": "244"}
+    assert "learned horizon days differs" in (gate_mismatch(shorter, learned) or "")

@@ -23,6 +23,7 @@ from retentio.training.registry import (
     load_task_model,
     promote,
     register_task_model,
+    registered_model_name,
 )
 from retentio.training.task_model import TaskModel
 from retentio.training.tracking import (
@@ -99,7 +100,8 @@ def settings(tmp_path: Path, empty_store: Path) -> Settings:
         mlflow={
             "tracking_uri": f"sqlite:///{db}",
             "artifact_location": str(tmp_path / "artifacts"),
-        }
+        },
+        data={"name": "tiny"},
     )
 
 
@@ -139,15 +141,15 @@ def quick_candidate(settings: Settings, *, auc: float, brier: float = 0.2, **tag
     Logging a model costs ~1 s; the gate only reads tags, so its cases reuse one logged model.
     """
     client = configure_mlflow(settings.mlflow)
-    first = client.get_model_version("retentio-churn", "1")
+    first = client.get_model_version("retentio-tiny-churn", "1")
     snapshot = {"eval_cutoff": "2025-03-31", "data_hash": "abc123", **tags}
     mv = client.create_model_version(
-        "retentio-churn",
+        "retentio-tiny-churn",
         source=first.source,
         run_id=first.run_id,
         tags={**snapshot, "metric.auc": str(auc), "metric.brier": str(brier)},
     )
-    client.set_registered_model_alias("retentio-churn", "candidate", mv.version)
+    client.set_registered_model_alias("retentio-tiny-churn", "candidate", mv.version)
     return str(mv.version)
 
 
@@ -181,7 +183,7 @@ def test_round_trip_register_promote_load(
 
     # the version carries the snapshot and metric tags the gate reads
     client = configure_mlflow(settings.mlflow)
-    mv = client.get_model_version("retentio-churn", "1")
+    mv = client.get_model_version("retentio-tiny-churn", "1")
     assert mv.tags["eval_cutoff"] == "2025-03-31"
     assert mv.tags["train_max_cutoff"] == "2025-01-30"  # newest of train + calibration cutoffs
     assert mv.tags["primary_metric"] == "auc"
@@ -192,7 +194,7 @@ def test_round_trip_register_promote_load(
     # signature and input example are recorded
     import mlflow
 
-    info = mlflow.models.get_model_info("models:/retentio-churn/1")
+    info = mlflow.models.get_model_info("models:/retentio-tiny-churn/1")
     assert info.signature.inputs.input_names() == FEATURES
     assert info.signature.outputs.input_names() == ["churn_probability", "p_alive"]
     # artifacts live under the absolute artifact_location, not the working directory
@@ -302,7 +304,7 @@ def test_force_overrides_and_is_tagged(
     assert "promoted by force" in caplog.text
     assert champion_version("churn", settings) == "2"
     client = configure_mlflow(settings.mlflow)
-    assert client.get_model_version("retentio-churn", "2").tags["forced"] == "true"
+    assert client.get_model_version("retentio-tiny-churn", "2").tags["forced"] == "true"
 
 
 def test_promote_rescores_champion_on_another_snapshot(
@@ -329,15 +331,54 @@ def test_promote_rescores_champion_on_another_snapshot(
     assert "re-scored on snapshot 2025-04-30" in decision.reason
 
 
+def test_gate_refuses_other_horizons_and_other_protocols(
+    settings: Settings, features: pd.DataFrame, tmp_path: Path
+) -> None:
+    model = make_model(features, seed=1)
+    model.metadata.update(protocol="time_split", horizon_days=90)
+    train_like(settings, model, features, auc=0.80, tmp_path=tmp_path)
+    client = configure_mlflow(settings.mlflow)
+    for key, value in {"protocol": "time_split", "horizon_days": "90"}.items():
+        client.set_model_version_tag("retentio-tiny-churn", "1", key, value)
+    assert promote("churn", settings=settings).promoted
+    # `train --horizon 60`: a better 60-day AUC is not compared with the 90-day one
+    quick_candidate(settings, auc=0.95, protocol="time_split", horizon_days="60")
+    sixty = promote("churn", settings=settings, evaluate=lambda m: {"auc": 0.5})
+    assert not sixty.promoted and "horizon days differs: candidate 60, champion 90" in sixty.reason
+    quick_candidate(settings, auc=0.95, protocol="customer_split", horizon_days="90")
+    other = promote("churn", settings=settings)
+    assert not other.promoted and "protocol differs" in other.reason
+    quick_candidate(settings, auc=0.85, protocol="time_split", horizon_days="90")
+    assert promote("churn", settings=settings).promoted
+    assert champion_version("churn", settings) == "4"
+
+
+def test_each_dataset_has_its_own_registry_namespace(
+    settings: Settings, features: pd.DataFrame, tmp_path: Path
+) -> None:
+    train_like(settings, make_model(features, seed=1), features, auc=0.80, tmp_path=tmp_path)
+    assert promote("churn", settings=settings).promoted
+    other = settings.model_copy(update={"data": settings.data.model_copy(update={"name": "uci"})})
+    assert registered_model_name("churn", other) == "retentio-uci-churn"
+    assert champion_version("churn", other) is None  # the other dataset has no champion yet
+    with pytest.raises(ModelNotFoundError, match="no candidate for retentio-uci-churn"):
+        promote("churn", settings=other)
+    # without data.name, the data folder names the dataset
+    folder = load_settings(paths={"data": "exports/shop_2025"})
+    assert registered_model_name("ltv", folder) == "retentio-shop_2025-ltv"
+    assert registered_model_name("ltv") == "retentio-ltv"
+    assert champion_version("churn", settings) == "1"
+
+
 def test_missing_champion_and_candidate_raise_with_the_fix(settings: Settings) -> None:
     with pytest.raises(
         ModelNotFoundError,
-        match=r"no champion for retentio-churn in sqlite:///.*; run `retentio train` "
+        match=r"no champion for retentio-tiny-churn in sqlite:///.*; run `retentio train` "
         r"then `retentio models promote churn`",
     ):
         load_task_model("churn", settings=settings)
     with pytest.raises(
-        ModelNotFoundError, match="no candidate for retentio-ltv in .*; run `retentio train`"
+        ModelNotFoundError, match="no candidate for retentio-tiny-ltv in .*; run `retentio train`"
     ):
         promote("ltv", settings=settings)
     assert champion_version("next-purchase", settings) is None
@@ -346,7 +387,8 @@ def test_missing_champion_and_candidate_raise_with_the_fix(settings: Settings) -
 def test_compare_runs_one_row_per_run_newest_first(
     settings: Settings, features: pd.DataFrame, tmp_path: Path
 ) -> None:
-    empty = compare_runs(settings)
+    anonymous = load_settings(mlflow=settings.mlflow.model_dump())  # every retentio-* experiment
+    empty = compare_runs(anonymous)
     assert empty.empty and "run_id" in empty.columns
     ids = []
     for auc in (0.7, 0.8):
@@ -365,7 +407,7 @@ def test_compare_runs_one_row_per_run_newest_first(
     assert list(table["churn.lightgbm.auc"]) == [0.8, 0.7]
     assert list(table["data_hash"]) == ["h0.8", "h0.7"]
     assert "churn.lightgbm.n_rows" not in table.columns  # key metrics only
-    assert len(compare_runs(settings)) == 2
+    assert len(compare_runs(settings)) == 2  # data.name picks the dataset's experiment
     with pytest.raises(ModelNotFoundError, match="no experiment 'nope'"):
         compare_runs(settings, experiment="nope")
 

@@ -1,0 +1,58 @@
+"""`train` names each task's protocol in MLflow (param + tag), the version tags and the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from retentio.features.synth import generate_crm
+from retentio.shell.jobs import promote_job, train_job
+from retentio.training import registry
+from retentio.training.registry import compare_runs, version_tags
+from tests.training import LGBM
+
+pytestmark = pytest.mark.slow
+
+BASE = {"min_customers": 50, "min_purchasers": 20, "lightgbm": LGBM, "n_folds": 3}
+
+
+def test_btyd_only_run_records_the_protocol_and_why_nothing_is_evaluated(
+    tmp_path: Path, make_settings
+) -> None:
+    settings = make_settings(tmp_path, training=BASE)
+    tables = generate_crm(n_customers=600, start="2025-02-01", end="2025-06-30", seed=2)
+    job = train_job(tables, settings)
+    run = registry.configure_mlflow(settings.mlflow).get_run(job.run_id)
+    for task in ("churn", "next-purchase", "ltv"):
+        assert run.data.params[f"protocol.{task}"] == "btyd_only"
+        assert run.data.tags[f"protocol.{task}"] == "btyd_only"
+        tags = version_tags(task, "candidate", settings=settings)
+        assert tags is not None and tags["protocol"] == "btyd_only"
+        assert tags["train_max_cutoff"] == "2025-06-30"
+    assert version_tags("ltv", "candidate", settings=settings)["horizon_days"] == "365"
+    html = job.report_path.read_text()
+    assert "protocol: churn" in html
+    assert "not evaluated: 150 days of history, 181 needed for a labelled snapshot" in html
+    runs = compare_runs(settings)
+    assert runs.loc[0, "protocol"] == "churn=btyd_only, ltv=btyd_only, next-purchase=btyd_only"
+    # nothing to compare: the first fit becomes champion, a refit on the same history replaces it
+    assert all(d.promoted for d in promote_job(["churn"], settings, tables=tables))
+    train_job(tables, settings, tasks=["churn"])
+    again = promote_job(["churn"], settings, tables=tables)[0]
+    assert again.promoted and "btyd_only: nothing is evaluated" in again.reason
+
+
+def test_customer_split_report_says_drift_over_time_was_not_measured(
+    tmp_path: Path, make_settings
+) -> None:
+    settings = make_settings(tmp_path, training=BASE, labels={"churn_horizon_days": 181})
+    tables = generate_crm(n_customers=800, start="2024-07-01", end="2025-06-30", seed=3)
+    job = train_job(tables, settings, tasks=["churn"])
+    html = job.report_path.read_text()
+    assert "customer_split" in html and "drift over time was not measured" in html
+    tags = version_tags("churn", "candidate", settings=settings)
+    assert (tags["protocol"], tags["horizon_days"]) == ("customer_split", "181")
+    assert (
+        float(tags["metric.auc"]) == job.result.metrics["churn"][job.result.served["churn"]]["auc"]
+    )
