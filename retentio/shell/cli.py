@@ -114,10 +114,10 @@ def _settings(config: Path | None, options: dict[str, tuple[str, Any]] | None = 
     ``options`` maps a dotted settings key to (option name, value); ``None`` means not given.
     Every option that sets a setting goes through here, so a bad value (``--horizon 0``,
     ``--customers 0``) is a config error naming the option (exit 2), never a default. Without
-    ``--config`` the project file's config is used (``retentio init``), and its data folder
-    is ``paths.data`` unless ``--data`` (option ``paths.data``) is given: the registry
-    namespace (the dataset name when ``data.name`` is not set) is then the same for every
-    command on that data.
+    ``--config`` the project file's config is used (``retentio init``), and its data folder is
+    ``paths.data``: the registry namespace (``data.name``, else that folder's name) is then
+    the same for every command of the project (``--data`` reads another folder, e.g. a
+    partitioned copy, without changing it).
     """
     from retentio.configs.project import read_project
     from retentio.configs.settings import load_settings, with_options
@@ -128,11 +128,6 @@ def _settings(config: Path | None, options: dict[str, tuple[str, Any]] | None = 
         config = config if config is not None else project.config
         overrides["paths"] = {"data": str(project.data)}
     return _run(lambda: with_options(load_settings(config, **overrides), options or {}))
-
-
-def _data_option(data: Any) -> dict[str, tuple[str, Any]]:
-    """The ``--data`` option as a setting (``paths.data``); not given: None."""
-    return {"paths.data": ("--data", None if data is None else str(data))}
 
 
 SCORE_STEPS = 7
@@ -345,7 +340,7 @@ def data_partition(
 def data_check(data: DataOpt = None, config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
     """Validate a data folder against the contract; exit 2 on fatal problems."""
     _setup_logging(verbose)
-    settings = _settings(config, _data_option(data))
+    settings = _settings(config)
     folder = _data_dir(settings, data)
     tables, report = _read(settings, folder)
     for line in report.summary_lines():
@@ -409,7 +404,7 @@ def features_build(
 ) -> None:
     """Build one row of point-in-time features per customer known at the cutoff."""
     _setup_logging(verbose)
-    settings = _settings(config, {**_engine_options(engine, scheduler), **_data_option(data)})
+    settings = _settings(config, _engine_options(engine, scheduler))
     if settings.engine.kind == "dask":
         from retentio.shell.dask_jobs import features_dask
 
@@ -532,7 +527,6 @@ def train(
             "labels.churn_horizon_days": ("--horizon", horizon),
             "labels.next_purchase_horizon_days": ("--horizon", horizon),
             "labels.ltv_horizon_days": ("--ltv-horizon", ltv_horizon),
-            **_data_option(data),
         },
     )
     tasks = _tasks(task)
@@ -572,7 +566,7 @@ def models_promote(
 ) -> None:
     """Move @champion to @candidate only if the candidate is at least as good on the same data."""
     _setup_logging(verbose)
-    settings = _settings(config, _data_option(data))
+    settings = _settings(config)
     tasks = _tasks(task)
     from retentio.features.database import is_database_url
     from retentio.shell.jobs import promote_job
@@ -645,7 +639,7 @@ def score(
 ) -> None:
     """Batch-score every customer with the champions (churn, next purchase, LTV, action)."""
     _setup_logging(verbose)
-    settings = _settings(config, {**_engine_options(engine, scheduler), **_data_option(data)})
+    settings = _settings(config, _engine_options(engine, scheduler))
     if settings.engine.kind == "dask":
         from retentio.shell.dask_jobs import score_dask
 
@@ -706,7 +700,7 @@ def at_risk(
 ) -> None:
     """The ranked list of at-risk customers by value at risk, with reasons and an action."""
     _setup_logging(verbose)
-    settings = _settings(config, {**_engine_options(engine, scheduler), **_data_option(data)})
+    settings = _settings(config, _engine_options(engine, scheduler))
     if settings.engine.kind == "dask":
         from retentio.shell.dask_jobs import at_risk_dask
 
@@ -851,7 +845,7 @@ def monitor(
 ) -> None:
     """Drift + data quality vs the training reference, prediction drift, realised performance."""
     _setup_logging(verbose)
-    settings = _settings(config, _data_option(data))
+    settings = _settings(config)
     from retentio.shell.cycle import monitor_job
 
     tables = _load(settings, data)
@@ -915,7 +909,7 @@ def cycle(
     that finds it taken names the holder and exits with code 75.
     """
     _setup_logging(verbose)
-    settings = _settings(config, _data_option(data))
+    settings = _settings(config)
     from retentio.shell.schedule import CycleLock, StopFlag, lock_path, parse_period, run_every
 
     if train_settings not in ("champion", "config"):
