@@ -8,8 +8,8 @@ import pytest
 
 from retentio.features.synth import generate_crm
 from retentio.shell.jobs import promote_job, train_job
-from retentio.training import registry
-from retentio.training.registry import compare_runs, version_tags
+from retentio.training.registry import version_tags
+from retentio.training.tracking import compare_runs, configure_mlflow
 from tests.training import LGBM
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ def test_btyd_only_run_records_the_protocol_and_why_nothing_is_evaluated(
     settings = make_settings(tmp_path, training=BASE)
     tables = generate_crm(n_customers=600, start="2025-02-01", end="2025-06-30", seed=2)
     job = train_job(tables, settings)
-    run = registry.configure_mlflow(settings.mlflow).get_run(job.run_id)
+    run = configure_mlflow(settings.mlflow).get_run(job.run_id)
     for task in ("churn", "next-purchase", "ltv"):
         assert run.data.params[f"protocol.{task}"] == "btyd_only"
         assert run.data.tags[f"protocol.{task}"] == "btyd_only"
