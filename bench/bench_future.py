@@ -90,8 +90,9 @@ def main() -> None:
     from retentio.configs.settings import load_settings
     from retentio.features.build import build_features
     from retentio.features.io import load_and_validate
+    from retentio.serving.scoring import score_all
     from retentio.training import metrics
-    from retentio.training.pipeline import score_all, train_all
+    from retentio.training.pipeline import train_all
 
     labels = {}
     if args.horizon:

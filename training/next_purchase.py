@@ -208,7 +208,7 @@ def fit_hazard_shift(hazards: np.ndarray, bought: np.ndarray) -> float:
 
     A level recalibration on the newest labelled window the trees did not see (the
     calibration snapshot): a model trained on older snapshots (another season, a younger
-    closed cohort) keeps its ranking but takes that window's level.
+    closed cohort) keeps the order of each period's hazards but takes that window's level.
 
     Parameters
     ----------

@@ -362,7 +362,9 @@ def _fit_time_split(
     btyd = cache.btyd[cutoffs[-1]]
     train, calib, eval_frame = _split(snapshots, cutoffs, settings.training.random_state)
     eval_frame = eval_frame.reset_index(drop=True)
-    candidates = _FITTERS[task](train, calib, btyd=btyd, settings=settings, feature_columns=columns)
+    candidates = dict(
+        _FITTERS[task](train, calib, btyd=btyd, settings=settings, feature_columns=columns)
+    )
     preds = {name: m.predict_frame(eval_frame) for name, m in candidates.items()}
     scores, boot, best = _evaluate_predictions(
         task, preds, eval_frame, settings, seed=settings.training.random_state
