@@ -496,7 +496,7 @@ def _run_check(
         skipped_columns=empty,
         column_thresholds=thresholds,
     )
-    if out_dir is not None:
+    if out_dir is not None and snapshot is not None:  # the snapshot is made when out_dir is set
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         html_path = out_dir / f"{stem}_report.html"

@@ -131,7 +131,7 @@ def should_retrain(
         reasons.append(f"key {noun} drifted: {details}{threshold}")
 
     drifted_scores = [] if prediction is None else list(prediction.drifted_columns)
-    if drifted_scores and policy.prediction_drift:
+    if prediction is not None and drifted_scores and policy.prediction_drift:
         details = ", ".join(
             f"{c} (score {prediction.column_scores[c]:.3g}, threshold "
             f"{prediction.column_thresholds.get(c, prediction.drift_threshold or 0.1):.3g})"

@@ -68,7 +68,7 @@ _LOWER = frozenset({
 _NEAR_ZERO = frozenset({"bias_pct"})
 _COVERAGE = re.compile(r"(?:interval_)?coverage_(\d+)$")
 _DPI = 100
-_FONT = {"font.size": 12, "legend.fontsize": 11, "axes.titlesize": 13}
+_FONT: Any = {"font.size": 12, "legend.fontsize": 11, "axes.titlesize": 13}  # rcParams
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
@@ -369,7 +369,8 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float | np.floating):
         if not np.isfinite(value):
             return "–"
-        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+        number = float(value)
+        return f"{number:,.0f}" if abs(number) >= 1e4 else f"{number:.4g}"
     return html.escape(str(value))
 
 

@@ -984,7 +984,8 @@ def _cycle_once(
             )
         )
     if result.monitor is not None:
-        out.print(f"compared with: {result.monitor.reference.note}")
+        if result.monitor.reference is not None:
+            out.print(f"compared with: {result.monitor.reference.note}")
         _print_decision(result.monitor.decision)
     for key, (config_value, used) in result.retrain_settings.items():
         out.print(f"  champion's {key} = {used} (config: {config_value})")
