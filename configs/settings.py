@@ -367,14 +367,7 @@ class ServingConfig(_Section):
 class DriftPolicy(_Section):
     max_drift_share: float = Field(0.3, gt=0, le=1)
     key_features: list[str] = Field(
-        default_factory=lambda: [
-            "recency_days",
-            "n_orders_30d",
-            "revenue_30d",
-            "monetary_value",
-            "n_orders_365d",
-            "revenue_365d",
-        ]
+        default_factory=lambda: ["recency_days", "monetary_value", "n_orders_365d", "revenue_365d"]
     )
     max_auc_drop: float = Field(0.05, ge=0)
     max_model_age_days: int = Field(
