@@ -11,8 +11,10 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from retentio.configs.settings import load_settings
 from retentio.features.synth import generate_crm
 from retentio.shell.cli import app
+from retentio.training.registry import registered_model_name
 from tests.pg_cluster import PgCluster
 from tests.serving.conftest import start_server, stop_server
 from tests.training import LGBM
@@ -62,9 +64,8 @@ def test_train_promote_cycle_and_serve_on_postgresql(
 
     with pg_cluster.password_env():
         client = MlflowClient(tracking_uri=tracking_url, registry_uri=tracking_url)
-        champions = {
-            t: client.get_model_version_by_alias(f"retentio-{t}", "champion") for t in TASKS
-        }
+        names = {t: registered_model_name(t, load_settings(config)) for t in TASKS}
+        champions = {t: client.get_model_version_by_alias(names[t], "champion") for t in TASKS}
         runs = client.search_runs([client.get_experiment_by_name("retentio-crm").experiment_id])
     assert all(int(v.version) >= 1 for v in champions.values())  # the cycle may retrain
     assert {r.data.tags.get("kind") for r in runs} >= {"cycle"}
