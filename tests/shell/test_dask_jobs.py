@@ -42,7 +42,7 @@ def test_scores_and_at_risk_equal_the_local_engine(trained) -> None:
     root, settings, dataset = trained
     tables = load_and_validate(root / "folder", settings.data)
     cutoff = tables.transactions["timestamp"].max()
-    local, _ = score_job(tables, settings, cutoff=cutoff)
+    local = score_job(tables, settings, cutoff=cutoff).scores
     scored = score_dask(settings, dataset.root, cutoff=cutoff)
     dask = pd.concat(
         [pd.read_parquet(f) for f in sorted(scored.path.glob("part-*.parquet"))]
