@@ -220,3 +220,34 @@ def test_a_rotated_key_works_and_the_old_one_stops_after_removal(
         assert (old.get("/metrics").status_code, new.get("/metrics").status_code) == (401, 200)
     log = server.log.read_text(errors="replace")
     assert "old-key-1" not in log and "new-key-2" not in log
+
+
+def test_an_erased_customer_answers_404_from_the_running_server(
+    serving_setup: Setup, tmp_path: Path
+) -> None:
+    from retentio.configs.settings import load_settings
+    from retentio.shell.erase import erase_customers
+
+    config = clone_artifacts(serving_setup.config, tmp_path)  # the erasure stays private
+    raw = yaml.safe_load(config.read_text())
+    raw["serving"]["reload_interval_s"] = 0.5
+    config.write_text(yaml.safe_dump(raw))
+    srv = start_server(config, api_key=API_KEY, log=tmp_path / "server.log", timeout_s=600)
+    try:
+        with srv.client() as http:
+            listed = http.post("/at_risk", json={"top": 50, "page_size": 50}).json()["items"]
+            target, other = listed[0]["customer_id"], listed[1]["customer_id"]
+            assert http.post("/score", json={"customer_id": target}).status_code == 200
+            erase_customers(load_settings(config), [target])
+            deadline = time.monotonic() + 120
+            status = 200
+            while status == 200 and time.monotonic() < deadline:
+                time.sleep(0.5)
+                status = http.post("/score", json={"customer_id": target}).status_code
+            assert status == 404
+            after = http.post("/at_risk", json={"top": 50, "page_size": 50}).json()["items"]
+            assert target not in {row["customer_id"] for row in after}
+            assert http.post("/score", json={"customer_id": other}).status_code == 200
+    finally:
+        stop_server(srv.process)
+    assert target not in srv.log.read_text(errors="replace")
