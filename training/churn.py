@@ -10,7 +10,7 @@ snapshot: stacking and calibration in one; it costs one LightGBM pass like ``lig
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,6 +89,15 @@ class ChurnModel(TaskModel):
         """The uncalibrated churn score of a model input frame (:meth:`model_input`)."""
         raise NotImplementedError
 
+    def raw_scores(self, features: pd.DataFrame) -> np.ndarray | None:
+        """The uncalibrated churn score (what the calibrator maps)."""
+        return self.raw(self.model_input(features))
+
+    def recalibrate(self, raw: np.ndarray, frame: pd.DataFrame, *, seed: int) -> None:
+        """Refit the calibrator (Platt or isotonic) on ``raw`` and ``churned``."""
+        self.calibrator = Calibrator(seed).fit(raw, frame["churned"].to_numpy(float))
+        self.metadata["calibration"] = self.calibrator.method
+
     def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame:
         """``churn_probability``, ``p_alive`` and ``risk_band`` per customer."""
         X = self.model_input(features)
@@ -148,6 +157,10 @@ class BgnbdChurn(ChurnModel):
     def raw(self, X: pd.DataFrame) -> np.ndarray:
         return _bgnbd_churn(X)
 
+    def raw_scores(self, features: pd.DataFrame) -> np.ndarray | None:
+        """None: BG/NBD's probability is served as is."""
+        return None
+
 
 class BlendChurn(LightgbmChurn):
     """Logistic stack of the LightGBM, logistic-RFM and BG/NBD logits.
@@ -170,10 +183,28 @@ class BlendChurn(LightgbmChurn):
         rfm = lgbm.predict_p(self.rfm_estimator, X[list(RFM_COLUMNS)])
         return self.stacker.predict_proba(_blend_input(trees, rfm, _bgnbd_churn(X)))[:, 1]
 
+    def raw_scores(self, features: pd.DataFrame) -> np.ndarray | None:
+        """The three members' probabilities, one column each (what the stacker combines)."""
+        X = self.model_input(features)
+        trees = LightgbmChurn.raw(self, X)
+        rfm = lgbm.predict_p(self.rfm_estimator, X[list(RFM_COLUMNS)])
+        return np.column_stack([trees, rfm, _bgnbd_churn(X)])
+
+    def recalibrate(self, raw: np.ndarray, frame: pd.DataFrame, *, seed: int) -> None:
+        """Refit the stacker on the members' probabilities ``raw`` and ``churned``."""
+        y = frame["churned"].to_numpy(float)
+        self.stacker = LogisticRegression(C=1.0).fit(_blend_input(*raw.T), y)
+        self.metadata["blend_weights"] = _weights(self.stacker)
+
 
 def _bgnbd_churn(X: pd.DataFrame) -> np.ndarray:
     """BG/NBD P(no purchase in the horizon); never-purchased customers (NaN) -> 1."""
     return np.nan_to_num(X["btyd_p_churn"].to_numpy(dtype=float), nan=1.0)
+
+
+def _weights(stacker: LogisticRegression) -> dict[str, float]:
+    names = ("lightgbm", "logistic_rfm", "bgnbd")
+    return dict(zip(names, stacker.coef_[0].tolist(), strict=True))
 
 
 def _blend_input(*probabilities: np.ndarray) -> np.ndarray:
@@ -203,6 +234,7 @@ def fit_churn_candidates(
     btyd: BtydBaseline,
     settings: Settings,
     feature_columns: Sequence[str],
+    iterations: Mapping[str, int] | None = None,
 ) -> dict[str, ChurnModel]:
     """Fit the churn candidates on active customers of ``train``, calibrate on ``calib``.
 
@@ -216,6 +248,9 @@ def fit_churn_candidates(
         Full settings (LightGBM parameters, seed, risk bands).
     feature_columns
         Model-input feature columns.
+    iterations
+        Tree count of the LightGBM model (``{"trees": n}``) instead of early stopping on
+        ``calib`` (a refit on every labelled row).
 
     Returns
     -------
@@ -242,10 +277,11 @@ def fit_churn_candidates(
         settings=settings,
         objective="binary",
         monotone=CHURN_MONOTONE,
+        n_estimators=(iterations or {}).get("trees"),
     )
     raw_ca = lgbm.predict_p(trees, ca[cols])
     cal = Calibrator(seed).fit(raw_ca, y_ca)
-    best_iter = trees.named_steps["model"].best_iteration_
+    best_iter = lgbm.n_trees(trees)
     logit_rfm = _rfm_logistic().fit(tr[list(RFM_COLUMNS)], y_tr)
     raw_ca_l = lgbm.predict_p(logit_rfm, ca[list(RFM_COLUMNS)])
     cal_l = Calibrator(seed).fit(raw_ca_l, y_ca)
@@ -254,7 +290,12 @@ def fit_churn_candidates(
         "lightgbm": LightgbmChurn(
             estimator=trees,
             calibrator=cal,
-            metadata={**meta, "calibration": cal.method, "n_trees": best_iter},
+            metadata={
+                **meta,
+                "calibration": cal.method,
+                "n_trees": best_iter,
+                "iterations": {"trees": best_iter},
+            },
             **common,
         ),
         "logistic_rfm": LogisticRfmChurn(
@@ -272,13 +313,8 @@ def fit_churn_candidates(
                 **meta,
                 "calibration": "stacked",
                 "n_trees": best_iter,
-                "blend_weights": dict(
-                    zip(
-                        ("lightgbm", "logistic_rfm", "bgnbd"),
-                        stacker.coef_[0].tolist(),
-                        strict=True,
-                    )
-                ),
+                "iterations": {"trees": best_iter},
+                "blend_weights": _weights(stacker),
             },
             **common,
         ),

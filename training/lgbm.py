@@ -27,6 +27,7 @@ __all__ = [
     "contributions",
     "fit_lgbm",
     "lgbm_params",
+    "n_trees",
     "predict",
     "predict_p",
     "subsample",
@@ -80,14 +81,20 @@ def fit_lgbm(
     settings: Settings,
     objective: str,
     monotone: dict[str, int] | None = None,
+    n_estimators: int | None = None,
 ) -> Pipeline:
     """CategoricalCaster + LightGBM, early-stopped on the calibration rows when given.
 
     ``monotone`` maps column names to +1 / -1 (columns absent from ``X`` are ignored); it is
     not applied when ``training.lightgbm`` already sets ``monotone_constraints``.
+    ``n_estimators`` fixes the number of trees (a refit on every labelled row grows as many
+    as the fold models early-stopped at); the calibration rows are then not used.
     """
     caster = CategoricalCaster().fit(X)
     params = lgbm_params(settings, objective, len(X))
+    if n_estimators is not None:
+        params["n_estimators"] = max(1, int(n_estimators))
+        X_cal = y_cal = None
     if monotone and "monotone_constraints" not in params:
         signs = [int(monotone.get(c, 0)) for c in X.columns]
         if any(signs):
@@ -128,6 +135,13 @@ def threads(n_rows: int) -> dict[str, int]:
     if n_rows <= SINGLE_THREAD_MAX_ROWS:
         return {"num_threads": 1}
     return {"num_threads": min(2, os.cpu_count() or 1)} if n_rows >= PARALLEL_MIN_ROWS else {}
+
+
+def n_trees(pipe: Pipeline) -> int:
+    """Trees a fitted pipeline's LightGBM model uses (its early-stopping iteration, if any)."""
+    model = pipe.named_steps["model"]
+    best = getattr(model, "best_iteration_", None)
+    return int(best) if best else int(model.n_estimators_)
 
 
 def predict_p(pipe: Pipeline, X: pd.DataFrame) -> np.ndarray:

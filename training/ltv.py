@@ -8,7 +8,7 @@ expected orders by Poisson regression, scaled on the calibration snapshot) and `
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from retentio.training.task_model import BTYD_COLUMNS, ModelParams, TaskModel, i
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BgnbdGgLtv", "LtvModel", "TwoPartLtv", "fit_ltv_candidates"]
+__all__ = ["BgnbdGgLtv", "LtvModel", "TwoPartLtv", "fit_ltv_candidates", "level_scale"]
 
 
 class LtvModel(TaskModel):
@@ -97,6 +97,16 @@ class TwoPartLtv(LtvModel):
         X = self.model_input(features)[self.model_columns]
         return lgbm.contributions(self.p_any, X, index_of(features))
 
+    def raw_scores(self, features: pd.DataFrame) -> np.ndarray:
+        """``predicted_ltv`` before the aggregate scale (what the level recalibration scales)."""
+        Xm = self.model_input(features)[self.model_columns]
+        return lgbm.predict_p(self.p_any, Xm) * self._conditional_revenue(Xm)
+
+    def recalibrate(self, raw: np.ndarray, frame: pd.DataFrame, *, seed: int) -> None:
+        """Refit the aggregate scale: total ``future_revenue`` over total ``raw``."""
+        self.scale = level_scale(raw, frame["future_revenue"].to_numpy(float))
+        self.metadata["scale"] = self.scale
+
 
 class BgnbdGgLtv(LtvModel):
     """BG/NBD x Gamma-Gamma CLV (baseline); ``ltv_if_retained = clv / max(p_alive, 0.05)``."""
@@ -123,6 +133,12 @@ class BgnbdGgLtv(LtvModel):
         )
 
 
+def level_scale(raw: np.ndarray, revenue: np.ndarray) -> float:
+    """Aggregate level: ``sum(revenue) / sum(raw)``, clipped to [0.5, 2] (1 without a total)."""
+    total_pred, total_true = float(np.sum(raw)), float(np.sum(revenue))
+    return float(np.clip(total_true / total_pred, 0.5, 2.0)) if total_pred > 0 else 1.0
+
+
 def fit_ltv_candidates(
     train: pd.DataFrame,
     calib: pd.DataFrame,
@@ -130,13 +146,16 @@ def fit_ltv_candidates(
     btyd: BtydBaseline,
     settings: Settings,
     feature_columns: Sequence[str],
+    iterations: Mapping[str, int] | None = None,
 ) -> dict[str, LtvModel]:
     """Fit the two-part LightGBM LTV model and the BG/NBD x Gamma-Gamma baseline.
 
     The conditional revenue model is fitted twice, Tweedie on revenue and L2 on log1p(revenue)
     with Duan's smearing, and the one with the lower RMSE on the calibration snapshot's
     purchasers is kept (both RMSEs in ``metadata``). Negative future revenue (net returns) is
-    clipped at 0 for training.
+    clipped at 0 for training. ``iterations`` fixes the tree counts instead of early stopping
+    on ``calib`` (a refit on every labelled row): ``p_any``, ``orders`` and one of
+    ``revenue_tweedie`` / ``revenue_log1p`` (only the revenue targets named are fitted).
 
     Returns
     -------
@@ -155,30 +174,49 @@ def fit_ltv_candidates(
 
     any_tr = (tr["future_orders"] > 0).to_numpy(float)
     any_ca = (ca["future_orders"] > 0).to_numpy(float)
-    p_any = lgbm.fit_lgbm(tr[cols], any_tr, ca[cols], any_ca, settings=settings, objective="binary")
+    fixed = dict(iterations or {})
+    targets = [t for t in ("tweedie", "log1p") if not fixed or f"revenue_{t}" in fixed]
+    p_any = lgbm.fit_lgbm(
+        tr[cols],
+        any_tr,
+        ca[cols],
+        any_ca,
+        settings=settings,
+        objective="binary",
+        n_estimators=fixed.get("p_any"),
+    )
 
     rev_tr = np.maximum(tr["future_revenue"].to_numpy(float), 0.0)
     rev_ca = np.maximum(ca["future_revenue"].to_numpy(float), 0.0)
     buy_tr, buy_ca = any_tr.astype(bool), any_ca.astype(bool)
     Xb_tr, Xb_ca = tr.loc[buy_tr, cols], ca.loc[buy_ca, cols]
     fits: dict[str, tuple[Pipeline, float, float]] = {}
-    tweedie = lgbm.fit_lgbm(
-        Xb_tr, rev_tr[buy_tr], Xb_ca, rev_ca[buy_ca], settings=settings, objective="tweedie"
-    )
-    pred = np.maximum(tweedie.predict(Xb_ca), 0.0)
-    fits["tweedie"] = (tweedie, 1.0, float(np.sqrt(np.mean((pred - rev_ca[buy_ca]) ** 2))))
-    log_model = lgbm.fit_lgbm(
-        Xb_tr,
-        np.log1p(rev_tr[buy_tr]),
-        Xb_ca,
-        np.log1p(rev_ca[buy_ca]),
-        settings=settings,
-        objective="regression",
-    )
-    resid = np.log1p(rev_tr[buy_tr]) - log_model.predict(Xb_tr)
-    smear = float(np.mean(np.exp(resid)))
-    pred = np.maximum(np.expm1(log_model.predict(Xb_ca)) * smear, 0.0)
-    fits["log1p"] = (log_model, smear, float(np.sqrt(np.mean((pred - rev_ca[buy_ca]) ** 2))))
+    if "tweedie" in targets:
+        tweedie = lgbm.fit_lgbm(
+            Xb_tr,
+            rev_tr[buy_tr],
+            Xb_ca,
+            rev_ca[buy_ca],
+            settings=settings,
+            objective="tweedie",
+            n_estimators=fixed.get("revenue_tweedie"),
+        )
+        pred = np.maximum(tweedie.predict(Xb_ca), 0.0)
+        fits["tweedie"] = (tweedie, 1.0, float(np.sqrt(np.mean((pred - rev_ca[buy_ca]) ** 2))))
+    if "log1p" in targets:
+        log_model = lgbm.fit_lgbm(
+            Xb_tr,
+            np.log1p(rev_tr[buy_tr]),
+            Xb_ca,
+            np.log1p(rev_ca[buy_ca]),
+            settings=settings,
+            objective="regression",
+            n_estimators=fixed.get("revenue_log1p"),
+        )
+        resid = np.log1p(rev_tr[buy_tr]) - log_model.predict(Xb_tr)
+        smear = float(np.mean(np.exp(resid)))
+        pred = np.maximum(np.expm1(log_model.predict(Xb_ca)) * smear, 0.0)
+        fits["log1p"] = (log_model, smear, float(np.sqrt(np.mean((pred - rev_ca[buy_ca]) ** 2))))
     target = min(fits, key=lambda k: fits[k][2])
     revenue, smearing, _ = fits[target]
 
@@ -189,6 +227,7 @@ def fit_ltv_candidates(
         ca["future_orders"].to_numpy(float),
         settings=settings,
         objective="poisson",
+        n_estimators=fixed.get("orders"),
     )
     model = TwoPartLtv(
         p_any=p_any,
@@ -200,14 +239,15 @@ def fit_ltv_candidates(
             "revenue_target": target,
             "revenue_rmse_calibration": {k: v[2] for k, v in fits.items()},
             "n_train_rows": len(tr),
+            "iterations": {
+                "p_any": lgbm.n_trees(p_any),
+                f"revenue_{target}": lgbm.n_trees(revenue),
+                "orders": lgbm.n_trees(orders),
+            },
         },
         **common,
     )
     # aggregate scale fitted on the calibration snapshot (population shift between snapshots)
-    pred_ca = model.predict_frame(ca)["predicted_ltv"].to_numpy()
-    total_pred, total_true = float(pred_ca.sum()), float(ca["future_revenue"].sum())
-    scale = float(np.clip(total_true / total_pred, 0.5, 2.0)) if total_pred > 0 else 1.0
-    model.scale = scale
-    model.metadata["scale"] = scale
-    logger.info("ltv: revenue target %s, scale %.3f", target, scale)
+    model.recalibrate(model.raw_scores(ca), ca, seed=seed)
+    logger.info("ltv: revenue target %s, scale %.3f", target, model.scale)
     return {"lightgbm_two_part": model, "bgnbd_gg": BgnbdGgLtv(**common)}

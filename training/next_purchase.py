@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -172,6 +172,16 @@ class HazardNextPurchase(NextPurchaseModel):
             hazards.append(booster.predict_proba(Xc, **lgbm.threads(len(Xc)))[:, 1])
         return survival_from_hazards(np.column_stack(hazards), getattr(self, "hazard_shift", 0.0))
 
+    def raw_scores(self, features: pd.DataFrame) -> np.ndarray:
+        """Unshifted hazards of the whole periods of the horizon, one column per period."""
+        Xm = self.model_input(features)[self.model_columns]
+        return _period_hazards(self.estimator, Xm, _whole_periods(self.horizon_days))
+
+    def recalibrate(self, raw: np.ndarray, frame: pd.DataFrame, *, seed: int) -> None:
+        """Refit the logit shift on hazards ``raw`` and who bought within those periods."""
+        self.hazard_shift = fit_hazard_shift(raw, _bought_within(frame, raw.shape[1]))
+        self.metadata["hazard_shift"] = self.hazard_shift
+
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame | None:
         X = self.model_input(features)[self.model_columns]
         X[PERIOD_COLUMN] = 0
@@ -193,6 +203,26 @@ class BgnbdNextPurchase(NextPurchaseModel):
             pred = self.btyd.predict(X, horizon_days=k * self.period_days)
             cols.append(np.nan_to_num(pred["p_churn"].to_numpy(float), nan=1.0))
         return np.column_stack(cols)
+
+
+def _whole_periods(horizon_days: int) -> int:
+    return max(1, horizon_days // PERIOD_DAYS)
+
+
+def _period_hazards(estimator: Pipeline, X: pd.DataFrame, n_periods: int) -> np.ndarray:
+    """``(n, n_periods)`` hazards of the model input ``X`` in periods ``0..n_periods-1``."""
+    Xc = estimator.named_steps["cast"].transform(X)
+    booster = estimator.named_steps["model"]
+    rates = []
+    for k in range(n_periods):
+        Xc[PERIOD_COLUMN] = k
+        rates.append(booster.predict_proba(Xc, **lgbm.threads(len(Xc)))[:, 1])
+    return np.column_stack(rates)
+
+
+def _bought_within(frame: pd.DataFrame, n_periods: int) -> np.ndarray:
+    days = frame["days_to_next_purchase"].to_numpy(float)
+    return frame["next_purchase_observed"].to_numpy(bool) & (days <= n_periods * PERIOD_DAYS)
 
 
 def survival_from_hazards(hazards: np.ndarray, shift: float = 0.0) -> np.ndarray:
@@ -245,12 +275,14 @@ def fit_next_purchase_candidates(
     btyd: BtydBaseline,
     settings: Settings,
     feature_columns: Sequence[str],
+    iterations: Mapping[str, int] | None = None,
 ) -> dict[str, NextPurchaseModel]:
     """Fit the discrete-time hazard model (early-stopped on ``calib``) and the BG/NBD baseline.
 
     Every customer of ``train`` contributes one row per hazard period (:data:`PERIOD_DAYS`)
     until its next purchase or the horizon (censored); rows are subsampled (seeded) above
-    :data:`MAX_HAZARD_ROWS`.
+    :data:`MAX_HAZARD_ROWS`. ``iterations`` (``{"hazard": n}``) fixes the tree count instead
+    of early stopping on ``calib`` (a refit on every labelled row).
 
     Returns
     -------
@@ -280,27 +312,27 @@ def fit_next_purchase_candidates(
 
     X_tr, y_tr = expand(train, seed)
     X_ca, y_ca = expand(calib, seed + 1)
-    hazard = lgbm.fit_lgbm(X_tr, y_tr, X_ca, y_ca, settings=settings, objective="binary")
+    hazard = lgbm.fit_lgbm(
+        X_tr,
+        y_tr,
+        X_ca,
+        y_ca,
+        settings=settings,
+        objective="binary",
+        n_estimators=(iterations or {}).get("hazard"),
+    )
+    n_trees = lgbm.n_trees(hazard)
     meta = {
         "n_periods": n_periods,
         "period_days": PERIOD_DAYS,
         "n_train_rows": len(X_tr),
-        "n_trees": hazard.named_steps["model"].best_iteration_,
+        "n_trees": n_trees,
+        "iterations": {"hazard": n_trees},
     }
     model = HazardNextPurchase(estimator=hazard, metadata=meta, **common)
     # level recalibration on the calibration snapshot, over the whole periods of the horizon
-    whole = max(1, horizon // PERIOD_DAYS)
     ca = lgbm.subsample(calib, lgbm.MAX_ROWS_PER_SNAPSHOT, seed + 2)
-    Xc = hazard.named_steps["cast"].transform(ca[cols])
-    booster = hazard.named_steps["model"]
-    rates = []
-    for k in range(whole):
-        Xc[PERIOD_COLUMN] = k
-        rates.append(booster.predict_proba(Xc, **lgbm.threads(len(Xc)))[:, 1])
-    days = ca["days_to_next_purchase"].to_numpy(float)
-    bought = ca["next_purchase_observed"].to_numpy(bool) & (days <= whole * PERIOD_DAYS)
-    model.hazard_shift = fit_hazard_shift(np.column_stack(rates), bought)
-    meta["hazard_shift"] = model.hazard_shift
+    model.recalibrate(model.raw_scores(ca), ca, seed=seed)
     models: dict[str, NextPurchaseModel] = {
         "lightgbm_hazard": model,
         "bgnbd": BgnbdNextPurchase(**common),

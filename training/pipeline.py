@@ -424,7 +424,62 @@ def _fit_customer_split(
         name: FoldEnsemble(models, metadata={"protocol": "customer_split"})
         for name, models in members.items()
     }
-    return _TaskFit(candidates[best], candidates, scores, boot, best, frame, oof, meta)
+    # the candidates stay the evaluated fold ensembles; the served one is refitted
+    served = _refit_every_row(task, members[best], frame, folds, btyd, settings, columns)
+    return _TaskFit(served, candidates, scores, boot, best, frame, oof, meta)
+
+
+def _fold_iterations(members: Sequence[TaskModel]) -> dict[str, int]:
+    """Median tree count per LightGBM part over the fold models that have that part.
+
+    A part fitted by fewer than half of the folds (e.g. the revenue target most folds did not
+    choose) is left out, so the refit fits what most folds chose.
+    """
+    counts: dict[str, list[int]] = {}
+    for member in members:
+        for key, value in member.metadata.get("iterations", {}).items():
+            counts.setdefault(key, []).append(int(value))
+    keep = {k: v for k, v in counts.items() if 2 * len(v) >= len(members)}
+    if "revenue_tweedie" in keep and "revenue_log1p" in keep:  # a tie: the more folds win
+        drop = min(("revenue_tweedie", "revenue_log1p"), key=lambda k: len(keep[k]))
+        keep.pop(drop)
+    return {k: int(np.median(v)) for k, v in keep.items()}
+
+
+def _refit_every_row(
+    task: str,
+    members: Sequence[TaskModel],
+    frame: pd.DataFrame,
+    folds: np.ndarray,
+    btyd: Any,
+    settings: Settings,
+    columns: list[str],
+) -> TaskModel:
+    """The served candidate refitted on every labelled row (``customer_split``).
+
+    Its LightGBM parts grow the median number of trees its fold models early-stopped at (no
+    row is left to stop on); its calibration step (calibrator, blend stack, hazard shift, LTV
+    level) is refitted on the fold models' out-of-fold raw scores, i.e. on every labelled row
+    predicted by a model that did not see it. The out-of-fold metrics describe this procedure.
+    """
+    name = members[0].candidate
+    iterations = _fold_iterations(members)
+    refit = _FITTERS[task](
+        frame, frame, btyd=btyd, settings=settings, feature_columns=columns, iterations=iterations
+    )[name]
+    parts = [(np.flatnonzero(folds == k), m) for k, m in enumerate(members)]
+    raws = [m.raw_scores(frame.iloc[rows]) for rows, m in parts]
+    if all(r is not None for r in raws):
+        rows = np.concatenate([r for r, _ in parts])
+        raw = np.concatenate([np.asarray(r) for r in raws], axis=0)
+        refit.recalibrate(raw, frame.iloc[rows], seed=settings.training.random_state)
+    refit.metadata.update(
+        refit=True,
+        refit_rows=len(frame),
+        iterations=iterations,
+        recalibrated_out_of_fold=all(r is not None for r in raws),
+    )
+    return refit
 
 
 def _fit_btyd_only(task: str, cache: _SnapshotCache, last: pd.Timestamp, settings: Settings):
@@ -486,7 +541,8 @@ def train_all(
     Each task gets the strongest protocol its horizon and the history allow
     (``training.protocol: auto``; see :mod:`training.protocol`), or the one the config forces:
     ``time_split`` (rolling snapshots, evaluated on the latest), ``customer_split``
-    (out-of-fold over folds grouped by customer; the served model averages the fold models) or
+    (out-of-fold over folds grouped by customer; the served candidate is refitted on every
+    labelled row, its calibration step on the out-of-fold predictions) or
     ``btyd_only`` (BG/NBD + Gamma-Gamma on the whole history; not evaluated). Under ``auto`` a
     protocol whose snapshots fail the minimums (customers, purchasers, churners) steps down the
     ladder. An LTV learned at a shorter horizon than asked is extended by BG/NBD x Gamma-Gamma
@@ -584,15 +640,13 @@ def train_all(
         served, candidates = fit.served, fit.candidates
         if plan.extended:
             assert plan.learned_horizon_days is not None
-            candidates = {
-                name: ExtendedLtvModel(
-                    m,
-                    learned_days=plan.learned_horizon_days,
-                    params=ModelParams.from_settings(settings),
-                )
-                for name, m in candidates.items()
+            learned, params = plan.learned_horizon_days, ModelParams.from_settings(settings)
+            extended = {
+                id(m): ExtendedLtvModel(m, learned_days=learned, params=params)
+                for m in [*candidates.values(), served]
             }
-            served = candidates[fit.best]
+            candidates = {name: extended[id(m)] for name, m in candidates.items()}
+            served = extended[id(served)]
         meta = {
             **fit.meta,
             "protocol": plan.protocol,
@@ -605,7 +659,7 @@ def train_all(
             "data_hash": digest,
         }
         private = {k: meta.pop(k) for k in list(meta) if k.startswith("_")}
-        for model in candidates.values():
+        for model in {id(m): m for m in [*candidates.values(), served]}.values():
             model.metadata.update(meta)
             if plan.evaluated:
                 model.metadata["holdout_metrics"] = fit.metrics[model.candidate]

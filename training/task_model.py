@@ -212,6 +212,28 @@ class TaskModel:
         """Per-feature contributions of the main LightGBM model (raw score scale), or None."""
         return None
 
+    def raw_scores(self, features: pd.DataFrame) -> np.ndarray | None:
+        """What the model's calibration step maps (calibrator, stack, level), or None.
+
+        A model refitted on every labelled row (``customer_split``) has no held-out rows of its
+        own: its calibration step is refitted by :meth:`recalibrate` on its fold models'
+        out-of-fold raw scores instead.
+        """
+        return None
+
+    def recalibrate(self, raw: np.ndarray, frame: pd.DataFrame, *, seed: int) -> None:
+        """Refit the calibration step on ``raw`` scores and the labels of ``frame`` (same rows).
+
+        Parameters
+        ----------
+        raw
+            :meth:`raw_scores` of (other) models on the rows of ``frame``.
+        frame
+            Labelled snapshot rows.
+        seed
+            Seed of any random split inside the calibration step.
+        """
+
     def input_example(self, features: pd.DataFrame, n_rows: int = 5) -> pd.DataFrame:
         """A few rows of the model input (the feature columns)."""
         self._check(features)

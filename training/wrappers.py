@@ -1,10 +1,11 @@
 """Served models the protocol ladder composes from fitted candidates.
 
 :class:`FoldEnsemble`
-    Under ``customer_split`` the served model is the average of the candidate's fold models:
-    each was fitted on the other folds' customers (trees on all but two folds, early stopping,
-    calibration and stacking on one), so together they use every labelled row, and each fold's
-    customers were predicted out of fold by exactly one of them (the metrics).
+    Under ``customer_split`` a candidate that is not served is kept as the average of its fold
+    models (each fitted on the other folds' customers: trees on all but two folds, early
+    stopping, calibration and stacking on one); each fold's customers were predicted out of
+    fold by exactly one of them (the metrics). The served candidate is refitted on every
+    labelled row instead (see :func:`retentio.training.pipeline.train_all`).
 :class:`ExtendedLtvModel`
     An LTV model learned at a shorter label horizon ``h`` than the asked ``H`` (the history
     cannot label ``H``), extended per customer by BG/NBD x Gamma-Gamma's ratio of expected value
@@ -33,7 +34,7 @@ def _index(features: pd.DataFrame) -> pd.Index:
 
 
 class FoldEnsemble(TaskModel):
-    """The mean of fold models' outputs (``customer_split``'s served model).
+    """The mean of fold models' outputs (a ``customer_split`` candidate that is not served).
 
     Parameters
     ----------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,10 +14,12 @@ from retentio.features.build import build_features
 from retentio.features.schema import AS_OF, ENTITY, Tables
 from retentio.features.synth import generate_crm
 from retentio.serving.scoring import score_all
+from retentio.training import lgbm
+from retentio.training.ltv import level_scale
 from retentio.training.pipeline import prediction_column, train_all
 from retentio.training.protocol import customer_folds
 from retentio.training.task_model import ModelParams
-from retentio.training.wrappers import ExtendedLtvModel, extension_factor
+from retentio.training.wrappers import ExtendedLtvModel, FoldEnsemble, extension_factor
 from tests.training import LGBM
 
 pytestmark = pytest.mark.slow
@@ -76,6 +80,48 @@ def test_customer_split_folds_never_share_a_customer(year_result) -> None:
     folds = customer_folds(rows[ENTITY], settings.training.n_folds, settings.training.random_state)
     assert (pd.Series(folds).groupby(rows[ENTITY].to_numpy()).nunique() == 1).all()
     assert rows[AS_OF].nunique() > 1  # several labelled snapshots are stacked
+
+
+def _oof_raw(evaluated: FoldEnsemble, rows: pd.DataFrame, settings) -> tuple[np.ndarray, ...]:
+    """Out-of-fold raw scores of the fold models over ``rows`` and the row order they follow."""
+    tr = settings.training
+    folds = customer_folds(rows[ENTITY], tr.n_folds, tr.random_state)
+    order = [np.flatnonzero(folds == k) for k in range(tr.n_folds)]
+    raws = [m.raw_scores(rows.iloc[o]) for o, m in zip(order, evaluated.members, strict=True)]
+    return np.concatenate(raws, axis=0), np.concatenate(order)
+
+
+def test_customer_split_serves_a_refit_on_every_labelled_row(year_result) -> None:
+    """The served model is refitted on all labelled rows (not the mean of the fold models);
+    its trees grow the folds' median count and its calibration step is fitted out of fold."""
+    result, settings = year_result
+    frame = result.eval_frame
+    for task, output in (("churn", "churn_probability"), ("ltv", "predicted_ltv")):
+        name = result.served[task]
+        rows = frame[frame[prediction_column(task, name, output)].notna()].reset_index(drop=True)
+        served, evaluated = result.models[task], result.candidates[task][name]
+        if task == "ltv":  # extended beyond the labelled horizon: compare the learned models
+            served, evaluated = served.base, evaluated.base
+        assert isinstance(evaluated, FoldEnsemble) and not isinstance(served, FoldEnsemble)
+        assert served.metadata["refit"] is True and served.metadata["refit_rows"] == len(rows)
+        iterations = served.metadata["iterations"]
+        for key, value in iterations.items():
+            counts = [m.metadata["iterations"].get(key) for m in evaluated.members]
+            assert value == int(np.median([c for c in counts if c is not None]))
+        raw, order = _oof_raw(evaluated, rows, settings)
+        labelled = rows.iloc[order]
+        if task == "churn" and name in ("lightgbm", "blend"):
+            assert lgbm.n_trees(served.estimator) == iterations["trees"]
+            oof_fit, in_sample = copy.deepcopy(served), copy.deepcopy(served)
+            oof_fit.recalibrate(raw, labelled, seed=42)
+            in_sample.recalibrate(served.raw_scores(labelled), labelled, seed=42)
+            p = served.predict_frame(labelled)["churn_probability"]
+            np.testing.assert_allclose(p, oof_fit.predict_frame(labelled)["churn_probability"])
+            assert not np.allclose(p, in_sample.predict_frame(labelled)["churn_probability"])
+        if task == "ltv" and name == "lightgbm_two_part":
+            y = labelled["future_revenue"].to_numpy(float)
+            assert served.scale == pytest.approx(level_scale(raw, y))
+            assert served.scale != pytest.approx(level_scale(served.raw_scores(labelled), y))
 
 
 def test_customer_split_out_of_fold_predictions_ignore_the_fold_s_own_future(year) -> None:
