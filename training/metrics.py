@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "aggregate_bias_pct",
     "auc",
+    "bootstrap_interval",
     "brier",
     "classification_metrics",
     "expected_calibration_error",
@@ -729,6 +730,12 @@ def _gathered(
     return call
 
 
+def _bias_rows(y: FloatArray, p: FloatArray) -> FloatArray:
+    total = y.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total != 0, 100.0 * (p.sum(axis=1) - total) / total, np.nan)
+
+
 # Resample-wise versions: (y, p, index block) -> one value per resample, one NumPy pass per block.
 _BATCHED: dict[str, Callable[[FloatArray, FloatArray, NDArray[np.int64]], FloatArray]] = {
     "auc": _auc_resampled,
@@ -737,6 +744,7 @@ _BATCHED: dict[str, Callable[[FloatArray, FloatArray, NDArray[np.int64]], FloatA
     "mae": _gathered(_mae_rows),
     "rmse": _gathered(_rmse_rows),
     "spearman": _gathered(_spearman_rows),
+    "bias_pct": _gathered(_bias_rows),
 }
 
 
@@ -848,3 +856,65 @@ def paired_bootstrap(
         "n_boot": n_boot,
         "n_valid": int(valid.size),
     }
+
+
+def bootstrap_interval(
+    y: ArrayLike,
+    pred: ArrayLike,
+    metric: str,
+    *,
+    n_boot: int = 500,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of one model's ``metric`` (rows resampled with replacement).
+
+    Parameters
+    ----------
+    y, pred
+        Outcomes and predictions, aligned.
+    metric
+        A name from :data:`METRICS` (e.g. ``"bias_pct"``, the aggregate bias).
+    n_boot, seed, level
+        As :func:`paired_bootstrap`.
+
+    Returns
+    -------
+    tuple of float
+        ``(lo, hi)``; NaN when no resample gives a value.
+
+    Raises
+    ------
+    ContractError
+        As :func:`paired_bootstrap`.
+    """
+    if metric not in METRICS:
+        raise ContractError(
+            f"bootstrap_interval: unknown metric {metric!r}; use one of {sorted(METRICS)}"
+        )
+    if n_boot < 1 or not 0 < level < 1:
+        raise ContractError(
+            f"bootstrap_interval: n_boot must be >= 1 and level in (0, 1), got {n_boot}, {level}"
+        )
+    y_arr, p_arr = _pair(y, pred)
+    batched = _BATCHED.get(metric) or _resampled(_nan_safe(METRICS[metric]))
+    n = y_arr.size
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    block = max(1, _MAX_BLOCK_CELLS // n)
+    for start in range(0, n_boot, block):
+        stop = min(n_boot, start + block)
+        values[start:stop] = batched(y_arr, p_arr, rng.integers(0, n, size=(stop - start, n)))
+    valid = values[np.isfinite(values)]
+    if not valid.size:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(valid, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def _resampled(metric: Metric) -> Callable[[FloatArray, FloatArray, NDArray[np.int64]], FloatArray]:
+    def call(y: FloatArray, p: FloatArray, idx: NDArray[np.int64]) -> FloatArray:
+        return np.array([metric(y[i], p[i]) for i in idx])
+
+    return call

@@ -255,6 +255,15 @@ def evaluate_task(
     return scores, boot, preds, best
 
 
+def _bootstrap_rows(seed: int, *arrays: np.ndarray) -> list[np.ndarray]:
+    """The same seeded sample of at most ``BOOTSTRAP_MAX_ROWS`` rows of each array."""
+    n = len(arrays[0])
+    if n <= BOOTSTRAP_MAX_ROWS:
+        return list(arrays)
+    keep = np.random.default_rng(seed).choice(n, BOOTSTRAP_MAX_ROWS, replace=False)
+    return [a[keep] for a in arrays]
+
+
 def _evaluate_predictions(
     task: str,
     preds: dict[str, pd.DataFrame],
@@ -270,6 +279,11 @@ def _evaluate_predictions(
         values, y, p = _candidate_metrics(task, frame, pred, settings)
         scores[name] = {k: float(v) for k, v in values.items()}
         pairs[name] = (y, p)
+    if task == "ltv":
+        for name, (y, p) in pairs.items():
+            y_s, p_s = _bootstrap_rows(seed, y, p)
+            lo, hi = evaluation.bootstrap_interval(y_s, p_s, "bias_pct", n_boot=N_BOOT, seed=seed)
+            scores[name].update(bias_pct_lo=lo, bias_pct_hi=hi)
     best = min(scores, key=lambda n: _rank_key(task, scores[n]))
     baselines = [n for n in scores if n in BASELINES[task]]
     learned = [n for n in scores if n not in BASELINES[task]]
@@ -277,11 +291,7 @@ def _evaluate_predictions(
     if baselines and learned:
         a = best if best in learned else min(learned, key=lambda n: _rank_key(task, scores[n]))
         b = min(baselines, key=lambda n: _rank_key(task, scores[n]))
-        y, p_a = pairs[a]
-        p_b = pairs[b][1]
-        if len(y) > BOOTSTRAP_MAX_ROWS:
-            keep = np.random.default_rng(seed).choice(len(y), BOOTSTRAP_MAX_ROWS, replace=False)
-            y, p_a, p_b = y[keep], p_a[keep], p_b[keep]
+        y, p_a, p_b = _bootstrap_rows(seed, pairs[a][0], pairs[a][1], pairs[b][1])
         boot = evaluation.paired_bootstrap(
             y, p_a, p_b, BOOTSTRAP_METRICS[task], n_boot=N_BOOT, seed=seed
         )

@@ -449,6 +449,21 @@ def _bootstrap_html(boot: Mapping[str, Any] | None) -> str:
     return f"<h3>Served candidate against the best baseline</h3>{sentence}{table}"
 
 
+def _bias_html(by_candidate: Mapping[str, Mapping[str, float]], served: str | None) -> str:
+    """The served LTV candidate's aggregate bias with its bootstrap interval, as a sentence."""
+    values = by_candidate.get(served or "", {})
+    if not {"bias_pct", "bias_pct_lo", "bias_pct_hi"} <= set(values):
+        return ""
+    bias, lo, hi = (float(values[k]) for k in ("bias_pct", "bias_pct_lo", "bias_pct_hi"))
+    side = "under" if hi < 0 else ("over" if lo > 0 else None)
+    verdict = f"it {side}-predicts the total" if side else "the interval contains 0"
+    return (
+        f"<h3>Level</h3><p>Aggregate bias of {html.escape(str(served))} (predicted total over "
+        f"actual, minus 1): <b>{bias:+.1f} %</b>, 95 % bootstrap interval [{lo:+.1f} %, "
+        f"{hi:+.1f} %] from resampling the customers: {verdict}.</p>"
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
@@ -525,6 +540,8 @@ def write_report(
         parts.append(f"<h2 id='{html.escape(task)}'>{html.escape(task)}</h2>")
         parts.append(_metrics_table(metrics[task], baselines, served.get(task)))
         parts.append(_bootstrap_html((bootstrap or {}).get(task)))
+        if task == "ltv":
+            parts.append(_bias_html(metrics[task], served.get(task)))
         with matplotlib.rc_context(_FONT):
             if task == "churn":
                 parts.append(_churn_figures(frame, baselines, served.get(task), churn_horizon_days))

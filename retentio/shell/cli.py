@@ -545,6 +545,12 @@ def train(
                 f"{t}: {boot['a_name']} - {boot['b_name']} on {boot['metric']}: "
                 f"{boot['diff']:+.4f} (95% CI {boot['lo']:+.4f} .. {boot['hi']:+.4f})"
             )
+    ltv = job.result.metrics.get("ltv", {}).get(job.result.served.get("ltv", ""), {})
+    if "bias_pct_lo" in ltv:
+        out.print(
+            f"ltv: aggregate bias of {job.result.served['ltv']} {ltv['bias_pct']:+.1f} % "
+            f"(95% CI {ltv['bias_pct_lo']:+.1f} .. {ltv['bias_pct_hi']:+.1f})"
+        )
     out.print(f"report: {job.report_path}")
     out.print(f"MLflow run {job.run_id}; @candidate versions: {job.versions}")
     if promote_now:

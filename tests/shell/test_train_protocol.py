@@ -48,9 +48,20 @@ def test_customer_split_report_says_drift_over_time_was_not_measured(
 ) -> None:
     settings = make_settings(tmp_path, training=BASE, labels={"churn_horizon_days": 181})
     tables = generate_crm(n_customers=800, start="2024-07-01", end="2025-06-30", seed=3)
-    job = train_job(tables, settings, tasks=["churn"])
+    job = train_job(tables, settings, tasks=["churn", "ltv"])
     html = job.report_path.read_text()
     assert "customer_split" in html and "drift over time was not measured" in html
+    # the LTV level: aggregate bias with its bootstrap interval, in MLflow and in the report
+    served = job.result.served["ltv"]
+    ltv = job.result.metrics["ltv"][served]
+    assert ltv["bias_pct_lo"] < ltv["bias_pct"] < ltv["bias_pct_hi"]
+    logged = configure_mlflow(settings.mlflow).get_run(job.run_id).data.metrics
+    for key in ("bias_pct", "bias_pct_lo", "bias_pct_hi"):
+        assert logged[f"ltv.{served}.{key}"] == pytest.approx(ltv[key])
+    assert (
+        f"Aggregate bias of {served} (predicted total over actual, minus 1): "
+        f"<b>{ltv['bias_pct']:+.1f} %</b>, 95 % bootstrap interval [{ltv['bias_pct_lo']:+.1f} %"
+    ) in html
     tags = version_tags("churn", "candidate", settings=settings)
     assert (tags["protocol"], tags["horizon_days"]) == ("customer_split", "181")
     assert (

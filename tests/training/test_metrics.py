@@ -228,3 +228,26 @@ def test_paired_bootstrap_errors() -> None:
         tm.paired_bootstrap([0, 1], [0.1, 0.9], [0.2, 0.8], "auc", n_boot=0)
     with pytest.raises(ContractError, match="`y` has 2 rows but `p_b` has 1"):
         tm.paired_bootstrap([0, 1], [0.1, 0.9], [0.2], "auc")
+
+
+def test_bootstrap_interval_of_the_aggregate_bias() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.gamma(0.5, 100.0, 4000)
+    # a constant 20 % over-forecast is +20 % on every resample
+    lo, hi = tm.bootstrap_interval(y, 1.2 * y, "bias_pct", n_boot=200, seed=0)
+    assert lo == pytest.approx(20.0) and hi == pytest.approx(20.0)
+    noisy = 1.1 * y + rng.normal(0.0, 30.0, y.size)
+    point = tm.aggregate_bias_pct(y, noisy)
+    lo, hi = tm.bootstrap_interval(y, noisy, "bias_pct", n_boot=300, seed=0)
+    assert lo < point < hi and hi - lo > 0.5
+    # the vectorised bias equals the metric on each resample (same seed, same rows)
+    idx = np.random.default_rng(0).integers(0, y.size, size=(300, y.size))
+    values = np.array([tm.aggregate_bias_pct(y[i], noisy[i]) for i in idx])
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])))
+    # more customers, a narrower interval
+    lo4, hi4 = tm.bootstrap_interval(
+        np.tile(y, 4), np.tile(noisy, 4), "bias_pct", n_boot=300, seed=0
+    )
+    assert hi4 - lo4 < hi - lo
+    with pytest.raises(ContractError, match="unknown metric"):
+        tm.bootstrap_interval(y, noisy, "bias", n_boot=10)
