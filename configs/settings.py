@@ -314,6 +314,15 @@ class ActionsConfig(_Section):
         }
     )
     rules: list[ActionRule] = Field(default_factory=list)
+    email_open_rate: float = Field(
+        0.2, ge=0, le=1, description="email open rate (last year) at or above which email is first"
+    )
+    email_click_rate: float = Field(
+        0.03,
+        ge=0,
+        le=1,
+        description="email click rate (last year) at or above which email is first",
+    )
 
 
 class ServingConfig(_Section):

@@ -47,6 +47,7 @@ from retentio.configs.settings import Settings
 from retentio.errors import ContractError
 from retentio.features.cutoff import as_cutoff
 from retentio.features.schema import ENTITY, FEATURE_SET_VERSION
+from retentio.serving.atrisk import AtRiskFilters, keep_mask
 from retentio.serving.reasons import MIN_CONTRIBUTION, phrase_reasons
 from retentio.serving.scoring import (
     SCORE_COLUMNS,
@@ -75,7 +76,8 @@ __all__ = [
     "write_population",
 ]
 
-FORMAT = 1
+FORMAT = 2
+"""Version of the file layout (2: ``channel`` and ``note`` columns); other versions are ignored."""
 META_KEY = b"retentio.population"
 KEEP_FILES = 4
 """Population files kept per folder (the newest); older ones are deleted after a write."""
@@ -493,6 +495,22 @@ def latest_meta(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
+class _PopulationColumns:
+    """:class:`serving.atrisk.Columns` of a persisted population (text compared by code)."""
+
+    def __init__(self, pop: PersistedPopulation) -> None:
+        self._pop = pop
+
+    def __len__(self) -> int:
+        return len(self._pop)
+
+    def isin(self, column: str, values: Sequence[str]) -> np.ndarray:
+        return self._pop._isin(column, values)
+
+    def numbers(self, column: str) -> np.ndarray:
+        return np.asarray(self._pop.values(column), dtype=float)
+
+
 class PersistedPopulation:
     """A population file opened read-only and memory-mapped (see the module docstring).
 
@@ -599,28 +617,30 @@ class PersistedPopulation:
 
     def ranked(
         self,
+        filters: AtRiskFilters | None = None,
         *,
-        min_value: float | None = None,
-        segment: str | None = None,
-        risk_band: str | None = None,
         exclude: np.ndarray | None = None,
+        **fields: Any,
     ) -> np.ndarray:
-        """Row positions by value at risk (highest first) that pass the filters.
+        """Row positions by value at risk (highest first) that the at-risk filters keep.
 
-        ``min_value`` applies to ``ltv_if_retained``; ``segment`` matches the RFM segment, ABC
-        class, lifecycle stage or value x potential key; ``exclude`` drops positions.
+        Parameters
+        ----------
+        filters
+            What the list keeps (:func:`serving.atrisk.keep_mask`, the rule of every at-risk
+            list); default: ``AtRiskFilters(**fields)`` (medium and high risk unless
+            ``min_risk`` says otherwise).
+        exclude
+            Positions dropped (customers whose live score replaces the stored one).
+        **fields
+            Fields of :class:`serving.atrisk.AtRiskFilters` (``min_value``, ``segment``,
+            ``risk_band``, ``min_risk``, ...) when ``filters`` is not given.
         """
-        mask = np.ones(len(self), dtype=bool)
-        if min_value is not None:
-            with np.errstate(invalid="ignore"):
-                mask &= self._columns["ltv_if_retained"][0] >= min_value
-        if risk_band is not None:
-            mask &= self._equal("risk_band", risk_band)
-        if segment is not None:
-            seg = np.zeros(len(self), dtype=bool)
-            for col in ("rfm_segment", "abc_class", "lifecycle_stage", "value_potential"):
-                seg |= self._equal(col, segment)
-            mask &= seg
+        if filters is None:
+            filters = AtRiskFilters(**fields)
+        elif fields:
+            raise TypeError("give filters or filter fields, not both")
+        mask = keep_mask(_PopulationColumns(self), filters)
         if exclude is not None and len(exclude):
             mask[exclude] = False
         return self.rank[mask[self.rank]]
@@ -632,10 +652,10 @@ class PersistedPopulation:
             raise ContractError(f"{column!r} is a text column")
         return values
 
-    def _equal(self, column: str, value: str) -> np.ndarray:
+    def _isin(self, column: str, wanted: Sequence[str]) -> np.ndarray:
         values, labels = self._columns[column]
         assert labels is not None
-        codes = [i for i, label in enumerate(labels) if label == value]
+        codes = [i for i, label in enumerate(labels) if label in set(wanted)]
         return np.isin(values, codes)
 
     def close(self) -> None:

@@ -163,7 +163,7 @@ class AtRiskRequest(_Request):
         100, ge=1, le=10_000_000, description="Keep the N largest values at risk", examples=[100]
     )
     min_value: float | None = Field(
-        None, ge=0, description="Keep value_at_risk >= this", examples=[50.0]
+        None, ge=0, description="Keep ltv_if_retained (worth if kept) >= this", examples=[50.0]
     )
     segment: Text | None = Field(
         None,
@@ -171,6 +171,26 @@ class AtRiskRequest(_Request):
         examples=["at_risk"],
     )
     risk_band: RiskBand | None = Field(None, description="Keep one risk band", examples=["high"])
+    min_risk: RiskBand | None = Field(
+        "medium",
+        description="Lowest risk band kept (default medium: medium and high; null or 'low': all)",
+        examples=["medium"],
+    )
+    rfm_segment: Text | None = Field(None, description="Keep one RFM segment", examples=["at_risk"])
+    abc_class: Text | None = Field(None, description="Keep one ABC class (A, B, C)", examples=["A"])
+    lifecycle_stage: Text | None = Field(
+        None, description="Keep one lifecycle stage", examples=["declining"]
+    )
+    value_potential: Text | None = Field(
+        None,
+        description="Keep one value x potential quadrant",
+        examples=["high_value_high_potential"],
+    )
+    action: Text | None = Field(
+        None,
+        description="Keep one recommended action (exact text)",
+        examples=["retain: personal outreach"],
+    )
     page: int = Field(1, ge=1, le=MAX_PAGE, description="1-based page number", examples=[1])
     page_size: int | None = Field(
         None,
@@ -252,15 +272,36 @@ class ScoreResult(_Response):
     p_purchase_30d: float = Field(..., examples=[0.12])
     p_purchase_60d: float = Field(..., examples=[0.21])
     p_purchase_90d: float = Field(..., examples=[0.29])
-    expected_next_purchase_date: str | None = Field(..., examples=["2025-09-14"])
-    next_purchase_interval: list[str | None] = Field(..., examples=[["2025-07-20", None]])
+    expected_next_purchase_date: str | None = Field(
+        None,
+        description="Expected next purchase date (ISO); null when it lies beyond the "
+        "next-purchase horizon (labels.next_purchase_horizon_days) after feature_date",
+        examples=["2025-09-14"],
+    )
+    next_purchase_interval: list[str | None] = Field(
+        ...,
+        description="80 % interval of the next purchase date [low, high]; null ends lie beyond "
+        "the horizon",
+        examples=[["2025-07-20", None]],
+    )
     predicted_ltv: float = Field(..., examples=[88.4])
     ltv_if_retained: float = Field(..., examples=[301.0])
     expected_orders: float = Field(..., examples=[1.4])
     p_alive: float = Field(..., examples=[0.35])
     value_at_risk: float = Field(..., examples=[213.7])
     segments: Segments
-    recommended_action: str = Field(..., examples=["win-back offer"])
+    recommended_action: str = Field(..., examples=["retain: personal outreach"])
+    channel: Literal["email", "SMS", "phone", "none"] | None = Field(
+        None,
+        description="How to reach the customer: email if they engage with emails, else SMS, "
+        "or phone for a high-value customer at high risk; none when the action spends nothing",
+        examples=["email"],
+    )
+    note: str | None = Field(
+        None,
+        description="Why churn risk, chance still active and lifecycle disagree, when they do",
+        examples=[None],
+    )
     reasons: list[str] = Field(
         ..., max_length=3, examples=[["no purchase for 143 days, 3.0x the usual gap"]]
     )
@@ -272,6 +313,11 @@ class ScoreResult(_Response):
         default_factory=dict,
         description="per task: registered model (one namespace per dataset), version, "
         "protocol (time_split, customer_split or btyd_only) and horizons",
+    )
+    warnings: list[str] | None = Field(
+        None,
+        description="Inline features only: the contract features not given (scored as unknown)",
+        examples=[["3 of 60 features not given, scored as unknown: att_nps_last, ..."]],
     )
 
 

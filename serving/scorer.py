@@ -44,6 +44,7 @@ numbers (tests compare them).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -68,6 +69,7 @@ from retentio.features.privacy import id_hash_key
 from retentio.features.schema import AS_OF, ENTITY, FEATURES, STATIC_PREFIX, TIME_DEPENDENT
 from retentio.features.scores import rfm_segments
 from retentio.features.store import OnlineStore, read_offline
+from retentio.serving.atrisk import AtRiskFilters, filter_mask
 from retentio.serving.live import (
     EventLedger,
     LiveCustomer,
@@ -81,7 +83,7 @@ from retentio.serving.live import (
 )
 from retentio.serving.prediction_log import PredictionLog, features_hash
 from retentio.serving.reasons import phrase_reasons, top_features, top_reasons
-from retentio.serving.scoring import at_risk_mask, score_all, score_thresholds
+from retentio.serving.scoring import score_all, score_thresholds
 from retentio.training.task_model import TaskModel
 from retentio.training.tasks import TASKS
 
@@ -429,6 +431,47 @@ class _RowView(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._values)
+
+
+CORE_INLINE = ("recency_days", "T_days", "frequency", "n_orders", "monetary_value")
+"""Inline features without which a score would be a guess: a row lacking them is refused."""
+
+
+def inline_gaps(rows: Sequence[Mapping[str, Any]], columns: Iterable[str]) -> list[str | None]:
+    """Per inline row, a warning naming the contract features it lacks (None if complete).
+
+    Raises
+    ------
+    ContractError
+        A row lacks a core feature of :data:`CORE_INLINE`.
+    """
+    wanted = [c for c in columns if c not in (ENTITY, AS_OF) and not c.startswith(STATIC_PREFIX)]
+    out: list[str | None] = []
+    for i, row in enumerate(rows):
+        given = {k for k, v in row.items() if v is not None}
+        core = [c for c in CORE_INLINE if c not in given]
+        if core:
+            raise ContractError(
+                f"row {i}: inline features lack {', '.join(core)}; send at least "
+                f"{', '.join(CORE_INLINE)} (or score by customer_id)"
+            )
+        absent = [c for c in wanted if c not in given]
+        out.append(
+            f"{len(absent)} of {len(wanted)} features not given, scored as unknown: "
+            + ", ".join(absent)
+            if absent
+            else None
+        )
+    return out
+
+
+def _filters(fields: Mapping[str, Any]) -> AtRiskFilters:
+    """``AtRiskFilters(**fields)``; an unknown field is a :class:`ContractError`."""
+    known = {f.name for f in dataclasses.fields(AtRiskFilters)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ContractError(f"unknown at-risk filter(s) {unknown}; use {sorted(known)}")
+    return AtRiskFilters(**fields)
 
 
 class Scorer:
@@ -1083,6 +1126,8 @@ class Scorer:
             for k in ("rfm_segment", "abc_class", "lifecycle_stage", "value_potential")
         }
         rec["recommended_action"] = row.get("recommended_action")
+        rec["channel"] = row.get("channel")
+        rec["note"] = row.get("note") if isinstance(row.get("note"), str) else None
         rec["reasons"] = reasons
         rec["model_versions"] = dict(bundle.versions)
         rec["model_info"] = model_info(bundle.models, bundle.versions, self.settings)
@@ -1152,10 +1197,14 @@ class Scorer:
     def score_features(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Score inline feature rows (missing features are NaN; unknown names are an error).
 
+        A row without the core purchase features (:data:`CORE_INLINE`) is refused; other
+        missing features are scored as unknown and named in the row's ``warnings``.
+
         Raises
         ------
         ContractError
-            An unknown feature name or a non-finite number (the message names it).
+            An unknown feature name, a non-finite number or a missing core feature (the
+            message names them).
         """
         if not rows:
             raise ContractError("no feature rows given; send at least one")
@@ -1173,40 +1222,52 @@ class Scorer:
                     raise ContractError(
                         f"row {i}: feature {key!r} is {value}; send a finite number"
                     )
+        missing = inline_gaps(rows, columns)
         date = self._date_of(state)
         frame = pd.DataFrame(list(rows)).reindex(columns=columns)
         frame[ENTITY] = (
             frame[ENTITY].fillna(pd.Series([f"inline-{i}" for i in range(len(frame))])).astype(str)
         )
         frame[AS_OF] = frame[AS_OF].fillna(date)
-        return self._score_frame(
+        out = self._score_frame(
             shift_to(typed_features(frame), date), self._bundle, source="inline"
         )
+        for rec, gaps in zip(out, missing, strict=True):
+            if gaps:
+                rec["warnings"] = [gaps]
+        return out
 
     def at_risk(
         self,
         *,
         top: int = 100,
-        min_value: float | None = None,
-        segment: str | None = None,
-        risk_band: str | None = None,
         page: int = 1,
         page_size: int | None = None,
+        filters: AtRiskFilters | None = None,
+        **fields: Any,
     ) -> dict[str, Any]:
         """The ranked at-risk list: filters, then the ``top`` by value at risk, then one page.
 
         Store and live customers (new ones included) are ranked together; only the customers
-        of the page are scored and logged. ``min_value`` applies to ``ltv_if_retained`` (what
-        the customer is worth if kept); ``segment`` matches the RFM segment, ABC class,
-        lifecycle stage or value x potential key.
+        of the page are scored and logged. ``filters`` (default ``AtRiskFilters(**fields)``:
+        ``min_value``, ``segment``, ``risk_band``, ``min_risk`` ...) is the rule every at-risk
+        list applies (:func:`serving.atrisk.keep_mask`): medium and high risk by default,
+        ``min_value`` on ``ltv_if_retained`` (what the customer is worth if kept).
+
+        Raises
+        ------
+        ContractError
+            ``top`` or ``page`` below 1, an unknown filter or a value the list does not know
+            (the message lists the valid ones).
         """
         if top < 1 or page < 1:
             raise ContractError("top and page must be at least 1")
+        wanted = filters if filters is not None else _filters(fields)
         size = page_size or self.settings.serving.at_risk_page_size
         view = self._state.view
         assert view is not None
         ranked = view.bundle.ranked_table
-        mask = self._filter(ranked, min_value, segment, risk_band)
+        mask = filter_mask(ranked, wanted)
         mask[view.stale] = False
         base_ids = ranked.index[mask][:top]
         base_var = ranked["value_at_risk"].to_numpy(float)[mask][:top]
@@ -1216,7 +1277,7 @@ class Scorer:
         for live, keep in ((view.settled.table, view.settled_keep), (view.fresh_table, None)):
             if not len(live):
                 continue
-            lmask = self._filter(live, min_value, segment, risk_band)
+            lmask = filter_mask(live, wanted)
             if keep is not None:
                 lmask &= keep
             total += int(lmask.sum())
@@ -1233,12 +1294,6 @@ class Scorer:
         page_ids = [str(c) for c in ranked_ids[start : start + size]]
         items = self.score(page_ids) if page_ids else []
         return {"total": min(total, top), "page": page, "page_size": size, "items": items}
-
-    @staticmethod
-    def _filter(
-        table: pd.DataFrame, min_value: float | None, segment: str | None, risk_band: str | None
-    ) -> np.ndarray:
-        return at_risk_mask(table, min_value=min_value, segment=segment, risk_band=risk_band)
 
     def close(self) -> None:
         """Save the live rows, close the prediction log and (once released) the store."""

@@ -17,6 +17,8 @@ import pandas as pd
 
 from retentio.configs.settings import Settings
 from retentio.features.schema import AS_OF, ENTITY
+from retentio.serving.actions import choose_channels, coherence_notes
+from retentio.serving.atrisk import AtRiskFilters, filter_mask
 from retentio.training.task_model import BTYD_COLUMNS, TaskModel, btyd_features, risk_band
 from retentio.training.tasks import OUTPUTS, TASKS
 
@@ -26,7 +28,6 @@ __all__ = [
     "ACTION_REFINEMENTS",
     "SCORE_COLUMNS",
     "assign_actions",
-    "at_risk_mask",
     "rank_at_risk",
     "recommend_actions",
     "score_all",
@@ -55,6 +56,8 @@ SCORE_COLUMNS = (
     "lifecycle_stage",
     "value_potential",
     "recommended_action",
+    "channel",
+    "note",
 )
 
 #: How the risk band refines the value x potential strategy (keys: strategy quadrant, band).
@@ -67,8 +70,6 @@ ACTION_REFINEMENTS: dict[str, dict[str, str]] = {
 }
 
 _QUADRANTS = tuple(f"{v}_value_{p}_potential" for v in ("high", "low") for p in ("high", "low"))
-SEGMENT_COLUMNS = ("rfm_segment", "abc_class", "lifecycle_stage", "value_potential")
-"""The columns an at-risk ``segment`` filter matches."""
 
 
 def _value_column(features: pd.DataFrame) -> str:
@@ -95,19 +96,21 @@ def score_thresholds(
     features
         The population's feature frame (past value: ``total_revenue``, else ``revenue_365d``).
     scores
-        :func:`score_all` output for that population (``predicted_ltv``).
+        :func:`score_all` output for that population (``ltv_if_retained``).
     settings
         ``actions.high_value_quantile`` and ``actions.high_potential_quantile``.
 
     Returns
     -------
     dict[str, float]
-        ``high_value`` and ``high_potential``: a customer is high when at or above (and > 0).
+        ``high_value`` and ``high_potential``: a customer is high when at or above (and > 0);
+        ``median_if_retained``: below it, letting a customer go spends nothing.
     """
     acts = settings.actions
     return {
         "high_value": _quantile(features[_value_column(features)], acts.high_value_quantile),
-        "high_potential": _quantile(scores["predicted_ltv"], acts.high_potential_quantile),
+        "high_potential": _quantile(scores["ltv_if_retained"], acts.high_potential_quantile),
+        "median_if_retained": _quantile(scores["ltv_if_retained"], 0.5),
     }
 
 
@@ -222,8 +225,11 @@ def score_all(
         ``expected_next_purchase_date`` is ``as_of + expected days`` (NaT beyond the horizon);
         ``value_at_risk = churn_probability * ltv_if_retained``; ``value_potential`` is the
         quadrant key (value: ``total_revenue`` at or above its ``high_value_quantile``;
-        potential: ``predicted_ltv`` at or above its ``high_potential_quantile``; zeros are
-        never high).
+        potential: ``ltv_if_retained``, what the customer brings if kept, at or above its
+        ``high_potential_quantile``; zeros are never high). ``recommended_action`` refines the
+        quadrant's strategy by the risk band (a "let go" customer worth at least the median if
+        retained gets an automated reminder, not nothing); ``channel`` and ``note`` come from
+        :mod:`serving.actions`.
     """
     n = len(features)
     out = pd.DataFrame(index=pd.RangeIndex(n))
@@ -264,29 +270,41 @@ def score_all(
     for col in ("rfm_segment", "abc_class", "lifecycle_stage"):
         out[col] = features[col].to_numpy() if col in features else None
     limits = thresholds or score_thresholds(features, out, settings)
-    assign_actions(out, features[_value_column(features)], limits, settings)
+    assign_actions(out, features[_value_column(features)], limits, settings, features=features)
     return out[list(SCORE_COLUMNS)]
 
 
 def assign_actions(
-    scores: pd.DataFrame, past_value: pd.Series, limits: dict[str, float], settings: Settings
+    scores: pd.DataFrame,
+    past_value: pd.Series,
+    limits: dict[str, float],
+    settings: Settings,
+    *,
+    features: pd.DataFrame | None = None,
 ) -> None:
-    """Set ``value_potential`` and ``recommended_action`` of ``scores`` in place.
+    """Set ``value_potential``, ``recommended_action``, ``channel`` and ``note`` in place.
+
+    Potential is the value if retained (``ltv_if_retained``); a "let go" customer worth at
+    least the population's median if retained gets an automated reminder, not nothing.
 
     Parameters
     ----------
     scores
-        Rows of :func:`score_all` (``predicted_ltv``, ``risk_band``).
+        Rows of :func:`score_all` (``ltv_if_retained``, ``risk_band``, ``churn_probability``,
+        ``p_alive``, ``lifecycle_stage``).
     past_value
         The rows' past value (``total_revenue``), aligned by position.
     limits
-        ``high_value`` / ``high_potential`` thresholds of the whole population
-        (:func:`score_thresholds`), also when ``scores`` is one partition of it.
+        ``high_value`` / ``high_potential`` / ``median_if_retained`` thresholds of the whole
+        population (:func:`score_thresholds`), also when ``scores`` is one partition of it.
     settings
         ``actions`` section.
+    features
+        The rows' features for the channel (``rel_email_open_rate``, ``rel_email_click_rate``);
+        None: no email history known (SMS or phone).
     """
     high_value = _high(past_value, limits["high_value"])
-    high_pot = _high(scores["predicted_ltv"], limits["high_potential"])
+    high_pot = _high(scores["ltv_if_retained"], limits["high_potential"])
     quadrant = (
         np.where(high_value, "high", "low").astype(object)
         + "_value_"
@@ -295,37 +313,25 @@ def assign_actions(
     )
     scores["value_potential"] = quadrant
     band = scores["risk_band"].to_numpy(dtype=object)
-    scores["recommended_action"] = recommend_actions(quadrant, band, settings)
-
-
-def at_risk_mask(
-    scores: pd.DataFrame,
-    *,
-    min_value: float | None = None,
-    segment: str | None = None,
-    risk_band: str | None = None,
-) -> np.ndarray:
-    """The rows an at-risk list keeps (see :func:`rank_at_risk` for the filters)."""
-    mask = np.ones(len(scores), dtype=bool)
-    if min_value is not None:
-        mask &= scores["ltv_if_retained"].to_numpy(float) >= min_value
-    if risk_band is not None:
-        mask &= (scores["risk_band"] == risk_band).to_numpy()
-    if segment is not None:
-        seg = np.zeros(len(scores), dtype=bool)
-        for col in SEGMENT_COLUMNS:
-            seg |= (scores[col].astype(str) == segment).to_numpy()
-        mask &= seg
-    return mask
+    action = recommend_actions(quadrant, band, settings)
+    # "let go" spends nothing only on customers worth little even if retained
+    worth = scores["ltv_if_retained"].fillna(0).to_numpy(float) >= limits.get(
+        "median_if_retained", np.inf
+    )
+    let_go = settings.actions.strategies.get("low_value_low_potential")
+    cheap = (quadrant == "low_value_low_potential") & np.isin(band, ["medium", "high"]) & worth
+    if let_go and not settings.actions.rules:
+        action[cheap] = f"{let_go}: automated reminder only"
+    scores["recommended_action"] = action
+    contacts = features if features is not None else pd.DataFrame(index=scores.index)
+    scores["channel"] = choose_channels(
+        contacts, quadrant=quadrant, band=band, action=action, settings=settings
+    )
+    scores["note"] = coherence_notes(scores, contacts, settings)
 
 
 def rank_at_risk(
-    scores: pd.DataFrame,
-    *,
-    top: int,
-    min_value: float | None = None,
-    segment: str | None = None,
-    risk_band: str | None = None,
+    scores: pd.DataFrame, *, top: int, filters: AtRiskFilters | None = None
 ) -> pd.DataFrame:
     """The at-risk list: filter, then the ``top`` rows by value at risk (highest first).
 
@@ -336,20 +342,16 @@ def rank_at_risk(
         (highest first), the order is kept without sorting again.
     top
         Rows kept after filtering.
-    min_value
-        Keep customers whose ``ltv_if_retained`` (worth if kept) is at least this.
-    segment
-        Keep customers whose RFM segment, ABC class, lifecycle stage or value x potential key
-        (:data:`SEGMENT_COLUMNS`) equals it.
-    risk_band
-        Keep customers of this churn risk band.
+    filters
+        What the list keeps (:class:`serving.atrisk.AtRiskFilters`; default: medium and high
+        risk).
 
     Returns
     -------
     pandas.DataFrame
         At most ``top`` rows of ``scores``, ranked; ties keep the input order.
     """
-    kept = scores[at_risk_mask(scores, min_value=min_value, segment=segment, risk_band=risk_band)]
+    kept = scores[filter_mask(scores, filters if filters is not None else AtRiskFilters())]
     if not kept["value_at_risk"].is_monotonic_decreasing:
         kept = kept.sort_values("value_at_risk", ascending=False, kind="stable")
     return kept.head(top)

@@ -614,6 +614,12 @@ class Retentio:
         min_value: float | None = None,
         segment: str | None = None,
         risk_band: RiskBand | None = None,
+        min_risk: RiskBand | None = "medium",
+        rfm_segment: str | None = None,
+        abc_class: str | None = None,
+        lifecycle_stage: str | None = None,
+        value_potential: str | None = None,
+        action: str | None = None,
         page: int = 1,
         page_size: int | None = None,
     ) -> AtRiskResponse:
@@ -629,6 +635,10 @@ class Retentio:
             Keep one RFM segment, ABC class, lifecycle stage or value x potential key.
         risk_band
             Keep one risk band.
+        min_risk
+            Lowest risk band kept (default medium).
+        rfm_segment, abc_class, lifecycle_stage, value_potential, action
+            Keep one value of that column (unknown values: 400 listing the valid ones).
         page, page_size
             1-based page and its size (default ``serving.at_risk_page_size``).
 
@@ -646,6 +656,12 @@ class Retentio:
                 risk_band=risk_band,
                 page=page,
                 page_size=page_size,
+                min_risk=min_risk,
+                rfm_segment=rfm_segment,
+                abc_class=abc_class,
+                lifecycle_stage=lifecycle_stage,
+                value_potential=value_potential,
+                action=action,
             ),
         )
 

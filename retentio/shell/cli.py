@@ -694,6 +694,21 @@ def at_risk(
     min_value: Annotated[
         float | None, typer.Option(help="Only customers worth at least this if retained.")
     ] = None,
+    min_risk: Annotated[
+        str, typer.Option(help="Lowest risk band kept: low (all), medium (default) or high.")
+    ] = "medium",
+    risk_band: Annotated[str | None, typer.Option(help="Only this risk band.")] = None,
+    segment: Annotated[
+        str | None,
+        typer.Option(help="Only this RFM segment, ABC class, lifecycle stage or quadrant."),
+    ] = None,
+    rfm_segment: Annotated[str | None, typer.Option(help="Only this RFM segment.")] = None,
+    abc_class: Annotated[str | None, typer.Option(help="Only this ABC class (A, B, C).")] = None,
+    lifecycle_stage: Annotated[str | None, typer.Option(help="Only this lifecycle stage.")] = None,
+    value_potential: Annotated[
+        str | None, typer.Option(help="Only this value x potential quadrant.")
+    ] = None,
+    action: Annotated[str | None, typer.Option(help="Only this recommended action.")] = None,
     cutoff: CutoffOpt = None,
     out_file: Annotated[
         Path | None,
@@ -704,24 +719,51 @@ def at_risk(
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """The ranked list of at-risk customers by value at risk, with reasons and an action."""
+    """The ranked list of at-risk customers by value at risk, with reasons and an action.
+
+    Writes the full CSV (every column) and a people's CSV beside it (readable headers, rounded,
+    currency, with a glossary). The filters are those of ``POST /at_risk`` and the pages.
+    """
     _setup_logging(verbose)
     settings = _settings(config, _engine_options(engine, scheduler))
+    from retentio.serving.atrisk import AtRiskFilters
+
+    filters = _run(
+        lambda: AtRiskFilters(
+            min_risk=min_risk,
+            risk_band=risk_band,
+            segment=segment,
+            rfm_segment=rfm_segment,
+            abc_class=abc_class,
+            lifecycle_stage=lifecycle_stage,
+            value_potential=value_potential,
+            action=action,
+            min_value=min_value,
+        )
+    )
     if settings.engine.kind == "dask":
         from retentio.shell.dask_jobs import at_risk_dask
 
         with progress_steps(7, "at-risk list (dask)") as step:
             frame = _run(
                 lambda: at_risk_dask(
-                    settings, _dataset_path(settings, data), top=top, min_value=min_value,
+                    settings, _dataset_path(settings, data), top=top, filters=filters,
                     cutoff=cutoff, progress=step,
                 )
             )  # fmt: skip
     else:
-        frame = _at_risk_local(settings, data, top=top, min_value=min_value, cutoff=cutoff)
+        frame = _at_risk_local(settings, data, top=top, filters=filters, cutoff=cutoff)
     if out_file is None:
         out_file = Path(settings.paths.artifacts) / "at_risk.csv"
     _write_frame(frame, out_file)
+    from retentio.serving.export import people_frame, write_people_csv
+
+    currency = settings.data.currency
+    people = people_frame(
+        frame, currency=currency, horizon_days=settings.labels.next_purchase_horizon_days
+    )
+    people_file = out_file.with_name(f"{out_file.stem}_people.csv")
+    glossary = write_people_csv(people, people_file, currency=currency)
     table = Table(title=f"top {min(len(frame), 10)} of {len(frame)} at-risk customers")
     for col in ("customer", "churn p", "value at risk", "action", "reasons"):
         table.add_column(col, overflow="fold")
@@ -734,11 +776,12 @@ def at_risk(
             str(row["reasons"]),
         )
     out.print(table)
-    out.print(f"-> {out_file}")
+    out.print(f"-> {out_file} (every column)")
+    out.print(f"-> {people_file} (for people; the columns explained in {glossary.name})")
 
 
 def _at_risk_local(
-    settings: Settings, data: str | None, *, top: int, min_value: float | None, cutoff: str | None
+    settings: Settings, data: str | None, *, top: int, filters: Any, cutoff: str | None
 ) -> Any:
     """The at-risk list from the persisted population when it is valid, else scored (and
     persisted) now; says which."""
@@ -753,7 +796,7 @@ def _at_risk_local(
     path, why = _run(lambda: persisted_population(settings, fingerprint=fingerprint, cutoff=cutoff))
     if path is not None:
         logger.info("reading the persisted scores %s", path)
-        return _run(lambda: at_risk_from_population(path, settings, top=top, min_value=min_value))
+        return _run(lambda: at_risk_from_population(path, settings, top=top, filters=filters))
     logger.info("%s: scoring now (the scores are persisted for the next call)", why)
     tables = _load(settings, data)
     t = _cutoff(tables, cutoff)
@@ -765,7 +808,7 @@ def _at_risk_local(
                 settings,
                 cutoff=t,
                 top=top,
-                min_value=min_value,
+                filters=filters,
                 source=source,
                 progress=step,
             )

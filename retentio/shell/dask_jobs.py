@@ -84,6 +84,9 @@ class ScoredDataset:
     features: DistributedFeatures
 
 
+_CONTACT_COLUMNS = ("rel_email_open_rate", "rel_email_click_rate")
+
+
 def _score_part(path: str, models: dict, settings: Settings, high_value: float) -> pd.DataFrame:
     features = pd.read_parquet(path)
     # the potential threshold needs every partition's predictions: set in a second pass
@@ -91,6 +94,8 @@ def _score_part(path: str, models: dict, settings: Settings, high_value: float) 
         models, features, settings, thresholds={"high_value": high_value, "high_potential": 0.0}
     )
     scores["_past_value"] = features["total_revenue"].to_numpy()
+    for col in _CONTACT_COLUMNS:  # the channel's inputs, for the second pass
+        scores[f"_{col}"] = features[col].to_numpy() if col in features else np.nan
     return scores
 
 
@@ -98,7 +103,8 @@ def _finish_part(
     scores: pd.DataFrame, path: str, *, limits: dict[str, float], settings: Settings
 ) -> int:
     past = scores.pop("_past_value")
-    assign_actions(scores, past, limits, settings)
+    contacts = pd.DataFrame({col: scores.pop(f"_{col}") for col in _CONTACT_COLUMNS})
+    assign_actions(scores, past, limits, settings, features=contacts)
     scores.to_parquet(path, index=False)
     return len(scores)
 
@@ -160,10 +166,11 @@ def score_dask(
             scored = client.map(
                 _score_part, files, models=models_f, settings=settings, high_value=high_value
             )
-            ltv = client.gather(client.map(_column, scored, column="predicted_ltv"))
-            limits = {
+            kept = client.gather(client.map(_column, scored, column="ltv_if_retained"))
+            limits = {  # as serving.scoring.score_thresholds over the whole population
                 "high_value": high_value,
-                "high_potential": _quantile(ltv, acts.high_potential_quantile),
+                "high_potential": _quantile(kept, acts.high_potential_quantile),
+                "median_if_retained": _quantile(kept, 0.5),
             }
             step("value x potential and actions")
             names = [str(tmp / Path(f).name) for f in files]
@@ -198,14 +205,14 @@ def _top_part(
     features_path: str,
     *,
     top: int,
-    min_value: float | None,
+    filters: Any,
     models: dict,
 ) -> pd.DataFrame:
-    from retentio.serving.reasons import top_reasons  # the shell may use serving's phrasing
+    from retentio.serving.atrisk import filter_mask  # the shell may use serving's rules
+    from retentio.serving.reasons import top_reasons
 
     scores = pd.read_parquet(scores_path)
-    if min_value is not None:
-        scores = scores[scores["ltv_if_retained"] >= min_value]
+    scores = scores[filter_mask(scores, filters)]
     best = scores.nlargest(top, "value_at_risk", keep="first")
     if best.empty:
         return best.assign(reasons=pd.Series(dtype=object))
@@ -220,17 +227,23 @@ def at_risk_dask(
     data: Path,
     *,
     top: int,
-    min_value: float | None = None,
+    filters: Any = None,
     cutoff: Any = None,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """The ``top`` customers by value at risk over the whole partitioned dataset, with reasons.
 
+    ``filters`` (:class:`serving.atrisk.AtRiskFilters`, default: medium and high risk) are the
+    rule of every at-risk list, applied in each partition.
+
     Scores the dataset (:func:`score_dask`), then takes each partition's best ``top`` rows and
     the best ``top`` of those (ties by customer id, as the local list).
     """
+    from retentio.serving.atrisk import AtRiskFilters
+
     if top < 1:
         raise RetentioError("--top must be at least 1")
+    filters = filters if filters is not None else AtRiskFilters()
     step = progress or (lambda _: None)
     with client_for(settings) as client:
         scored = score_dask(settings, data, cutoff=cutoff, client=client, progress=progress)
@@ -242,7 +255,7 @@ def at_risk_dask(
         parts = client.gather(
             client.map(
                 _top_part, [str(f) for f in score_files], [str(f) for f in feature_files],
-                top=top, min_value=min_value, models=models_f,
+                top=top, filters=filters, models=models_f,
             )
         )  # fmt: skip
     ranked = pd.concat([p for p in parts if len(p)], ignore_index=True) if parts else None

@@ -5,7 +5,8 @@ What is erased, under ``paths.artifacts``:
 - the online store (features and raw history, every table with a ``customer_id``);
 - every table file with a ``customer_id`` column (Parquet, CSV, Arrow/Feather), which covers
   the offline feature snapshots, scores and at-risk lists written by ``score``/``at-risk``,
-  the cycle's prediction snapshots and any persisted scored population: a new kind of
+  the cycle's prediction snapshots and any persisted scored population (and the people's
+  at-risk CSV, whose id column is ``Customer``): a new kind of
   customer-level file is covered by :func:`erase_from_table_files` if it is one of these
   formats, otherwise add it there;
 - every JSON-lines file (the prediction log with its rotated files, the events received by
@@ -73,6 +74,10 @@ def _write_ipc(table: pa.Table, path: Path) -> None:
         writer.write_table(table)
 
 
+PEOPLE_ID = "Customer"
+"""The id column of the people's at-risk CSV (its readable header)."""
+
+
 def _columns(path: Path) -> list[str]:
     suffix = path.suffix
     if suffix == ".parquet":
@@ -93,7 +98,13 @@ def erase_from_table_files(artifacts: Path, customer_ids: set[str]) -> dict[str,
     """
     removed: dict[str, int] = {}
     for path in sorted(p for p in artifacts.rglob("*") if p.suffix in TABLE_SUFFIXES):
-        if not path.is_file() or ENTITY not in _columns(path):
+        if not path.is_file():
+            continue
+        columns = _columns(path)
+        id_column = ENTITY if ENTITY in columns else None
+        if id_column is None and path.suffix == ".csv" and PEOPLE_ID in columns:
+            id_column = PEOPLE_ID  # the people's at-risk CSV (serving.export)
+        if id_column is None:
             continue
         if path.suffix in (".arrow", ".feather"):  # Arrow IPC: keep the schema's metadata
             table = feather.read_table(path, memory_map=False)
@@ -109,8 +120,8 @@ def erase_from_table_files(artifacts: Path, customer_ids: set[str]) -> dict[str,
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, dtype={ENTITY: str}, keep_default_na=False, na_values=[""])
-        hit = frame[ENTITY].astype(str).isin(customer_ids).to_numpy()
+            frame = pd.read_csv(path, dtype={id_column: str}, keep_default_na=False, na_values=[""])
+        hit = frame[id_column].astype(str).isin(customer_ids).to_numpy()
         if not hit.any():
             continue
         kept = frame[~hit]

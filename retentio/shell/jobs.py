@@ -315,13 +315,16 @@ def at_risk_from_population(
     settings: Settings,
     *,
     top: int,
-    min_value: float | None = None,
+    filters: Any = None,
     models: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """The top customers by value at risk of a persisted population, with their top reasons.
+    """The top customers by value at risk of a persisted population kept by ``filters``, with
+    their top reasons.
 
-    Reasons not precomputed are computed for the returned rows only (the churn champion is
-    loaded when needed and ``models`` does not hold it).
+    ``filters`` is a :class:`serving.atrisk.AtRiskFilters` (default: medium and high risk), the
+    rule ``POST /at_risk`` and the pages apply. Reasons not precomputed are computed for the
+    returned rows only (the churn champion is loaded when needed and ``models`` does not hold
+    it).
     """
     import numpy as np
 
@@ -331,7 +334,7 @@ def at_risk_from_population(
         raise RetentioError("--top must be at least 1")
     pop = PersistedPopulation(path)
     try:
-        positions = pop.ranked(min_value=min_value)[:top].astype(np.int64)
+        positions = pop.ranked(filters)[:top].astype(np.int64)
         frame = pop.frame(positions)
         reasons = pop.stored_reasons(positions) if len(positions) else []
         missing = [i for i, r in enumerate(reasons) if r is None]
@@ -357,17 +360,17 @@ def at_risk_job(
     *,
     cutoff: Any,
     top: int,
-    min_value: float | None = None,
+    filters: Any = None,
     source: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Score (and persist) the population at ``cutoff``, then its top customers by value at risk
-    with their top reasons."""
+    kept by ``filters`` (:func:`at_risk_from_population`) with their top reasons."""
     if top < 1:
         raise RetentioError("--top must be at least 1")
     job = score_job(tables, settings, cutoff=cutoff, source=source, progress=progress)
     if progress is not None:
         progress("ranking and reasons")
     return at_risk_from_population(
-        job.population, settings, top=top, min_value=min_value, models=job.models
+        job.population, settings, top=top, filters=filters, models=job.models
     )

@@ -59,8 +59,15 @@ def test_pipeline_end_to_end(tmp_path: Path, empty_store: Path) -> None:
     assert len(at_risk) == 25
     assert at_risk["value_at_risk"].is_monotonic_decreasing
     assert at_risk["reasons"].str.len().gt(0).all()
-    top = scores.sort_values("value_at_risk", ascending=False, kind="stable").head(25)
+    assert set(at_risk["risk_band"]) <= {"medium", "high"}  # the default risk floor
+    floor = scores[scores["risk_band"].isin(["medium", "high"])]
+    assert len(floor) > 25  # else the list would be shorter than --top
+    top = floor.sort_values("value_at_risk", ascending=False, kind="stable").head(25)
     assert list(at_risk["customer_id"]) == list(top["customer_id"])
+    people = pd.read_csv(tmp_path / "at_risk_people.csv")
+    assert len(people) == 25 and "Why at risk" in people.columns
+    assert list(people["Customer"].astype(str)) == list(at_risk["customer_id"].astype(str))
+    assert (tmp_path / "at_risk_people_glossary.csv").exists()
 
     (data / "transactions.csv").touch()  # the data changed: the persisted scores are stale
     again = _ok(["at-risk", "--top", "25", "--out", str(at_risk_path), *c])

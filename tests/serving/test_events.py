@@ -314,7 +314,7 @@ def test_new_customers_from_events_are_listed_and_at_risk_logs_only_its_page(
     n_store = len(world.base)
     scorer.add_events("NEW-1", transactions=[{"timestamp": "2025-06-30T18:00:00", "amount": 9.0}])
     for sc in (scorer, s.restart()):
-        listed = sc.at_risk(top=10_000, page_size=10_000)
+        listed = sc.at_risk(top=10_000, page_size=10_000, min_risk="low")
         ids = [r["customer_id"] for r in listed["items"]]
         assert listed["total"] == n_store + 1 == len(ids) == len(set(ids))
         assert "NEW-1" in ids
@@ -466,7 +466,7 @@ def _check(scorer: Scorer, expected: Expected, store_ids: dict[str, str]) -> Non
     batch = [ids[-1], *ids, ids[0], ids[-1]]
     status, rows = _status(lambda: scorer.score(batch))
     assert status == 200 and [r["customer_id"] for r in rows] == batch
-    status, listed = _status(lambda: scorer.at_risk(top=10_000, page_size=10))
+    status, listed = _status(lambda: scorer.at_risk(top=10_000, page_size=10, min_risk="low"))
     assert status == 200 and listed["total"] == len(expected.world.base) + len(
         [c for c in ids if c not in set(expected.world.base[ENTITY])]
     )

@@ -21,6 +21,7 @@ from retentio.features.build import build_features
 from retentio.features.schema import ENTITY
 from retentio.features.store import OnlineStore, write_offline, write_online
 from retentio.features.synth import generate_crm
+from retentio.serving.atrisk import AtRiskFilters
 from retentio.serving.population import (
     PersistedPopulation,
     ReasonExplainer,
@@ -31,7 +32,7 @@ from retentio.serving.population import (
     write_population,
 )
 from retentio.serving.scorer import Scorer
-from retentio.serving.scoring import SCORE_COLUMNS, score_all
+from retentio.serving.scoring import SCORE_COLUMNS, rank_at_risk, score_all
 from retentio.training.pipeline import train_all
 from tests.training import LGBM
 
@@ -116,6 +117,18 @@ def test_population_file_holds_every_score_ranked_and_looks_ids_up(
     band = pop.ranked(risk_band="high")
     assert len(band) == int((expected["risk_band"] == "high").sum())
     assert set(pop.frame(band)["risk_band"]) == {"high"}
+    median = float(expected["ltv_if_retained"].median())
+    for filters in (
+        AtRiskFilters(),
+        AtRiskFilters(min_risk="low", min_value=median),
+        AtRiskFilters(segment="A"),
+        AtRiskFilters(min_risk="high", value_potential="high_value_high_potential"),
+    ):  # the persisted list keeps exactly the rows of the frame's rule
+        kept = pop.frame(pop.ranked(filters))
+        same = rank_at_risk(expected.reset_index(), top=len(expected), filters=filters)
+        assert sorted(kept[ENTITY]) == sorted(same[ENTITY])
+        assert np.all(np.diff(kept["value_at_risk"].to_numpy()) <= 0)
+    assert len(pop.ranked()) < len(pop.ranked(min_risk="low")) == len(pop)
     every = pop.frame(np.arange(len(pop))).set_index(ENTITY).loc[expected.index]
     pd.testing.assert_frame_equal(every, expected[every.columns], check_dtype=False)
 

@@ -168,6 +168,14 @@ def test_at_risk_is_ranked_filtered_and_paged(world: World) -> None:
         assert all(r["risk_band"] == "high" for r in high["items"])
         rich = scorer.at_risk(top=10_000, min_value=100.0, page_size=10_000)
         assert all(r["ltv_if_retained"] >= 100.0 for r in rich["items"])
+        floor = scorer.at_risk(top=10_000, page_size=10_000)
+        everyone = scorer.at_risk(top=10_000, page_size=10_000, min_risk="low")
+        assert {r["risk_band"] for r in floor["items"]} <= {"medium", "high"}
+        assert floor["total"] < everyone["total"]
+        with pytest.raises(ContractError, match="segment 'vip' is not one of"):
+            scorer.at_risk(segment="vip")
+        with pytest.raises(ContractError, match="unknown at-risk filter"):
+            scorer.at_risk(segmnet="A")
     finally:
         scorer.close()
 

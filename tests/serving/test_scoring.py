@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from retentio.serving.atrisk import AtRiskFilters
 from retentio.serving.scoring import rank_at_risk
+
+ALL = AtRiskFilters(min_risk="low")
 
 
 def _scores() -> pd.DataFrame:
@@ -24,19 +27,29 @@ def _scores() -> pd.DataFrame:
 
 
 def test_ranks_by_value_at_risk_ties_in_input_order_nan_last() -> None:
-    ranked = rank_at_risk(_scores(), top=10)
+    ranked = rank_at_risk(_scores(), top=10, filters=ALL)
     assert ranked["customer_id"].tolist() == ["b", "d", "c", "a", "e"]
     assert rank_at_risk(_scores(), top=2)["customer_id"].tolist() == ["b", "d"]
 
 
+def test_the_default_list_leaves_low_risk_out() -> None:
+    assert rank_at_risk(_scores(), top=10)["customer_id"].tolist() == ["b", "d", "c"]
+
+
 def test_filters_apply_before_the_top() -> None:
     scores = _scores()
-    assert rank_at_risk(scores, top=2, min_value=70)["customer_id"].tolist() == ["d", "c"]
-    assert rank_at_risk(scores, top=5, risk_band="high")["customer_id"].tolist() == ["b", "d"]
-    assert rank_at_risk(scores, top=5, segment="at_risk")["customer_id"].tolist() == ["b", "c"]
-    assert rank_at_risk(scores, top=5, segment="A")["customer_id"].tolist() == ["c", "a"]
+
+    def top(n: int, **kw: object) -> list[str]:
+        filters = AtRiskFilters(**{"min_risk": "low", **kw})  # type: ignore[arg-type]
+        return rank_at_risk(scores, top=n, filters=filters)["customer_id"].tolist()
+
+    assert top(2, min_value=70) == ["d", "c"]
+    assert top(5, risk_band="high") == ["b", "d"]
+    assert top(5, segment="at_risk") == ["b", "c"]
+    assert top(5, segment="A") == ["c", "a"]
+    assert top(5, segment="A", min_risk="medium") == ["c"]
 
 
 def test_a_ranked_table_keeps_its_order() -> None:
     table = _scores().set_index("customer_id").loc[["d", "b", "c", "a"]]
-    assert rank_at_risk(table, top=3).index.tolist() == ["d", "b", "c"]
+    assert rank_at_risk(table, top=3, filters=ALL).index.tolist() == ["d", "b", "c"]

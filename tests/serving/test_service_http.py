@@ -178,6 +178,36 @@ def test_at_risk_is_ranked_filtered_and_paged(http: httpx.Client) -> None:
     assert seg["items"] and all(r["segments"]["lifecycle_stage"] == segment for r in seg["items"])
 
 
+def test_at_risk_floor_filters_and_unknown_values(http: httpx.Client) -> None:
+    default = http.post("/at_risk", json={"top": 5000, "page_size": 5000}).json()
+    assert default["items"] and {r["risk_band"] for r in default["items"]} <= {"medium", "high"}
+    everyone = http.post("/at_risk", json={"top": 5000, "min_risk": "low"}).json()
+    assert everyone["total"] > default["total"]
+    row = default["items"][0]
+    assert row["channel"] in {"email", "SMS", "phone", "none"}
+    for key in ("rfm_segment", "abc_class", "lifecycle_stage", "value_potential"):
+        value = row["segments"][key]
+        kept = http.post("/at_risk", json={key: value, "page_size": 5000}).json()
+        assert kept["items"] and all(r["segments"][key] == value for r in kept["items"]), key
+    action = row["recommended_action"]
+    kept = http.post("/at_risk", json={"action": action, "page_size": 5000}).json()
+    assert kept["items"] and all(r["recommended_action"] == action for r in kept["items"])
+    body = _assert_error(http.post("/at_risk", json={"segment": "vip"}), 400)
+    assert (
+        "'vip'" in body["detail"] and "champions" in body["detail"] and "A, B, C" in body["detail"]
+    )
+
+
+def test_inline_features_missing_most_columns_are_refused_or_named(http: httpx.Client) -> None:
+    body = _assert_error(http.post("/score", json={"features": {"frequency": 2}}), 400)
+    assert "recency_days" in body["detail"] and "monetary_value" in body["detail"]
+    core = {"recency_days": 40, "T_days": 400, "frequency": 3, "n_orders": 4, "monetary_value": 50}
+    resp = http.post("/score", json={"features": core})
+    assert resp.status_code == 200, resp.text
+    (warning,) = resp.json()["warnings"]
+    assert "features not given" in warning and "att_nps_last" in warning
+
+
 def test_events_change_the_next_score(
     http: httpx.Client, store_rows: pd.DataFrame, serving_setup: Setup
 ) -> None:
@@ -263,6 +293,7 @@ def test_bad_bodies_are_400_with_the_reason(
     resp = http.post(path, content=body, headers={"Content-Type": "application/json"})
     err = _assert_error(resp, 400)
     assert why in str(err["detail"]), err
+    assert "IODescriptor" not in resp.text  # no internal class named to a client
 
 
 def test_oversized_batch_wrong_media_type_and_future_events(
@@ -364,8 +395,10 @@ def test_late_events_retries_and_batches_over_http(
         assert [r["customer_id"] for r in resp.json()["items"]] == ids
     new = {"customer_id": "NEW-HTTP", "transactions": [{"timestamp": f"{later}", "amount": 9}]}
     assert http.post("/events", json=new).status_code == 200
-    listed = http.post("/at_risk", json={"top": 100_000, "page_size": 1}).json()
-    assert listed["total"] == len(store_rows) + 1
+    everyone = {"top": 100_000, "page_size": 1, "min_risk": "low"}  # no risk floor
+    resp = http.post("/at_risk", json=everyone)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["total"] == len(store_rows) + 1
     old = {"customer_id": b, "interactions": [{"timestamp": "1066-10-14", "type": "visit"}]}
     detail = _assert_error(http.post("/events", json=old), 400)["detail"]
     assert "out of range" in detail and "event_max_age_days" in detail

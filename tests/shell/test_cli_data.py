@@ -173,3 +173,17 @@ def test_synth_cohort_days_option(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     signup = pd.to_datetime(pd.read_csv(out / "customers.csv")["signup_date"])
     assert signup.max() < pd.Timestamp("2024-07-21")
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--segment", "vip"], "champions"),
+        (["--min-risk", "severe"], "low, medium, high"),
+        (["--abc-class", "Z"], "A, B, C"),
+    ],
+)
+def test_at_risk_refuses_unknown_filter_values(tmp_path: Path, args: list[str], named: str):
+    result = runner.invoke(app, ["at-risk", "--data", str(tmp_path), *args])
+    assert result.exit_code == 2, result.output
+    assert "is not one of" in result.output and named in result.output

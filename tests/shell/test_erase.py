@@ -16,6 +16,7 @@ from retentio.errors import CustomerNotFoundError
 from retentio.features.privacy import drop_erased, hash_id, id_hash_key
 from retentio.features.store import OnlineStore, build_feature_store, read_offline
 from retentio.features.synth import generate_crm
+from retentio.serving.export import people_frame, write_people_csv
 from retentio.serving.prediction_log import PredictionLog, read_prediction_log
 from retentio.shell.cli import app
 from retentio.shell.erase import erase_customers
@@ -43,6 +44,10 @@ def artifacts(tmp_path: Path) -> tuple[Path, Path, object, list[str]]:
     ids = frame["customer_id"].astype(str).tolist()
     gone = _distinct_ids(ids, 2)
     frame[["customer_id"]].assign(churn_probability=0.5).to_csv(root / "scores.csv", index=False)
+    people = people_frame(frame[["customer_id"]].assign(churn_probability=0.5,
+                          expected_next_purchase_date=None, as_of="2024-12-31"),
+                          currency="EUR", horizon_days=90)  # fmt: skip
+    write_people_csv(people, root / "at_risk_people.csv", currency="EUR")
     population = pa.Table.from_pandas(
         frame[["customer_id"]].assign(churn_probability=0.5), preserve_index=False
     ).replace_schema_metadata({b"retentio": b'{"feature_date": "2024-12-31"}'})
@@ -76,6 +81,7 @@ def test_erase_removes_the_customer_everywhere_and_keeps_no_id(
     assert result.removed["online.sqlite: features"] == 2
     assert result.removed["online.sqlite: transactions"] > 0
     assert result.removed["scores.csv"] == 2
+    assert result.removed["at_risk_people.csv"] == 2  # the people's CSV: its Customer column
     assert result.removed["population/population_x.arrow"] == 2
     kept = pa.ipc.open_file(str(root / "population" / "population_x.arrow")).read_all()
     assert kept.num_rows == len(frame_ids(root)) and kept.schema.metadata[b"retentio"]

@@ -126,6 +126,16 @@ def test_score_all_columns_and_value_at_risk(result, tables, settings) -> None:
         "high_value_high_potential"
     )
     assert (scores.loc[high, "recommended_action"] == "retain: personal outreach").all()
+    # actions agree with the numbers: potential is the value if retained, so nobody worth at
+    # least the median if retained is let go with no spend, and the top customer by value at
+    # risk is never maintained at low cost
+    worth = scores["ltv_if_retained"] >= scores["ltv_if_retained"].median()
+    assert not scores.loc[worth, "recommended_action"].str.contains("no spend").any()
+    top = scores.sort_values("value_at_risk", ascending=False).iloc[0]
+    assert not top["recommended_action"].startswith("maintain at low cost")
+    assert set(scores["channel"]) <= {"email", "SMS", "phone", "none"}
+    none = scores["recommended_action"].str.contains("no spend")
+    assert (scores.loc[none, "channel"] == "none").all()
 
 
 def test_recommend_actions_mapping_and_rules() -> None:
