@@ -60,6 +60,8 @@ def test_sigterm_to_retentio_serve_stops_every_process_and_frees_the_port(
     retentio = Path(sys.executable).with_name("retentio")
     cmd = [str(retentio), "serve", "--config", str(serving_setup.config), "--port", str(port)]
     log = (tmp_path / "serve.log").open("wb")
+    # servers already running (the session's fixture) are not this test's to kill
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     cli = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -133,7 +135,7 @@ def test_sigterm_to_retentio_serve_stops_every_process_and_frees_the_port(
         if cli.poll() is None:
             cli.kill()
         for p in psutil.Process().children(recursive=True):
-            if p.pid != os.getpid() and "bentoml" in " ".join(p.cmdline()):
+            if p.pid not in before and "bentoml" in " ".join(p.cmdline()):
                 p.kill()
 
 
