@@ -71,7 +71,7 @@ def _summary_line(summary: dict) -> str:
     return " | ".join(parts)
 
 
-def _churn_calibration(result) -> dict:
+def _churn_calibration(result, settings) -> dict:
     """Paired bootstrap of Brier and log loss, churn model vs best baseline (active rows)."""
     from retentio.training.metrics import paired_bootstrap
     from retentio.training.pipeline import N_BOOT, prediction_column
@@ -85,7 +85,7 @@ def _churn_calibration(result) -> dict:
     p_a, p_b = (
         frame[prediction_column("churn", n, "churn_probability")].to_numpy(float) for n in (a, b)
     )
-    seed = result.models["churn"].settings.training.random_state
+    seed = settings.training.random_state
     out = {}
     for metric in ("brier", "log_loss"):
         out[metric] = paired_bootstrap(y, p_a, p_b, metric, n_boot=N_BOOT, seed=seed)
@@ -110,7 +110,7 @@ def run_one(tables, settings, cutoff: str | None) -> dict:
         "metrics": result.metrics,
         "bootstrap": {t: {k: v for k, v in b.items()} for t, b in result.bootstrap.items()},
         "train_seconds": round(seconds, 1),
-        "churn_calibration": _churn_calibration(result),
+        "churn_calibration": _churn_calibration(result, settings),
     }
     for task, cands in result.metrics.items():
         print(f"\n{task} (served: {result.served.get(task)})")
