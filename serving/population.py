@@ -67,6 +67,7 @@ __all__ = [
     "BuildCounts",
     "BuiltPopulation",
     "build_population",
+    "filter_population",
     "find_population",
     "id_keys",
     "latest_meta",
@@ -252,6 +253,7 @@ def build_population(
     feature_date: Any,
     source: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    thresholds: Mapping[str, float] | None = None,
 ) -> BuiltPopulation:
     """Score every customer of ``features`` and lay the result out as a population table.
 
@@ -272,6 +274,10 @@ def build_population(
         ``built_at`` or the data folder's fingerprint).
     progress
         Called with a short description before each step.
+    thresholds
+        The value x potential thresholds to score with (default: those of ``features``
+        themselves). The service passes those of the store's population at the store date, so
+        a population built at a later scoring date judges customers as the store date did.
 
     Returns
     -------
@@ -283,8 +289,10 @@ def build_population(
         raise ContractError("the population must hold one row per customer; ids repeat")
     # the btyd_* columns once, shared by score_all and the reason inputs (as score_all would)
     features = _with_shared_btyd(models, features.reset_index(drop=True))
-    scored = score_all(models, features, settings, progress=progress)
-    thresholds = score_thresholds(features, scored, settings)
+    limits = dict(thresholds) if thresholds is not None else None
+    scored = score_all(models, features, settings, progress=progress, thresholds=limits)
+    if limits is None:
+        limits = score_thresholds(features, scored, settings)
     step("population: order and reason inputs")
     ids = features[ENTITY].astype(str).to_numpy(dtype=object)
     keys = id_keys(ids)
@@ -292,7 +300,7 @@ def build_population(
     scores = scored.iloc[order].reset_index(drop=True)
     keys = keys[order]
     var = scores["value_at_risk"].to_numpy(dtype=float)
-    rank = np.lexsort((np.arange(len(var)), -np.nan_to_num(var, nan=-np.inf))).astype(np.int32)
+    rank = _ranks(var)
     explainer = ReasonExplainer.from_model(models.get("churn"))
     arrays = {col: _encode(scores[col]) for col in SCORE_COLUMNS}
     arrays[ENTITY] = pa.array(scores[ENTITY].astype(str).to_numpy(dtype=object), pa.string())
@@ -318,13 +326,35 @@ def build_population(
         feature_set_version=FEATURE_SET_VERSION,
         n_customers=len(scores),
         n_reasons_precomputed=n_reasons,
-        thresholds=thresholds,
+        thresholds=limits,
         source=dict(source or {}),
     )
     table = pa.table(arrays)
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta, default=str).encode()})
     counts = BuildCounts(rows_scored=len(scores), reasons_computed=n_reasons)
     return BuiltPopulation(table, scored, counts)
+
+
+def _ranks(var: np.ndarray) -> np.ndarray:
+    """Row positions by value at risk, highest first (NaN last, ties by position)."""
+    return np.lexsort((np.arange(len(var)), -np.nan_to_num(var, nan=-np.inf))).astype(np.int32)
+
+
+def filter_population(table: pa.Table, keep: pa.Array | np.ndarray) -> pa.Table:
+    """A population table without some rows (``keep`` false), still valid to serve.
+
+    The rows stay sorted by key; ``_rank`` (positions) and the row count are recomputed.
+    """
+    kept = table.filter(keep)
+    var = kept.column("value_at_risk").to_numpy()
+    index = kept.column_names.index("_rank")
+    kept = kept.set_column(index, "_rank", pa.array(_ranks(var), pa.int32()))
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    if raw is not None:
+        meta = json.loads(raw)
+        meta["n_customers"] = kept.num_rows
+        kept = kept.replace_schema_metadata({META_KEY: json.dumps(meta, default=str).encode()})
+    return kept
 
 
 def _encode(values: pd.Series) -> pa.Array:

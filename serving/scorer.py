@@ -18,6 +18,18 @@ How a score is made
    a batch, whoever else sent events), and the churn model's contributions become the top
    reasons.
 
+The scored population
+---------------------
+The store's customers are not scored at start: the scorer reads the persisted scored
+population (:mod:`serving.population`, written by ``retentio score``, ``retentio cycle`` or an
+earlier start) of its champions' versions at the scoring date, memory-mapped, so several
+workers share one copy. Only when there is none (other versions, another date, or written
+before the online store was built) does it score the store's population itself, write the
+file (one worker builds it under a file lock, the others then read it) and say so in the log.
+A request for a store customer is then a lookup in that file; the top reasons of rows the
+file does not hold precomputed are computed for the rows returned (one-row TreeSHAP).
+:attr:`Scorer.counts` counts the work done (rows scored, reasons computed, files read).
+
 Live customers
 --------------
 Events received through :meth:`Scorer.add_events` (see :mod:`serving.live`: checks, keys, the
@@ -27,16 +39,16 @@ a customer with events is a lookup like any other, and new customers from events
 list. At start, the ledger is replayed: the live rows saved at the last stop (or by the reload
 thread; ``artifacts/live_rows.parquet``, valid only for exactly the same events, store, date
 and features config) are read back, otherwise all live customers are rebuilt in one vectorised
-build; their rows are scored with the population.
+build; their rows are then scored with the population's models.
 
 State and reloads
 -----------------
 Everything a request reads hangs off one reference, swapped whole: the store's state (the
 store, its population, the live customers) and, inside it, one immutable view (the models
-bundle with the population's scores, plus the scores of customers whose events arrived after
-the bundle was made). A reload (new champions, a rebuilt store, a new scoring date) builds the
-new state or bundle completely off the request path, then swaps the reference, so a request
-sees the old one or the new one, never a mix. A replaced store is closed once no call holds it.
+bundle with the persisted population's scores, plus the scores of the live customers). A
+reload (new champions, a rebuilt store, a new scoring date) builds the new state or bundle
+completely off the request path, then swaps the reference, so a request sees the old one or
+the new one, never a mix. A replaced store is closed once no call holds it.
 While the scoring date has moved past the bundle's date (until the reload thread catches up),
 requests recompute their customers from their rows at the new date: both paths give the same
 numbers (tests compare them).
@@ -61,6 +73,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from retentio.configs.settings import Settings
 from retentio.errors import ContractError, CustomerNotFoundError, RetentioError
@@ -81,9 +94,19 @@ from retentio.serving.live import (
     in_store_history,
     stored_duplicates,
 )
+from retentio.serving.population import (
+    PersistedPopulation,
+    ReasonExplainer,
+    build_population,
+    find_population,
+    latest_meta,
+    population_dir,
+    population_lock,
+    write_population,
+)
 from retentio.serving.prediction_log import PredictionLog, features_hash
 from retentio.serving.reasons import phrase_reasons, top_features, top_reasons
-from retentio.serving.scoring import score_all, score_thresholds
+from retentio.serving.scoring import SCORE_COLUMNS, score_all, score_thresholds
 from retentio.training.task_model import TaskModel
 from retentio.training.tasks import TASKS
 
@@ -221,7 +244,7 @@ class Population:
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """Champion models and the population's scores at one scoring date.
+    """Champion models and the persisted scored population of the store at one scoring date.
 
     Replaced whole on reload (new champions, a rebuilt store, a new scoring date): a request
     takes one reference and sees one consistent set.
@@ -230,13 +253,27 @@ class ModelBundle:
     models: dict[str, TaskModel]
     versions: dict[str, str]
     date: pd.Timestamp
-    thresholds: dict[str, float]  # of the store's population at ``date``
-    table: pd.DataFrame  # scores of every customer (store and live), index customer_id
-    ranked: pd.Index  # customer ids by value at risk, highest first
-    ranked_table: pd.DataFrame  # ``table`` in that order (what the at-risk filters read)
-    values: dict[str, np.ndarray]  # feature and btyd_* values by table position, for reasons
-    reason_positions: np.ndarray  # (n, k) positions into reason_names, -1 = none
-    reason_names: list[str]
+    thresholds: dict[str, float]  # of the store's population at the store date
+    population: PersistedPopulation  # every store customer scored at ``date``
+    explainer: ReasonExplainer | None  # the churn model's reasons on demand; None: no reasons
+    info: dict[str, dict[str, Any]]  # :func:`model_info`, the same for every answer
+
+    def ids(self, positions: np.ndarray) -> list[str]:
+        """Customer ids at population ``positions``."""
+        column = self.population.column(ENTITY)
+        return [str(c) for c in column.take(pa.array(positions, pa.int64())).to_pylist()]
+
+
+@dataclass
+class ScoringCounts:
+    """Work done since the scorer started (what a restart with persisted scores skips)."""
+
+    rows_scored: int = 0  # store customers batch-scored to build a population
+    reasons_computed: int = 0  # rows whose TreeSHAP reasons were computed
+    populations_read: int = 0  # persisted populations served without scoring
+    populations_built: int = 0  # populations scored and written by this scorer
+    live_scored: int = 0  # live customers' rows scored
+    live_rows_built: int = 0  # live customers' rows built from their history and events
 
 
 @dataclass(frozen=True)
@@ -254,7 +291,7 @@ class Settled:
 
     scores: Mapping[str, LiveScore]
     table: pd.DataFrame  # their score rows, index customer_id
-    stale: np.ndarray  # their positions in the bundle's ranked_table (superseded rows)
+    stale: np.ndarray  # their positions in the bundle's population (superseded rows)
 
     @classmethod
     def gather(cls, bundle: ModelBundle, scores: Mapping[str, LiveScore]) -> Settled:
@@ -262,8 +299,8 @@ class Settled:
             table = pd.DataFrame.from_records([s.record for s in scores.values()])
             table = table.set_index(ENTITY)
         else:
-            table = bundle.table.iloc[:0]
-        pos = bundle.ranked_table.index.get_indexer(list(scores))
+            table = pd.DataFrame(columns=list(SCORE_COLUMNS)).set_index(ENTITY)
+        pos = bundle.population.positions(list(scores))
         return cls(dict(scores), table, pos[pos >= 0])
 
 
@@ -287,14 +324,16 @@ class View:
     def fresh_table(self) -> pd.DataFrame:
         """``fresh`` as a frame indexed by customer id (built once per view, for lists)."""
         if not self.fresh:
-            return self.bundle.table.iloc[:0]
+            return self.settled.table.iloc[:0]
         frame = pd.DataFrame.from_records([s.record for s in self.fresh.values()])
         return frame.set_index(ENTITY)
 
     @cached_property
     def stale(self) -> np.ndarray:
-        """Positions in ``bundle.ranked_table`` superseded by live scores."""
-        pos = self.bundle.ranked_table.index.get_indexer(list(self.fresh))
+        """Positions in ``bundle.population`` superseded by live scores."""
+        if not self.fresh:
+            return self.settled.stale
+        pos = self.bundle.population.positions(list(self.fresh))
         return np.concatenate([self.settled.stale, pos[pos >= 0]])
 
     @cached_property
@@ -348,6 +387,50 @@ class _StoreLease:
             self.store.close()
 
 
+class _Base:
+    """The store's feature rows at the store date, read on first need (not at start).
+
+    A start that finds its persisted population and saved live rows never reads them; events,
+    inline scoring after the date moved, or a population build do, once.
+    """
+
+    def __init__(self, read: Callable[[], pd.DataFrame], abc_window: int) -> None:
+        self._read = read
+        self._abc_window = abc_window
+        self._lock = threading.Lock()
+        self._loaded: tuple[pd.DataFrame, pd.Index, Population] | None = None
+
+    def _get(self) -> tuple[pd.DataFrame, pd.Index, Population]:
+        loaded = self._loaded
+        if loaded is None:
+            with self._lock:
+                if self._loaded is None:
+                    frame = self._read()
+                    index = pd.Index(frame[ENTITY].astype(str))
+                    self._loaded = (
+                        frame,
+                        index,
+                        Population.from_features(frame, self._abc_window),
+                    )
+                loaded = self._loaded
+        return loaded
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The feature rows."""
+        return self._get()[0]
+
+    @property
+    def index(self) -> pd.Index:
+        """Customer ids of :attr:`frame`."""
+        return self._get()[1]
+
+    @property
+    def placement(self) -> Population:
+        """Where a rebuilt row stands in the store's population."""
+        return self._get()[2]
+
+
 @dataclass
 class _State:
     """One online store and everything derived from it; replaced whole when the store is.
@@ -360,9 +443,8 @@ class _State:
     store_mtime: int
     store_date: pd.Timestamp
     built_at: str
-    base: pd.DataFrame  # the store's population at store_date
-    base_index: pd.Index  # customer ids of ``base``
-    population: Population
+    base: _Base  # the store's population at store_date (read on first need)
+    columns: list[str]  # the store's feature columns
     live: dict[str, LiveCustomer]
     rows: dict[str, dict[str, Any]]  # live customers' placed feature rows (own as_of)
     clock: pd.Timestamp  # store date moved on to the latest event's day
@@ -514,6 +596,7 @@ class Scorer:
         self._recent: list[tuple[int, str, list[dict], list[dict]]] = []  # batches in a reload
         self._rebuilding = False
         self._n_received = 0
+        self.counts = ScoringCounts()
         models, versions = loader(settings)
         self._state = self._open_state(store, models, versions)
 
@@ -538,7 +621,8 @@ class Scorer:
 
     @property
     def population(self) -> Population:
-        return self._state.population
+        """Where rebuilt rows stand in the store's population (reads the store's rows once)."""
+        return self._state.base.placement
 
     @property
     def _bundle(self) -> ModelBundle:
@@ -577,19 +661,20 @@ class Scorer:
     def _open_state(
         self, store: OnlineStore, models: dict[str, TaskModel], versions: dict[str, str]
     ) -> _State:
-        """A store's whole state: population, live customers replayed, the scored bundle."""
+        """A store's whole state: live customers replayed, the persisted population, the view."""
         mtime = store.path.stat().st_mtime_ns
         meta = store.meta()
         store_date = as_cutoff(meta["as_of"])
-        base = self._read_population_features(store, store_date)
         state = _State(
             lease=_StoreLease(store),
             store_mtime=mtime,
             store_date=store_date,
             built_at=str(meta.get("built_at", "")),
-            base=base,
-            base_index=pd.Index(base[ENTITY].astype(str)),
-            population=Population.from_features(base, self.settings.features.abc.window_days),
+            base=_Base(
+                lambda: self._read_population_features(store, store_date),
+                self.settings.features.abc.window_days,
+            ),
+            columns=list(store.columns),
             live={},
             rows={},
             clock=store_date,
@@ -599,7 +684,8 @@ class Scorer:
         self._replay(state)
         state.n_batches = seen
         date = self._date_of(state)
-        state.view = View.of(self._prepare(models, versions, state, state.rows, date))
+        bundle = self._prepare(models, versions, state, date)
+        state.view = View.of(bundle, self._score_live(bundle, state.rows, state))
         return state
 
     def _read_population_features(self, store: OnlineStore, date: pd.Timestamp) -> pd.DataFrame:
@@ -612,70 +698,141 @@ class Scorer:
         return frame
 
     def _live_frame(self, state: _State, rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-        """Live customers' rows as a typed frame with the population's columns."""
-        frame = pd.DataFrame.from_records(list(rows), columns=list(state.base.columns))
+        """Live customers' rows as a typed frame with the store's columns."""
+        frame = pd.DataFrame.from_records(list(rows), columns=state.columns)
         return typed_features(frame)
+
+    def _store_thresholds(
+        self, models: dict[str, TaskModel], versions: dict[str, str], state: _State
+    ) -> dict[str, float]:
+        """The value and potential thresholds of the store's population at the store date.
+
+        From the persisted population at the store date when there is one (it holds them),
+        else from the store's population scored now. Kept per versions.
+        """
+        key = tuple(sorted(versions.items()))
+        thresholds = state.thresholds.get(key)
+        if thresholds is not None:
+            return thresholds
+        path = self._find_population(versions, state, state.store_date)
+        if path is not None:
+            thresholds = dict(PersistedPopulation(path).thresholds)
+        else:
+            base = state.base.frame
+            at_store = score_all(models, base, self.settings)
+            self.counts.rows_scored += len(base)
+            thresholds = score_thresholds(base, at_store, self.settings)
+        state.thresholds = {key: thresholds}
+        return thresholds
+
+    def _find_population(
+        self, versions: dict[str, str], state: _State, date: pd.Timestamp
+    ) -> Path | None:
+        """The valid persisted population of ``versions`` at ``date``, or None.
+
+        Valid: the same versions, date and feature set, written after the online store was
+        built (a rebuilt store makes older files stale). At a date after the store date (events
+        moved the clock) only a file scored from this very store is valid: one written by
+        ``retentio score`` at that date holds data the store does not.
+        """
+        built_at = state.built_at
+        at_store_date = date == state.store_date
+
+        def fresh(meta: dict[str, Any]) -> bool:
+            if not at_store_date:
+                return (meta.get("source") or {}).get("store_built_at") == built_at
+            return not built_at or str(meta.get("written_at", "")) >= built_at
+
+        folder = population_dir(self.settings)
+        return find_population(folder, versions=versions, feature_date=date, accept=fresh)
 
     def _prepare(
         self,
         models: dict[str, TaskModel],
         versions: dict[str, str],
         state: _State,
-        rows: Mapping[str, dict[str, Any]],
         date: pd.Timestamp,
     ) -> ModelBundle:
-        """Batch-score the population (live rows replacing theirs) at ``date``.
+        """The bundle at ``date``: the persisted population of these versions at that date when
+        one is valid, else the store's population scored now and persisted.
 
         The value and potential thresholds are those of the store's population at the store
         date, so a customer's score never depends on which other customers sent events, on
-        when the bundle was made, or on a restart.
+        when the bundle was made, or on a restart. Several workers share one build (a file
+        lock: the first builds, the others read its file) and one file (memory-mapped).
         """
-        thresholds = state.thresholds.get(tuple(sorted(versions.items())))
-        if thresholds is None or date == state.store_date:
-            at_store = score_all(models, state.base, self.settings)
-            thresholds = score_thresholds(state.base, at_store, self.settings)
-            state.thresholds = {tuple(sorted(versions.items())): thresholds}
-        base = shift_to(state.base, date)
-        base_scores = (
-            at_store
-            if date == state.store_date
-            else score_all(models, base, self.settings, thresholds=thresholds)
-        )
-        if rows:
-            live = shift_to(self._live_frame(state, rows.values()), date)
-            live_scores = score_all(models, live, self.settings, thresholds=thresholds)
-            keep = ~state.base_index.isin(list(rows))
-            frame = pd.concat([base[keep], live], ignore_index=True)
-            scores = pd.concat([base_scores[keep], live_scores], ignore_index=True)
+        folder = population_dir(self.settings)
+        path = self._find_population(versions, state, date)
+        if path is None:
+            with population_lock(folder):
+                path = self._find_population(versions, state, date)
+                if path is None:
+                    path = self._build_population(models, versions, state, date)
+                else:
+                    self.counts.populations_read += 1
         else:
-            frame, scores = base, base_scores
-        table = scores.set_index(ENTITY)
-        values, positions, names = self._explain(models, frame)
-        order = np.argsort(-table["value_at_risk"].to_numpy(float), kind="stable")
-        order = np.concatenate(  # NaN values at risk last, as sort_values puts them
-            [order[np.isfinite(table["value_at_risk"].to_numpy(float)[order])],
-             order[~np.isfinite(table["value_at_risk"].to_numpy(float)[order])]]
-        )  # fmt: skip
-        ranked_table = table.take(order)
-        logger.info(
-            "scored %d customers (%d with live events) as of %s with %s",
-            len(table),
-            len(rows),
-            date.date(),
-            versions,
-        )
+            self.counts.populations_read += 1
+            logger.info("serving the persisted population %s", path)
+        return self._bundle_of(models, versions, date, PersistedPopulation(path))
+
+    def _bundle_of(
+        self,
+        models: dict[str, TaskModel],
+        versions: dict[str, str],
+        date: pd.Timestamp,
+        population: PersistedPopulation,
+    ) -> ModelBundle:
         return ModelBundle(
             dict(models),
             dict(versions),
             date,
-            thresholds,
-            table,
-            ranked_table.index,
-            ranked_table,
-            values,
-            positions,
-            names,
+            dict(population.thresholds),
+            population,
+            ReasonExplainer.from_model(models.get("churn")),
+            model_info(models, versions, self.settings),
         )
+
+    def _build_population(
+        self,
+        models: dict[str, TaskModel],
+        versions: dict[str, str],
+        state: _State,
+        date: pd.Timestamp,
+    ) -> Path:
+        """Score the store's population at ``date``, write it, count the work; the file."""
+        folder = population_dir(self.settings)
+        have = sorted(
+            f"{meta.get('feature_date')} {meta.get('model_versions')}"
+            for _, meta in latest_meta(folder)
+        )
+        base = state.base.frame
+        logger.warning(
+            "no valid persisted population for versions %s as of %s (found: %s); scoring "
+            "the store's %d customers now (`retentio score` at that date writes one)",
+            versions,
+            date.date(),
+            ", ".join(have) or "none",
+            len(base),
+        )
+        at_store_date = date == state.store_date  # the build computes the thresholds itself
+        thresholds = None if at_store_date else self._store_thresholds(models, versions, state)
+        built = build_population(
+            models,
+            versions,
+            shift_to(base, date),
+            self.settings,
+            feature_date=date,
+            thresholds=thresholds,
+            source={"online_store": str(state.lease.store.path), "store_built_at": state.built_at},
+        )
+        self.counts.rows_scored += built.counts.rows_scored
+        self.counts.reasons_computed += built.counts.reasons_computed
+        self.counts.populations_built += 1
+        path = write_population(built.table, folder)
+        if at_store_date:
+            key = tuple(sorted(versions.items()))
+            state.thresholds = {key: dict(PersistedPopulation(path).thresholds)}
+        return path
 
     def _explain(
         self, models: dict[str, TaskModel], frame: pd.DataFrame
@@ -710,6 +867,7 @@ class Scorer:
         """Live customers scored with ``bundle`` at its date (one vectorised call)."""
         if not rows:
             return {}
+        self.counts.live_scored += len(rows)
         frame = shift_to(self._live_frame(state, rows.values()), bundle.date)
         scores = score_all(bundle.models, frame, self.settings, thresholds=bundle.thresholds)
         values, positions, names = self._explain(bundle.models, frame)
@@ -765,10 +923,12 @@ class Scorer:
         with self._lock:
             rows = dict(state.rows)
             mark = state.n_changes
-        bundle = self._prepare(models, versions, state, rows, date)
+        bundle = self._prepare(models, versions, state, date)
+        scored = self._score_live(bundle, rows, state)
         with self._lock:  # customers changed while preparing: score them with the new bundle
             later = {c: state.rows[c] for c, n in state.changed.items() if n > mark}
-            state.view = View.of(bundle, self._score_live(bundle, later, state))
+            scored.update(self._score_live(bundle, later, state))
+            state.view = View.of(bundle, scored)
 
     def _live_fingerprint(self, state: _State) -> str:
         """What live rows depend on: the store, the date, the features config, every event."""
@@ -817,7 +977,7 @@ class Scorer:
         except (OSError, ValueError) as exc:
             logger.warning("saved live rows unreadable (%s); rebuilding them", exc)
             return None
-        frame = frame.reindex(columns=state.base.columns)
+        frame = frame.reindex(columns=state.columns)
         return {str(rec[ENTITY]): rec for rec in frame.to_dict("records")}
 
     def _settle(self, state: _State) -> None:
@@ -911,8 +1071,8 @@ class Scorer:
         """Place built rows against the population and keep them as the customers' rows."""
         if frame.empty:
             return
-        placed = state.population.place(typed_features(frame))
-        placed = placed.reindex(columns=state.base.columns)
+        placed = state.base.placement.place(typed_features(frame))
+        placed = placed.reindex(columns=state.columns)
         for rec in placed.to_dict("records"):
             cid = str(rec[ENTITY])
             state.rows[cid] = rec
@@ -1041,30 +1201,46 @@ class Scorer:
 
     # -- scoring --------------------------------------------------------------------------------
 
-    def _fast(self, view: View, ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Scores from the view (valid while the bundle's date is the scoring date)."""
+    def _fast(self, view: View, ids: list[str], positions: np.ndarray) -> dict[str, dict[str, Any]]:
+        """Scores from the view (valid while the bundle's date is the scoring date).
+
+        Store customers come from the persisted population at ``positions``, their reasons
+        precomputed or computed for these rows only; live customers from their scores.
+        """
         bundle = view.bundle
+        pop = bundle.population
         out: dict[str, dict[str, Any]] = {}
-        feats: list[Mapping[str, Any]] = []
-        in_table = [c for c in ids if view.live(c) is None]
-        pos = bundle.table.index.get_indexer(in_table)
-        rows = bundle.table.iloc[pos].to_dict("records") if in_table else []
-        for cid, p, rec in zip(in_table, pos, rows, strict=True):
-            view_row = _RowView(bundle.values, int(p))
-            names = [bundle.reason_names[j] for j in bundle.reason_positions[p] if j >= 0]
-            rec[ENTITY] = cid
-            out[cid] = self._record(rec, phrase_reasons(view_row, names), bundle)
-            feats.append(view_row)
+        records: list[dict[str, Any]] = []
+        hashes: list[str] = []
+        stored = [i for i, c in enumerate(ids) if view.live(c) is None]
+        if stored:
+            pos = positions[stored]
+            reasons: list[list[str] | None] = pop.stored_reasons(pos)
+            missing = [i for i, r in enumerate(reasons) if r is None]
+            x = pop.x
+            if missing and bundle.explainer is not None and x is not None:
+                computed = bundle.explainer.reasons(x[pos[missing]])
+                self.counts.reasons_computed += len(missing)
+                for i, why in zip(missing, computed, strict=True):
+                    reasons[i] = why
+            for stored_row, given in zip(pop.rows(pos), reasons, strict=True):
+                rec = self._record(stored_row, given or [], bundle)
+                out[rec["customer_id"]] = rec
+                records.append(rec)
+            # the features hash of a population row is that of the model input it was scored on
+            hashes += [
+                "" if x is None else hashlib.blake2b(x[p].tobytes(), digest_size=8).hexdigest()
+                for p in pos
+            ]
         for cid in ids:
             live = view.live(cid)
             if live is not None:
                 row = _RowView(live.values, 0)
-                out[cid] = self._record(
-                    dict(live.record), phrase_reasons(row, live.reasons), bundle
-                )
-                feats.append(row)
-        order = in_table + [c for c in ids if view.live(c) is not None]
-        self._log(feats, [out[c] for c in order], source="store")
+                rec = self._record(dict(live.record), phrase_reasons(row, live.reasons), bundle)
+                out[cid] = rec
+                records.append(rec)
+                hashes.append(features_hash(dict(row)))
+        self._write_log(records, hashes, "store")
         return out
 
     def _rows(self, state: _State, ids: list[str], date: pd.Timestamp) -> pd.DataFrame:
@@ -1075,7 +1251,7 @@ class Scorer:
         stored = [c for c in ids if c not in live]
         parts = []
         if stored:
-            parts.append(state.base.iloc[state.base_index.get_indexer(stored)])
+            parts.append(state.base.frame.iloc[state.base.index.get_indexer(stored)])
         if live:
             parts.append(self._live_frame(state, live.values()))
         frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
@@ -1130,18 +1306,22 @@ class Scorer:
         rec["note"] = row.get("note") if isinstance(row.get("note"), str) else None
         rec["reasons"] = reasons
         rec["model_versions"] = dict(bundle.versions)
-        rec["model_info"] = model_info(bundle.models, bundle.versions, self.settings)
+        rec["model_info"] = bundle.info
         rec["feature_date"] = as_of.date().isoformat()
         return rec
 
     def _log(self, features: Sequence[Mapping[str, Any]], records: list[dict], source: str) -> None:
+        self._write_log(records, [features_hash(dict(f)) for f in features], source)
+
+    def _write_log(self, records: list[dict], hashes: list[str], source: str) -> None:
+        """One prediction-log line per record (one write for all of them)."""
         now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         self.log.write(
             {
                 "time": now,
                 "source": source,
                 "customer_id": rec["customer_id"],
-                "features_hash": features_hash(dict(f)),
+                "features_hash": digest,
                 "feature_date": rec["feature_date"],
                 "churn_probability": rec["churn_probability"],
                 "predicted_ltv": rec["predicted_ltv"],
@@ -1149,7 +1329,7 @@ class Scorer:
                 "value_at_risk": rec["value_at_risk"],
                 "model_versions": rec["model_versions"],
             }
-            for rec, f in zip(records, features, strict=True)
+            for rec, digest in zip(records, hashes, strict=True)
         )
 
     # -- public API -----------------------------------------------------------------------------
@@ -1169,11 +1349,17 @@ class Scorer:
         state = self._state
         view = state.view
         assert view is not None
-        known = view.bundle.table.index
-        unknown = [c for c in unique if c not in known and view.live(c) is None]
+        positions = view.bundle.population.positions(unique)
+        unknown = [
+            c for c, p in zip(unique, positions, strict=True) if p < 0 and view.live(c) is None
+        ]
         if unknown:
-            with self._lock:  # a live customer whose score waits for the new bundle
+            with self._lock:  # a customer whose events arrived after this view was taken
                 unknown = [c for c in unknown if c not in state.rows]
+                if state.view is not view:
+                    view = state.view
+                    assert view is not None
+                    positions = view.bundle.population.positions(unique)
         if unknown:
             raise CustomerNotFoundError(
                 f"unknown customer id(s): {', '.join(map(repr, unknown[:5]))}"
@@ -1186,7 +1372,7 @@ class Scorer:
             )
             by_id = {r["customer_id"]: r for r in records}
         else:
-            by_id = self._fast(view, unique)
+            by_id = self._fast(view, unique, positions)
         seen: set[str] = set()
         out = []
         for cid in ids:  # a repeated id gets its own copy of the row
@@ -1209,7 +1395,7 @@ class Scorer:
         if not rows:
             raise ContractError("no feature rows given; send at least one")
         state = self._state
-        columns = state.base.columns
+        columns = state.columns
         known = set(columns)
         for i, row in enumerate(rows):
             unknown = sorted(set(row) - known)
@@ -1266,14 +1452,12 @@ class Scorer:
         size = page_size or self.settings.serving.at_risk_page_size
         view = self._state.view
         assert view is not None
-        ranked = view.bundle.ranked_table
-        mask = filter_mask(ranked, wanted)
-        mask[view.stale] = False
-        base_ids = ranked.index[mask][:top]
-        base_var = ranked["value_at_risk"].to_numpy(float)[mask][:top]
-        total = int(mask.sum())
-        ids_parts = [base_ids.to_numpy(dtype=object)]
-        var_parts = [base_var]
+        bundle = view.bundle
+        ranked = bundle.population.ranked(wanted, exclude=view.stale)
+        total = len(ranked)
+        first = ranked[:top]
+        ids_parts = [np.asarray(bundle.ids(first), dtype=object)]
+        var_parts = [bundle.population.values("value_at_risk")[first]]
         for live, keep in ((view.settled.table, view.settled_keep), (view.fresh_table, None)):
             if not len(live):
                 continue

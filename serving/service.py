@@ -499,6 +499,20 @@ class Retentio:
                     f'retentio_model_info{{task="{_label(task)}",version="{_label(version)}",'
                     f'feature_date="{_label(str(scorer.feature_date))}"}} 1'
                 )
+        counts = scorer.counts if scorer is not None else None
+        for name, help_text in (
+            ("rows_scored", "Store customers batch-scored to build a scored population."),
+            ("reasons_computed", "Rows whose top reasons (TreeSHAP) were computed."),
+            ("populations_read", "Persisted scored populations served without scoring."),
+            ("live_scored", "Rows of customers with events scored."),
+        ):
+            metric = f"retentio_{'population_' if name == 'rows_scored' else ''}{name}_total"
+            value = getattr(counts, name) if counts is not None else 0
+            lines += [
+                f"# HELP {metric} {help_text} (this worker, since start)",
+                f"# TYPE {metric} counter",
+                f"{metric} {value}",
+            ]
         lines += [
             "# HELP retentio_model_reloads_total Hot reloads since start.",
             "# TYPE retentio_model_reloads_total counter",

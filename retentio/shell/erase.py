@@ -113,7 +113,12 @@ def erase_from_table_files(artifacts: Path, customer_ids: set[str]) -> dict[str,
             n_hit = pc.sum(hit_arrow).as_py() or 0
             if not n_hit:
                 continue
-            kept_table = table.filter(pc.invert(hit_arrow))
+            if "_rank" in table.column_names:  # a scored population: ranks move with the rows
+                from retentio.serving.population import filter_population
+
+                kept_table = filter_population(table, pc.invert(hit_arrow))
+            else:
+                kept_table = table.filter(pc.invert(hit_arrow))
             _replace_with(path, lambda tmp, t=kept_table: _write_ipc(t, tmp))
             removed[str(path.relative_to(artifacts))] = int(n_hit)
             continue

@@ -179,3 +179,149 @@ def test_stale_populations_are_never_found(
         find_population(folder, versions=VERSIONS, feature_date=date, accept=lambda m: False)
         is None
     )
+
+
+def test_restart_reads_the_persisted_population_without_scoring(
+    tmp_path: Path, tables: Any, models: dict[str, Any], features: pd.DataFrame
+) -> None:
+    settings = _settings(tmp_path)
+    _store(tmp_path, tables, features)
+    first = _scorer(settings, models, VERSIONS)
+    assert first.counts.rows_scored == len(features)
+    assert first.counts.populations_built == 1 and first.counts.populations_read == 0
+    ids = list(features[ENTITY].iloc[::100])
+    before = first.score(ids)
+    listed = first.at_risk(top=20)
+    first.close()
+
+    again = _scorer(settings, models, VERSIONS)  # a restart
+    try:
+        assert again.counts.rows_scored == 0
+        assert again.counts.populations_built == 0 and again.counts.populations_read == 1
+        assert again.counts.reasons_computed == 0
+        assert again._state.base._loaded is None  # the store's rows were not even read
+        after = again.score(ids)
+        assert after == before
+        assert again.at_risk(top=20) == listed
+        # only the asked rows outside the precomputed top had their reasons computed
+        pop = again._bundle.population
+        stored = pop.stored_reasons(pop.positions(ids))
+        assert 0 < again.counts.reasons_computed == sum(r is None for r in stored)
+        # a recomputed row (inline features) matches its persisted lookup
+        row = {k: v for k, v in features.iloc[0].to_dict().items() if not pd.isna(v)}
+        inline = again.score_features([row])[0]
+        looked_up = again.score([str(row[ENTITY])])[0]
+        for key in ("churn_probability", "predicted_ltv", "value_at_risk"):
+            assert inline[key] == pytest.approx(looked_up[key], rel=1e-9)
+        assert inline["expected_next_purchase_date"] == looked_up["expected_next_purchase_date"]
+        assert inline["next_purchase_interval"] == looked_up["next_purchase_interval"]
+        assert inline["reasons"] == looked_up["reasons"]
+        risky = [r for r in after if r["churn_probability"] > 0.5]
+        assert risky and all(1 <= len(r["reasons"]) <= 3 for r in risky)
+    finally:
+        again.close()
+
+
+def test_the_service_serves_what_retentio_score_persisted(
+    tmp_path: Path, tables: Any, models: dict[str, Any], features: pd.DataFrame
+) -> None:
+    settings = _settings(tmp_path)
+    _store(tmp_path, tables, features)
+    date = features["as_of"].iloc[0]
+    built = build_population(models, VERSIONS, features, settings, feature_date=date)
+    write_population(built.table, population_dir(settings))  # what `retentio score` does
+    scorer = _scorer(settings, models, VERSIONS)
+    try:
+        assert scorer.counts.rows_scored == 0 and scorer.counts.populations_read == 1
+        ids = [str(c) for c in features[ENTITY].iloc[:40]]
+        served = {r["customer_id"]: r for r in scorer.score(ids)}
+        batch = built.scores.set_index(ENTITY)
+        for cid in ids:
+            assert served[cid]["churn_probability"] == pytest.approx(
+                batch.loc[cid, "churn_probability"], rel=1e-12
+            )
+            assert served[cid]["value_at_risk"] == pytest.approx(
+                batch.loc[cid, "value_at_risk"], rel=1e-12, nan_ok=True
+            )
+    finally:
+        scorer.close()
+
+
+def test_stale_populations_are_never_served_and_the_fallback_says_so(
+    tmp_path: Path,
+    tables: Any,
+    models: dict[str, Any],
+    features: pd.DataFrame,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = _settings(tmp_path)
+    _store(tmp_path, tables, features)
+    folder = population_dir(settings)
+    date = features["as_of"].iloc[0]
+    first = _scorer(settings, models, VERSIONS)
+    first.close()
+    assert find_population(folder, versions=VERSIONS, feature_date=date) is not None
+
+    # other model versions: scored again, persisted, served with the new versions
+    v2 = {"churn": "2", "next-purchase": "1", "ltv": "1"}
+    with caplog.at_level("WARNING", logger="retentio.serving.scorer"):
+        other = _scorer(settings, models, v2)
+    try:
+        assert other.counts.rows_scored == len(features) and other.counts.populations_read == 0
+        assert "no valid persisted population for versions" in caplog.text
+        row = other.score([str(features[ENTITY].iloc[0])])[0]
+        assert row["model_versions"] == v2
+        assert other._bundle.population.versions == v2
+    finally:
+        other.close()
+    assert find_population(folder, versions=v2, feature_date=date) is not None
+
+    # a store rebuilt after the population was written: its files are stale, scored again
+    _store(tmp_path, tables, features)
+    rebuilt = _scorer(settings, models, VERSIONS)
+    try:
+        assert rebuilt.counts.rows_scored == len(features)
+        assert rebuilt.counts.populations_built == 1
+    finally:
+        rebuilt.close()
+
+
+def test_a_later_scoring_date_is_served_only_from_this_stores_population(
+    tmp_path: Path, tables: Any, models: dict[str, Any], features: pd.DataFrame
+) -> None:
+    settings = _settings(tmp_path)
+    _store(tmp_path, tables, features)
+    date = pd.Timestamp(features["as_of"].iloc[0])
+    later = date + pd.Timedelta(days=3)
+    # a population at the later date scored from other data (as `retentio score` would)
+    elsewhere = build_population(models, VERSIONS, features, settings, feature_date=later)
+    write_population(elsewhere.table, population_dir(settings))
+    first = _scorer(settings, models, VERSIONS)
+    buyer = str(features.loc[features["recency_days"].notna(), ENTITY].iloc[0])
+    first.add_events(buyer, transactions=[{"timestamp": f"{later.date()}T09:00", "amount": 5.0}])
+    assert first.scoring_date() == later
+    assert first.reload_if_changed()  # the bundle of the new date
+    assert first._bundle.date == later
+    own = first._bundle.population
+    assert own.meta["source"]["store_built_at"] == first._state.built_at
+    assert own.path != find_population(  # not the file scored from other data
+        population_dir(settings), versions=VERSIONS, feature_date=later, accept=lambda m: False
+    )
+    assert own.thresholds == first._bundle.thresholds  # the store date's thresholds
+    store_pop = PersistedPopulation(
+        find_population(population_dir(settings), versions=VERSIONS, feature_date=date)  # type: ignore[arg-type]
+    )
+    assert own.thresholds == store_pop.thresholds
+    scored_after_build = first.counts.rows_scored
+    ids = [str(c) for c in features[ENTITY].iloc[:30]] + [buyer]
+    before = first.score(ids)
+    first.close()
+
+    again = _scorer(settings, models, VERSIONS)  # restart: the same events, the same date
+    try:
+        assert again.counts.rows_scored == 0 and again.counts.populations_read == 1
+        assert again._bundle.date == later
+        assert again.score(ids) == before
+    finally:
+        again.close()
+    assert scored_after_build == 2 * len(features)  # at the store date, then at the later date
