@@ -124,7 +124,9 @@ def main() -> None:
     }
     scorer, figures["start_no_events_s"] = start()
     figures["load_at_start_no_events"] = _uptime()
-    buyers = [str(c) for c in scorer._state.base.frame.loc[lambda f: f["recency_days"].notna(), ENTITY]]
+    buyers = [
+        str(c) for c in scorer._state.base.frame.loc[lambda f: f["recency_days"].notna(), ENTITY]
+    ]
     plain = list(rng.choice(buyers, size=min(len(buyers), 2 * args.requests), replace=False))
     figures["score_no_events"] = _ms(_timed(lambda i: scorer.score([plain[i]]), args.requests))
     figures["at_risk_no_events"] = _ms(_timed(lambda i: scorer.at_risk(top=100), 30))
