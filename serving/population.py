@@ -48,7 +48,7 @@ from retentio.errors import ContractError
 from retentio.features.cutoff import as_cutoff
 from retentio.features.schema import ENTITY, FEATURE_SET_VERSION
 from retentio.serving.atrisk import AtRiskFilters, keep_mask
-from retentio.serving.reasons import MIN_CONTRIBUTION, phrase_reasons
+from retentio.serving.reasons import MIN_CONTRIBUTION, Reason, explain, phrase_reasons
 from retentio.serving.scoring import (
     SCORE_COLUMNS,
     _with_shared_btyd,
@@ -219,6 +219,29 @@ class ReasonExplainer:
             )
             for row, pos, keep in zip(x, order, positive, strict=True)
         ]
+
+    def explain(
+        self,
+        row: np.ndarray,
+        *,
+        typical: Mapping[str, float] | None = None,
+        n_reasons: int = 5,
+    ) -> list[Reason]:
+        """One row's risk-raising reasons with the values they quote (the customer card).
+
+        Parameters
+        ----------
+        row
+            One row of the reason matrix (``PersistedPopulation.x``).
+        typical
+            Population medians quoted beside the customer's values.
+        n_reasons
+            At most this many reasons.
+        """
+        contrib = self.contributions(row[None, :])[0]
+        order = np.argsort(-contrib, kind="stable")[: n_reasons * 3]
+        names = [self.columns[j] for j in order if contrib[j] >= MIN_CONTRIBUTION]
+        return explain(_XRow(self, row), names, typical=typical, n_reasons=n_reasons)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ from retentio.serving.population import (
     write_population,
 )
 from retentio.serving.prediction_log import PredictionLog, features_hash
-from retentio.serving.reasons import phrase_reasons, top_features, top_reasons
+from retentio.serving.reasons import Reason, explain, phrase_reasons, top_features, top_reasons
 from retentio.serving.scoring import SCORE_COLUMNS, score_all, score_thresholds
 from retentio.training.task_model import TaskModel
 from retentio.training.tasks import TASKS
@@ -1478,6 +1478,69 @@ class Scorer:
         page_ids = [str(c) for c in ranked_ids[start : start + size]]
         items = self.score(page_ids) if page_ids else []
         return {"total": min(total, top), "page": page, "page_size": size, "items": items}
+
+    def explain(
+        self,
+        customer_id: str,
+        *,
+        typical: Mapping[str, float] | None = None,
+        n_reasons: int = 5,
+    ) -> list[Reason]:
+        """A customer's risk-raising reasons with the values they quote (the customer card).
+
+        Live customers from their live score, store customers from the persisted population's
+        reason inputs; ``[]`` for an unknown customer or a churn model without contributions.
+        """
+        view = self._state.view
+        assert view is not None
+        live = view.live(str(customer_id))
+        if live is not None:
+            row = _RowView(live.values, 0)
+            return explain(row, live.reasons, typical=typical, n_reasons=n_reasons)
+        bundle = view.bundle
+        pos = int(bundle.population.positions([str(customer_id)])[0])
+        x = bundle.population.x
+        if pos < 0 or bundle.explainer is None or x is None:
+            return []
+        return bundle.explainer.explain(x[pos], typical=typical, n_reasons=n_reasons)
+
+    def store_features(self) -> pd.DataFrame:
+        """The store's feature rows at the store date (read on first need; do not modify)."""
+        return self._state.base.frame
+
+    def history(self, customer_id: str) -> dict[str, pd.DataFrame | None]:
+        """The customer's raw rows per table: the store's history plus the events received.
+
+        ``transactions``, ``interactions`` (stored, then those received through
+        :meth:`add_events`) and ``surveys`` (stored), each sorted by ``timestamp``; None where
+        the store has no such table and no event was received.
+        """
+        state = self._state
+        with self._lock:
+            live = state.live.get(str(customer_id))
+        received = {
+            "transactions": list(live.transactions) if live else [],
+            "interactions": list(live.interactions) if live else [],
+        }
+        out: dict[str, pd.DataFrame | None] = {}
+        with state.lease.hold() as store:
+            for name in ("transactions", "interactions", "surveys"):
+                stored = store.events(name, str(customer_id))
+                new = pd.DataFrame(
+                    [{k: v for k, v in e.items() if k != "key"} for e in received.get(name, [])]
+                )
+                parts = [p for p in (stored, new) if p is not None and len(p)]
+                if not parts:
+                    out[name] = stored
+                    continue
+                both = pd.concat(parts, ignore_index=True)
+                if "timestamp" in both:
+                    both["timestamp"] = pd.to_datetime(
+                        both["timestamp"], format="ISO8601", errors="coerce"
+                    )
+                    both = both.sort_values("timestamp", kind="stable")
+                out[name] = both.reset_index(drop=True)
+        return out
 
     def close(self) -> None:
         """Save the live rows, close the prediction log and (once released) the store."""

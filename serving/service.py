@@ -81,6 +81,7 @@ from retentio.serving.schemas import (
     ScoreResult,
     TransactionEvent,
 )
+from retentio.serving.ui import create_app as create_ui_app
 
 if TYPE_CHECKING:
     from retentio.configs.settings import Settings
@@ -93,6 +94,7 @@ __all__ = ["API_KEY_ENV", "CONFIG_ENV", "MAX_BODY_BYTES", "RequestGuard", "Reten
 CONFIG_ENV = "RETENTIO_CONFIG"
 API_KEY_ENV = "RETENTIO_API_KEY"
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+UI_PATH = "/ui"
 MAX_BODY_BYTES = 32 * 2**20  # 10,000 ids or events fit easily; bigger bodies get 413
 
 Scope = MutableMapping[str, Any]
@@ -156,10 +158,14 @@ class ApiKeys:
             self._stamp = stamp
             logger.info("API key file %s: %d key(s)", self._file, len(self._from_file))
 
+    def keys(self) -> list[str]:
+        """The keys accepted now (the pages' sign-in form takes any of them)."""
+        self._refresh()
+        return [*self._fixed, *self._from_file]
+
     def expected(self) -> list[bytes]:
         """The ``Authorization`` header values accepted now."""
-        self._refresh()
-        return [f"Bearer {key}".encode() for key in [*self._fixed, *self._from_file]]
+        return [f"Bearer {key}".encode() for key in self.keys()]
 
     @property
     def required(self) -> bool:
@@ -286,7 +292,7 @@ class RequestGuard:
                     logger.debug("%s %s -> %d %s", scope.get("method", ""), path, code, kind)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] in OPEN_PATHS:
+        if scope["path"] in OPEN_PATHS or _is_ui(scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -314,6 +320,50 @@ class RequestGuard:
                     await _too_large("more than")(scope, _disconnected, send)
                     return
         await self.app(scope, receive, send)
+
+
+def _is_ui(path: str) -> bool:
+    """Pages under ``/ui`` sign in with a form and a session cookie (``serving.ui.auth``)."""
+    return path == UI_PATH or path.startswith(UI_PATH + "/")
+
+
+def _current_service() -> Any:
+    try:
+        return bentoml.get_current_service()
+    except Exception:  # not instantiated yet (BentoMLException): the pages say "loading"
+        return None
+
+
+def _ui_scorer() -> Scorer | None:
+    return getattr(_current_service(), "scorer", None)
+
+
+def _ui_settings() -> Settings:
+    service = _current_service()
+    if service is not None:
+        return service.settings
+    from retentio.configs.settings import load_settings
+
+    return load_settings(os.environ.get(CONFIG_ENV) or None)
+
+
+_UI_KEYS: list[ApiKeys] = []
+
+
+def _ui_keys() -> list[str] | None:
+    """The keys the pages' sign-in takes: the API's (None when the API needs none)."""
+    if not _UI_KEYS:
+        _UI_KEYS.append(configured_api_keys())
+    keys = _UI_KEYS[0]
+    return keys.keys() if keys.required else None
+
+
+def _openapi() -> dict[str, Any]:
+    spec: dict[str, Any] = Retentio.openapi_spec.asdict()  # type: ignore[attr-defined]
+    return spec
+
+
+ui_app = create_ui_app(_ui_scorer, settings=_ui_settings, openapi=_openapi, keys=_ui_keys)
 
 
 async def _disconnected() -> Message:
@@ -420,6 +470,7 @@ def _label(value: str) -> str:
     threads=1,  # the scorer is called from one thread; the reload thread swaps models beside it
     traffic={"timeout": 60},
 )
+@bentoml.asgi_app(ui_app, path=UI_PATH)
 class Retentio:
     """Real-time churn, next-purchase and LTV scores over the online store (see module doc)."""
 

@@ -494,3 +494,49 @@ def test_saved_live_rows_are_used_only_for_the_same_events(
         for cid in (a, b):
             _same(scorer.score([cid])[0], expected.score(cid), pd.Timestamp("2025-07-05"))
     crashed.close()
+
+
+def test_history_joins_the_stored_rows_and_the_events_received(
+    world: World, scorers: Callable[..., Scorers]
+) -> None:
+    s = scorers()
+    scorer = s.current
+    (cid,) = _buyers(world, 1)
+    stored = scorer.history(cid)["transactions"]
+    assert stored is not None and len(stored)
+    scorer.add_events(
+        cid,
+        transactions=[{"timestamp": "2025-06-30T17:00:00", "amount": 12.5, "order_id": "H-1"}],
+        interactions=[{"timestamp": "2025-06-30T17:05:00", "type": "complaint"}],
+    )
+    for restart in (False, True):  # the ledger replayed at start gives the same history
+        sc = s.restart() if restart else scorer
+        history = sc.history(cid)
+        tx = history["transactions"]
+        assert tx is not None and len(tx) == len(stored) + 1
+        assert tx["timestamp"].is_monotonic_increasing
+        last = tx.iloc[-1]
+        assert last["order_id"] == "H-1" and last["amount"] == 12.5
+        inter = history["interactions"]
+        assert inter is not None and "complaint" in set(inter["type"])
+        assert "key" not in tx.columns
+    new = s.current.history("NOBODY-H")
+    assert all(frame is None or frame.empty for frame in new.values())
+
+
+def test_explain_gives_the_reasons_of_score_with_the_values_they_quote(
+    world: World, scorers: Callable[..., Scorers]
+) -> None:
+    scorer = scorers().current
+    items = scorer.at_risk(top=5, page_size=5)["items"]
+    cid = _buyers(world, 1)[0]
+    scorer.add_events(cid, transactions=[{"timestamp": "2025-06-30T16:00:00", "amount": 3.0}])
+    items += scorer.score([cid])  # a live customer: reasons from its live score
+    for rec in items:
+        rows = scorer.explain(rec["customer_id"], n_reasons=3)
+        assert [r["text"] for r in rows] == rec["reasons"], rec["customer_id"]
+        assert all("value" in r and "typical" in r for r in rows)
+    typical = {"recency_days": 1.0}
+    quoted = scorer.explain(items[0]["customer_id"], typical=typical, n_reasons=5)
+    assert len(quoted) >= len(items[0]["reasons"])
+    assert scorer.explain("NOBODY-X") == []
