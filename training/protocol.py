@@ -21,9 +21,14 @@ protocol the history allows (``training.protocol: auto``), or the one the config
     distribution, LTV). Nothing is evaluated.
 
 LTV is special: when ``labels.ltv_horizon_days`` cannot be labelled but a horizon of at least
-``training.min_ltv_label_days`` can, the longest labelable horizon is learned and the served
-model extends it to the asked horizon (see :class:`training.pipeline` and
-``ExtendedLtvModel``); the plan records both horizons.
+``training.min_ltv_label_days`` can, a shorter horizon is learned and the served model extends
+it to the asked horizon (see :class:`training.pipeline` and ``ExtendedLtvModel``); the plan
+records both horizons. Under ``auto`` the learned horizon is the longest that allows a time
+split, when that is at least ``min_ltv_label_days``: its snapshots are newer, so their customers
+are as old as the ones scored (on one year of a closed cohort, a 274-day LTV learned on the one
+labelled snapshot, 90 days after the first purchase, over-predicted the next 365 days by 106 %,
+a 107-day LTV learned out of time by 46 %; BENCHMARKS.md). Otherwise the longest labelable
+horizon is learned under ``customer_split``.
 
 Below ``training.min_repeat_customers`` customers with a repeat purchase BG/NBD cannot be fitted
 and training refuses (:func:`check_btyd_fittable`).
@@ -166,6 +171,32 @@ def customer_split_cutoffs(
     return out[::-1]
 
 
+def _longest_time_split(
+    first: pd.Timestamp, last: pd.Timestamp, settings: Settings, *, upper: int
+) -> int | None:
+    """The longest horizon (at most ``upper`` days) the history allows a time split for."""
+    tr = settings.training
+    span = int((as_cutoff(last) - as_cutoff(first)).days)
+    room = span - MIN_HISTORY_DAYS - (tr.n_snapshots - 2) * tr.step_days
+    guess = min(upper, room // 2 if tr.embargo else room - tr.step_days)
+    for h in range(guess + 1, 0, -1):  # the guess is exact up to a day of rounding
+        try:
+            snapshot_cutoffs(
+                last,
+                horizon_days=h,
+                step_days=tr.step_days,
+                n_snapshots=tr.n_snapshots,
+                first_timestamp=first,
+                embargo=tr.embargo,
+            )
+        except InsufficientDataError:
+            if h < guess - 2 * tr.step_days:  # far below the estimate: none fits
+                return None
+            continue
+        return min(h, upper)
+    return None
+
+
 def _needed(horizon: int) -> int:
     return MIN_HISTORY_DAYS + horizon + 1
 
@@ -231,8 +262,12 @@ def plan_task(
     learned = horizon
     if task == "ltv" and wanted in ("auto", "customer_split"):
         longest = labelable_days(first, last)
-        if longest < horizon and longest >= min(tr.min_ltv_label_days, horizon):
+        shortest = min(tr.min_ltv_label_days, horizon)
+        if longest < horizon and longest >= shortest:
             learned = longest
+            timed = _longest_time_split(first, last, settings, upper=longest)
+            if wanted == "auto" and timed is not None and timed >= shortest:
+                learned = timed  # a shorter horizon, out of time, on older snapshots
 
     if wanted in ("auto", "time_split"):
         cutoffs = time_split(learned)

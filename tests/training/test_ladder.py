@@ -57,19 +57,22 @@ def _drop_after(tables: Tables, customers: set[str], after: pd.Timestamp) -> Tab
 
 def test_twelve_months_with_181_day_horizons_train_all_three_tasks(year_result) -> None:
     result, settings = year_result
-    assert {t: p.protocol for t, p in result.plans.items()} == dict.fromkeys(
-        ("churn", "next-purchase", "ltv"), "customer_split"
-    )
+    assert {t: p.protocol for t, p in result.plans.items()} == {
+        "churn": "customer_split",
+        "next-purchase": "customer_split",
+        "ltv": "time_split",
+    }
     assert set(result.models) == {"churn", "next-purchase", "ltv"}
     churn = result.metrics["churn"]
     assert churn[result.served["churn"]]["auc"] > 0.6  # out of fold, better than a coin
     for task, model in result.models.items():
-        assert model.metadata["protocol"] == "customer_split"
+        assert model.metadata["protocol"] == result.plans[task].protocol
         assert model.metadata["holdout_metrics"] == result.metrics[task][result.served[task]]
-    # LTV: 365 days cannot be labelled in one year; the longest labelable horizon is learned
+    # LTV: 365 days cannot be labelled in one year; the longest horizon with a time split is
+    # learned (90 + 2 x 30 + 2 x 107 = 364 days) and extended
     ltv = result.models["ltv"]
     assert isinstance(ltv, ExtendedLtvModel)
-    assert ltv.metadata["learned_horizon_days"] == 364 - 90
+    assert ltv.metadata["learned_horizon_days"] == 107
     assert ltv.metadata["ltv_horizon_days"] == 365
 
 
@@ -91,17 +94,22 @@ def _oof_raw(evaluated: FoldEnsemble, rows: pd.DataFrame, settings) -> tuple[np.
     return np.concatenate(raws, axis=0), np.concatenate(order)
 
 
-def test_customer_split_serves_a_refit_on_every_labelled_row(year_result) -> None:
+def test_customer_split_serves_a_refit_on_every_labelled_row(year_result, year) -> None:
     """The served model is refitted on all labelled rows (not the mean of the fold models);
     its trees grow the folds' median count and its calibration step is fitted out of fold."""
     result, settings = year_result
     frame = result.eval_frame
+    # LTV under customer_split: forced (on one year auto learns it out of time, above)
+    forced = load_settings(
+        training={**BASE, "protocol": "customer_split"}, labels={"ltv_horizon_days": 181}
+    )
+    ltv_result = train_all(year, forced, tasks=["ltv"])
     for task, output in (("churn", "churn_probability"), ("ltv", "predicted_ltv")):
+        if task == "ltv":
+            result, frame = ltv_result, ltv_result.eval_frame
         name = result.served[task]
         rows = frame[frame[prediction_column(task, name, output)].notna()].reset_index(drop=True)
         served, evaluated = result.models[task], result.candidates[task][name]
-        if task == "ltv":  # extended beyond the labelled horizon: compare the learned models
-            served, evaluated = served.base, evaluated.base
         assert isinstance(evaluated, FoldEnsemble) and not isinstance(served, FoldEnsemble)
         assert served.metadata["refit"] is True and served.metadata["refit_rows"] == len(rows)
         iterations = served.metadata["iterations"]
@@ -200,17 +208,18 @@ def test_extended_ltv_grows_with_the_horizon(year_result, year) -> None:
     ltv = result.models["ltv"]
     features = build_features(year, END, settings.features)
     totals = []
-    for horizon in (274, 365, 540, 730):
+    learned = ltv.learned_days
+    for horizon in (learned, 365, 540, 730):
         longer = load_settings(training=BASE, labels={"ltv_horizon_days": horizon})
         model = ExtendedLtvModel(
-            ltv.base, learned_days=274, params=ModelParams.from_settings(longer)
+            ltv.base, learned_days=learned, params=ModelParams.from_settings(longer)
         )
         totals.append(model.predict_frame(features)["predicted_ltv"].to_numpy())
     for short, long in zip(totals, totals[1:], strict=False):
         assert (long >= short - 1e-9).all() and long.sum() > short.sum()
     np.testing.assert_allclose(totals[0], ltv.base.predict_frame(features)["predicted_ltv"])
-    factor = extension_factor(ltv.btyd, features, learned_days=274, horizon_days=365)
-    assert (factor >= 1).all() and factor.max() < 365 / 274 * 1.5
+    factor = extension_factor(ltv.btyd, features, learned_days=learned, horizon_days=365)
+    assert (factor >= 1).all() and factor.max() < 365 / learned * 1.5
 
 
 def test_closed_cohort_is_not_over_predicted_as_it_ages() -> None:

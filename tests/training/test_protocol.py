@@ -35,7 +35,7 @@ def test_defaults_need_880_days_for_a_time_split_of_the_365_day_ltv() -> None:
     assert steps == [30] * 3
 
 
-def test_one_year_with_181_day_horizons_is_a_customer_split_with_an_extended_ltv() -> None:
+def test_one_year_with_181_day_horizons_is_a_customer_split_with_an_out_of_time_extended_ltv():
     for task in ("churn", "next-purchase"):
         plan = _plan(task, 365, churn_horizon_days=181, next_purchase_horizon_days=181)
         assert plan.protocol == "customer_split", plan
@@ -43,10 +43,20 @@ def test_one_year_with_181_day_horizons_is_a_customer_split_with_an_extended_ltv
         # the newest cutoff's window ends on the last day; 90 days of history before the oldest
         assert plan.cutoffs[-1] == FIRST + pd.Timedelta(days=364 - 181)
         assert (plan.cutoffs[0] - FIRST).days >= 90
+    # LTV: 365 days cannot be labelled; the longest horizon with a time split is learned
+    # (90 + 2 x 30 + 2 x 107 = 364 days) and extended
     ltv = _plan("ltv", 365)
-    assert ltv.protocol == "customer_split" and ltv.extended
-    assert ltv.horizon_days == 365 and ltv.learned_horizon_days == 364 - 90
-    assert "extended to 365 days" in ltv.describe()
+    assert ltv.protocol == "time_split" and ltv.extended
+    assert ltv.horizon_days == 365 and ltv.learned_horizon_days == 107
+    assert "learned 107-day LTV, extended to 365 days" in ltv.describe()
+    assert (ltv.cutoffs[-1] - ltv.cutoffs[-2]).days >= 107  # the embargo of the learned horizon
+    # a shorter history has no time split of min_ltv_label_days (90): the longest labelable
+    # horizon is learned out of fold instead
+    short = _plan("ltv", 300)
+    assert short.protocol == "customer_split" and short.learned_horizon_days == 299 - 90
+    # forced customer_split keeps the longest labelable horizon
+    forced = _plan("ltv", 365, protocol="customer_split")
+    assert forced.protocol == "customer_split" and forced.learned_horizon_days == 364 - 90
 
 
 def test_150_days_is_btyd_only_and_says_what_is_missing() -> None:
@@ -69,11 +79,7 @@ def test_forced_protocols_refuse_clearly_or_step_down_only_when_auto() -> None:
     assert _plan("churn", 1000, protocol="btyd_only").protocol == "btyd_only"
     assert _plan("churn", 1000, protocol="customer_split").protocol == "customer_split"
     tags = _plan("ltv", 365).as_tags()
-    assert tags == {
-        "protocol": "customer_split",
-        "horizon_days": "365",
-        "learned_horizon_days": "274",
-    }
+    assert tags == {"protocol": "time_split", "horizon_days": "365", "learned_horizon_days": "107"}
 
 
 def test_customer_split_cutoffs_keep_the_minimum_history() -> None:
