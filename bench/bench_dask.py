@@ -1,4 +1,4 @@
-"""The Dask engine at scale: partitioned synth, features, batch scoring, at-risk top-k.
+"""The Dask engine at scale: partitioned synth, features, batch scoring, at-risk top-k, training.
 
 Each stage runs as its own ``retentio`` command (a fresh process, as a user runs it) while a
 sampler records the peak RSS of every process of the tree (the CLI, the LocalCluster's
@@ -7,6 +7,11 @@ trained project), at a smaller size. With ``--local`` the same stages run on the
 on a folder of the same data, for the Dask overhead ratio.
 
     python bench/bench_dask.py --customers 1000000 --partitions 16 --config path/config.yaml
+
+With ``--train`` the stages are training instead (``retentio train`` on each engine, the
+served candidates' evaluation metrics read back from the MLflow run):
+
+    python bench/bench_dask.py --train --customers 200000 --config path/config.yaml --local
 
 Prints one JSON line per stage and appends them to ``bench/out/dask.jsonl``.
 """
@@ -67,7 +72,9 @@ def run_stage(name: str, args: list[str]) -> dict:
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed ({proc.returncode}):\n{output.decode()[-3000:]}")
+    text = output.decode(errors="replace")
     return {
+        "output": text,
         "stage": name,
         "seconds": round(seconds, 1),
         "peak_rss_largest_process_gb": round(peak_process / 1e9, 2),
@@ -82,7 +89,10 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--config", type=Path, required=True, help="a trained project's config")
     parser.add_argument("--local", action="store_true", help="also the local engine")
+    parser.add_argument("--train", action="store_true", help="training stages instead")
     ns = parser.parse_args()
+    if ns.train:
+        return train_stages(ns)
     OUT.mkdir(parents=True, exist_ok=True)
     ds = OUT / f"dask_{ns.customers}"
     engine = ["--engine", "dask", "--config", str(ns.config)]
@@ -109,8 +119,53 @@ def main() -> None:
         ]  # fmt: skip
     for name, args in stages:
         figures = {"customers": ns.customers, "partitions": ns.partitions, **run_stage(name, args)}
+        figures.pop("output")
         du = subprocess.run(["du", "-sb", str(OUT)], capture_output=True, text=True).stdout
         figures["bench_out_gb"] = round(int(du.split()[0]) / 1e9, 2) if du else None
+        print(json.dumps(figures), flush=True)
+        with (OUT / "dask.jsonl").open("a") as fh:
+            fh.write(json.dumps(figures) + "\n")
+
+
+def _served_metrics(config: Path, output: str) -> dict[str, float]:
+    """The served candidates' AUC (churn) and Gini (LTV) of the run ``retentio train`` printed."""
+    import mlflow
+
+    from retentio.configs.settings import load_settings
+
+    run_id = output.split("MLflow run ")[1].split(";")[0].strip()
+    client = mlflow.MlflowClient(load_settings(config).mlflow.tracking_uri)
+    run = client.get_run(run_id)
+    out = {}
+    for task, metric in (("churn", "auc"), ("ltv", "gini")):
+        served = run.data.params.get(f"served.{task}")
+        value = run.data.metrics.get(f"{task}.{served}.{metric}")
+        if value is not None:
+            out[f"{task}_{served}_{metric}"] = round(value, 4)
+    return out
+
+
+def train_stages(ns: argparse.Namespace) -> None:
+    """Synth the same data for both engines, then ``retentio train`` on each."""
+    ds = OUT / f"dask_{ns.customers}"
+    folder = OUT / f"local_{ns.customers}"
+    prep = [
+        ("synth (partitioned)", ["data", "synth", "--customers", str(ns.customers),
+                                 "--partitions", str(ns.partitions), "--out", str(ds)]),
+        ("train (dask)", ["train", "--data", str(ds), "--engine", "dask",
+                          "--config", str(ns.config)]),
+    ]  # fmt: skip
+    if ns.local:
+        prep += [
+            ("partitions -> folder", ["data", "synth", "--customers", str(ns.customers),
+                                      "--format", "parquet", "--out", str(folder)]),
+            ("train (local)", ["train", "--data", str(folder), "--config", str(ns.config)]),
+        ]  # fmt: skip
+    for name, args in prep:
+        figures = {"customers": ns.customers, "partitions": ns.partitions, **run_stage(name, args)}
+        output = figures.pop("output")
+        if name.startswith("train"):
+            figures.update(_served_metrics(ns.config, output))
         print(json.dumps(figures), flush=True)
         with (OUT / "dask.jsonl").open("a") as fh:
             fh.write(json.dumps(figures) + "\n")

@@ -434,6 +434,14 @@ class EngineConfig(_Section):
     )
     workers: int | None = Field(None, gt=0, description="LocalCluster workers; default: cores")
     worker_memory: str = Field("auto", description="LocalCluster memory limit per worker")
+    train_sample_rows: int = Field(
+        500_000,
+        gt=0,
+        description=(
+            "training on dask: customers per snapshot brought to the learners (a seeded sample; "
+            "every customer below this size, so both engines fit the same models)"
+        ),
+    )
 
 
 class Settings(_Section):

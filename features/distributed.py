@@ -50,7 +50,9 @@ __all__ = [
     "DistributedFeatures",
     "build_features_dask",
     "dask_client",
+    "first_timestamp",
     "last_timestamp",
+    "merge_summaries",
     "read_features_dataset",
 ]
 
@@ -122,8 +124,7 @@ class DistributedFeatures:
     files: list[Path]
 
 
-def last_timestamp(dataset: PartitionedDataset, cfg: DataConfig) -> pd.Timestamp:
-    """The newest transaction timestamp of the dataset (through the mapping; DuckDB, streamed)."""
+def _timestamp_extreme(dataset: PartitionedDataset, cfg: DataConfig, fn: str) -> pd.Timestamp:
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -137,10 +138,42 @@ def last_timestamp(dataset: PartitionedDataset, cfg: DataConfig) -> pd.Timestamp
         reader = _reader_sql(files, delimiter=None, full_sample=False)
         select, _ = _plan(con, "transactions", reader, cfg.table_source("transactions"))
         expr = dict(select)["timestamp"]
-        value = (con.execute(f"SELECT max({expr}) FROM {reader}").fetchone() or (None,))[0]
+        value = (con.execute(f"SELECT {fn}({expr}) FROM {reader}").fetchone() or (None,))[0]
     finally:
         con.close()
     return pd.Timestamp(value)
+
+
+def last_timestamp(dataset: PartitionedDataset, cfg: DataConfig) -> pd.Timestamp:
+    """The newest transaction timestamp of the dataset (through the mapping; DuckDB, streamed)."""
+    return _timestamp_extreme(dataset, cfg, "max")
+
+
+def first_timestamp(dataset: PartitionedDataset, cfg: DataConfig) -> pd.Timestamp:
+    """The oldest transaction timestamp of the dataset (through the mapping; DuckDB, streamed)."""
+    return _timestamp_extreme(dataset, cfg, "min")
+
+
+def merge_summaries(
+    summaries: list[tuple[pd.DataFrame, dict, dict]], cfg: FeaturesConfig
+) -> tuple[PopulationStats, dict[str, list[Any]], dict[str, tuple[float, float]]]:
+    """The population's statistics from the partitions' summaries (:func:`_summary`).
+
+    Returns the score statistics, the sorted union of the static categories and the Likert
+    ranges combined by min / max: what :func:`features.build.finish_features` needs to finish
+    one partition as part of the whole population.
+    """
+    stats = population_stats([s[0] for s in summaries], cfg)
+    categories: dict[str, set[Any]] = {}
+    likert: dict[str, tuple[float, float]] = {}
+    for _, cats, ranges in summaries:
+        for col, values in cats.items():
+            categories.setdefault(col, set()).update(values)
+        for col, (lo, hi) in ranges.items():
+            old = likert.get(col, (lo, hi))
+            likert[col] = (min(old[0], lo), max(old[1], hi))
+    merged = {col: sorted(values, key=str) for col, values in categories.items()}
+    return stats, merged, likert
 
 
 def _summary(partial: PartialFeatures, cfg: FeaturesConfig) -> tuple[pd.DataFrame, dict, dict]:
@@ -235,18 +268,9 @@ def build_features_dask(
         summaries = client.gather(client.map(_summary_task, partials, cfg=cfg))
         step("population statistics (quintiles, ABC, medians, categories)")
         present = [s for s in summaries if s is not None]
-        stats = population_stats([s[0] for s in present], cfg) if present else None
-        categories: dict[str, set[Any]] = {}
-        likert: dict[str, tuple[float, float]] = {}
-        for _, cats, ranges in present:
-            for col, values in cats.items():
-                categories.setdefault(col, set()).update(values)
-            for col, (lo, hi) in ranges.items():
-                old = likert.get(col, (lo, hi))
-                likert[col] = (min(old[0], lo), max(old[1], hi))
-        merged = {col: sorted(values, key=str) for col, values in categories.items()}
-        if stats is None:
+        if not present:
             raise RetentioError(f"the dataset at {dataset.root} holds no transactions")
+        stats, merged, likert = merge_summaries(present, cfg)
         stats_f, cats_f, likert_f = client.scatter([stats, merged, likert], broadcast=True)
         step("scores and segments, partition by partition")
         files = [tmp / f"part-{i:05d}.parquet" for i in range(len(dirs))]

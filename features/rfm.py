@@ -259,6 +259,10 @@ def _output_columns(windows: list[int]) -> list[str]:
     return RFM_COLUMNS + extra + NOTE_COLUMNS
 
 
+AMOUNT_DECIMAL = "DECIMAL(18, 4)"
+"""How amounts are summed: exactly, to a ten-thousandth of the currency unit."""
+
+
 def _sql_type(name: str) -> str:
     return "BIGINT" if name in _INT_COLUMNS or name.startswith("n_orders_") else "DOUBLE"
 
@@ -279,7 +283,9 @@ def _query(
     everything else aggregates the much smaller order and purchase-day relations.
     """
     has_qty = "quantity" in columns
-    select_lines = ["cid", '"timestamp" AS ts', "amount"]
+    # amounts as exact decimals: sums do not depend on the order rows arrive in (threads,
+    # partitions), so the same data always give the same features, bit for bit
+    select_lines = ["cid", '"timestamp" AS ts', f"CAST(amount AS {AMOUNT_DECIMAL}) AS amount"]
     if "order_id" in columns:
         select_lines.append("order_id AS oid")
     if has_qty:
@@ -338,7 +344,7 @@ WITH lines AS (
 orders AS (
     SELECT cid,
         MIN(ts) AS ots,
-        COALESCE(SUM(amount), 0)::DOUBLE AS net,
+        COALESCE(SUM(amount), 0) AS net,
         {qty_order} AS qty,
         COUNT(*) FILTER (WHERE amount < 0) AS n_neg,
         SUM(amount) FILTER (WHERE amount > 0) AS pos,

@@ -25,7 +25,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -73,6 +73,8 @@ __all__ = [
     "evaluate_task",
     "prediction_column",
     "train_all",
+    "train_from_source",
+    "with_btyd_columns",
 ]
 
 _FITTERS: dict[str, Callable[..., Mapping[str, TaskModel]]] = {
@@ -116,6 +118,9 @@ class TrainingResult:
     example_frame
         A few feature rows of the newest snapshot built (model input examples, also for tasks
         that have no evaluation frame under ``btyd_only``).
+    sample
+        Snapshot day -> (customers used, customers known) when the snapshots are a sample of
+        the population (the Dask engine); empty when every customer was used.
     """
 
     models: dict[str, TaskModel]
@@ -130,6 +135,7 @@ class TrainingResult:
     candidates: dict[str, dict[str, TaskModel]] = field(default_factory=dict)
     plans: dict[str, TaskPlan] = field(default_factory=dict)
     example_frame: pd.DataFrame | None = None
+    sample: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def prediction_column(task: str, candidate: str, output: str) -> str:
@@ -308,6 +314,28 @@ def _task_settings(settings: Settings, plan: TaskPlan) -> Settings:
     return Settings.model_validate(data)
 
 
+class SnapshotSource(Protocol):
+    """Where the training loop gets its snapshots (the local tables, or a Dask cluster).
+
+    ``features`` and ``btyd`` hold what was built so far, keyed by cutoff; ``first`` and
+    ``last`` are the history's first and last event; ``digest`` identifies the data.
+    """
+
+    features: dict[pd.Timestamp, pd.DataFrame]
+    btyd: dict[pd.Timestamp, Any]
+    first: pd.Timestamp
+    last: pd.Timestamp
+    digest: str
+
+    def check_fittable(self, settings: Settings) -> int: ...
+
+    def features_at(self, cutoff: pd.Timestamp) -> pd.DataFrame: ...
+
+    def btyd_at(self, cutoff: pd.Timestamp, frame: pd.DataFrame) -> Any: ...
+
+    def frame(self, cutoffs: Sequence[pd.Timestamp], settings: Settings) -> pd.DataFrame: ...
+
+
 class _SnapshotCache:
     """Feature frames and per-snapshot BTYD fits shared by tasks with different horizons."""
 
@@ -316,6 +344,13 @@ class _SnapshotCache:
         self.features: dict[pd.Timestamp, pd.DataFrame] = {}
         self.btyd: dict[pd.Timestamp, Any] = {}
         self.frames: dict[tuple[Any, ...], pd.DataFrame] = {}
+        self.first = tables.transactions["timestamp"].min()
+        self.last = tables.transactions["timestamp"].max()
+        step("hashing data")
+        self.digest = data_hash(tables)
+
+    def check_fittable(self, settings: Settings) -> int:
+        return check_btyd_fittable(self.tables.transactions, settings)
 
     def features_at(self, cutoff: pd.Timestamp) -> pd.DataFrame:
         if cutoff not in self.features:
@@ -340,11 +375,15 @@ class _SnapshotCache:
                 part = build_snapshot(
                     self.tables, cutoff, settings, features=self.features_at(cutoff)
                 )
-                btyd = self.btyd_at(cutoff, part)
-                extra = btyd_features(btyd, part, ModelParams.from_settings(settings))
-                parts.append(part.assign(**{c: extra[c].to_numpy() for c in BTYD_COLUMNS}))
+                parts.append(with_btyd_columns(part, self.btyd_at(cutoff, part), settings))
             self.frames[key] = pd.concat(parts, ignore_index=True)
         return self.frames[key]
+
+
+def with_btyd_columns(part: pd.DataFrame, btyd: Any, settings: Settings) -> pd.DataFrame:
+    """One labelled snapshot with the ``btyd_*`` model inputs of its own BTYD fit."""
+    extra = btyd_features(btyd, part, ModelParams.from_settings(settings))
+    return part.assign(**{c: extra[c].to_numpy() for c in BTYD_COLUMNS})
 
 
 @dataclass
@@ -362,7 +401,7 @@ class _TaskFit:
 
 
 def _fit_time_split(
-    task: str, plan: TaskPlan, cache: _SnapshotCache, settings: Settings, tasks: Sequence[str]
+    task: str, plan: TaskPlan, cache: SnapshotSource, settings: Settings, tasks: Sequence[str]
 ) -> _TaskFit:
     cutoffs = list(plan.cutoffs)
     snapshots = cache.frame(cutoffs, settings)
@@ -390,7 +429,7 @@ def _fit_time_split(
 
 
 def _fit_customer_split(
-    task: str, plan: TaskPlan, cache: _SnapshotCache, settings: Settings
+    task: str, plan: TaskPlan, cache: SnapshotSource, settings: Settings
 ) -> _TaskFit:
     cutoffs = list(plan.cutoffs)
     frame = cache.frame(cutoffs, settings)
@@ -492,7 +531,7 @@ def _refit_every_row(
     return refit
 
 
-def _fit_btyd_only(task: str, cache: _SnapshotCache, last: pd.Timestamp, settings: Settings):
+def _fit_btyd_only(task: str, cache: SnapshotSource, last: pd.Timestamp, settings: Settings):
     features = cache.features_at(last)
     btyd = cache.btyd_at(last, features)
     columns = [c for c in RFM_COLUMNS if c in features.columns]
@@ -605,15 +644,37 @@ def train_all(
     if cutoff is not None:
         end = as_cutoff(cutoff)
         tables = history_tables(tables, end)
-        last = end
-    else:
-        last = tables.transactions["timestamp"].max()
-    step("hashing data")
-    digest = data_hash(tables)
-    first = tables.transactions["timestamp"].min()
-    check_btyd_fittable(tables.transactions, settings)
-    tr = settings.training
     cache = _SnapshotCache(tables, settings, step)
+    if cutoff is not None:
+        cache.last = end
+    return train_from_source(cache, settings, tasks=tasks, progress=progress)
+
+
+def train_from_source(
+    cache: SnapshotSource,
+    settings: Settings,
+    *,
+    tasks: Sequence[str] = TASKS,
+    progress: Callable[[str], None] | None = None,
+) -> TrainingResult:
+    """:func:`train_all` on the snapshots of ``cache`` (the local tables or a Dask cluster).
+
+    The plans, the protocol ladder, the candidates, the evaluation and the served models are
+    the same whatever the source; only where the snapshots come from differs.
+    """
+    tasks = list(dict.fromkeys(tasks))
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ConfigError(f"unknown task(s) {unknown or tasks}; use some of {list(TASKS)}")
+
+    def step(text: str) -> None:
+        logger.info("train: %s", text)
+        if progress is not None:
+            progress(text)
+
+    first, last, digest = cache.first, cache.last, cache.digest
+    cache.check_fittable(settings)
+    tr = settings.training
     result = TrainingResult(
         models={},
         metrics={},

@@ -516,6 +516,8 @@ def train(
     promote_now: Annotated[
         bool, typer.Option("--promote", help="Run the promotion gate right after training.")
     ] = False,
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -527,16 +529,33 @@ def train(
             "labels.churn_horizon_days": ("--horizon", horizon),
             "labels.next_purchase_horizon_days": ("--horizon", horizon),
             "labels.ltv_horizon_days": ("--ltv-horizon", ltv_horizon),
+            **_engine_options(engine, scheduler),
         },
     )
     tasks = _tasks(task)
     from retentio.shell.jobs import promote_job, train_job
 
-    tables = _load(settings, data)
-    with progress_steps(None, "train") as step:
-        job = _run(lambda: train_job(tables, settings, tasks=tasks, cutoff=cutoff, progress=step))
+    tables: Any = None
+    if settings.engine.kind == "dask":
+        from retentio.shell.dask_jobs import train_dask_job
+
+        dataset = _dataset_path(settings, data)
+        with progress_steps(None, "train (dask)") as step:
+            job = _run(
+                lambda: train_dask_job(settings, dataset, tasks=tasks, cutoff=cutoff, progress=step)
+            )
+    else:
+        tables = _load(settings, data)
+        with progress_steps(None, "train") as step:
+            job = _run(
+                lambda: train_job(tables, settings, tasks=tasks, cutoff=cutoff, progress=step)
+            )
     for plan in job.result.plans.values():
         out.print(f"protocol {plan.describe()}", highlight=False)
+    if job.result.sample:
+        day = max(job.result.sample)
+        n, total = job.result.sample[day]
+        out.print(f"snapshots sampled on the Dask cluster: {n:,} of {total:,} customers ({day})")
     for table in _metrics_tables(job.result):
         out.print(table)
     for t, boot in job.result.bootstrap.items():

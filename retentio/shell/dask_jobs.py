@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,13 +36,22 @@ from retentio.features.distributed import (
 from retentio.features.partition import read_manifest
 from retentio.features.schema import ENTITY
 from retentio.serving.scoring import assign_actions, score_all
+from retentio.shell.jobs import TrainJob, record_training
 from retentio.training.registry import load_champions
+from retentio.training.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
-__all__ = ["ScoredDataset", "at_risk_dask", "client_for", "features_dask", "score_dask"]
+__all__ = [
+    "ScoredDataset",
+    "at_risk_dask",
+    "client_for",
+    "features_dask",
+    "score_dask",
+    "train_dask_job",
+]
 
 
 def client_for(settings: Settings) -> Any:
@@ -71,6 +80,25 @@ def features_dask(
         return build_features_dask(
             c, dataset, settings.data, settings.features, target, cutoff=cutoff, progress=progress
         )
+
+
+def train_dask_job(
+    settings: Settings,
+    data: Path,
+    *,
+    tasks: Sequence[str] = TASKS,
+    cutoff: Any = None,
+    client: Any = None,
+    progress: Progress | None = None,
+) -> TrainJob:
+    """Train on the partitioned dataset ``data`` (:func:`retentio.shell.dask_train.train_dask`),
+    then report, track and register as the local engine's ``train_job`` does."""
+    from retentio.shell.dask_train import train_dask
+
+    dataset = read_manifest(data)
+    with contextlib.nullcontext(client) if client is not None else client_for(settings) as c:
+        result = train_dask(c, dataset, settings, tasks=tasks, cutoff=cutoff, progress=progress)
+    return record_training(result, settings, dataset.name, tasks=tasks, progress=progress)
 
 
 @dataclass(frozen=True)

@@ -80,16 +80,28 @@ def train_job(
         The data cannot support the horizons (the message says what minimum is missing).
     """
     result = train_all(tables, settings, tasks=tasks, cutoff=cutoff, progress=progress)
+    return record_training(result, settings, tables.name, tasks=tasks, progress=progress)
+
+
+def record_training(
+    result: TrainingResult,
+    settings: Settings,
+    dataset_name: str,
+    *,
+    tasks: Sequence[str] = TASKS,
+    progress: Progress | None = None,
+) -> TrainJob:
+    """Write the HTML report, track the run in MLflow and register ``@candidate`` versions."""
     artifacts = Path(settings.paths.artifacts)
     eval_day = pd.Timestamp(result.eval_cutoff).date().isoformat()
     report = write_report(
         result.eval_frame,
         result.metrics,
-        out_path=artifacts / "reports" / f"training_{tables.name}_{eval_day}.html",
+        out_path=artifacts / "reports" / f"training_{dataset_name}_{eval_day}.html",
         importances=_importances(result),
         bootstrap=result.bootstrap,
         served=result.served,
-        title=f"retentio: {tables.name}, evaluation snapshot {eval_day}",
+        title=f"retentio: {dataset_name}, evaluation snapshot {eval_day}",
         notes=protocol_notes(result),
         next_purchase_horizon_days=settings.labels.next_purchase_horizon_days,
         churn_horizon_days=settings.labels.churn_horizon_days,
@@ -105,10 +117,13 @@ def train_job(
         "training": settings.training.model_dump(),
         "features.windows_days": settings.features.windows_days,
     }
+    if result.sample:  # the Dask engine's snapshots: a sample of each snapshot's customers
+        sample = result.sample.items()
+        params["snapshot_sample"] = {day: f"{n} of {total}" for day, (n, total) in sample}
     run_id = log_training(
         result,
         settings=settings,
-        dataset_name=tables.name,
+        dataset_name=dataset_name,
         params=params,
         artifacts={"report": report},
         tags={f"protocol.{task}": plan.protocol for task, plan in result.plans.items()},
@@ -143,6 +158,13 @@ def protocol_notes(result: TrainingResult) -> dict[str, str]:
         if plan.protocol == "customer_split":
             text += "; drift over time was not measured"
         notes[f"protocol: {task}"] = text
+    if result.sample:
+        day = max(result.sample)
+        n, total = result.sample[day]
+        notes["snapshot sample"] = (
+            f"built on a Dask cluster; the learners and the evaluation used a seeded sample of "
+            f"{n:,} of the {total:,} customers of each snapshot (evaluation snapshot {day})"
+        )
     return notes
 
 

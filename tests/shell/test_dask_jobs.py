@@ -120,3 +120,64 @@ def test_a_killed_worker_is_retried_or_fails_cleanly(trained, tmp_path: Path) ->
         finally:
             killer.join()
         assert not list(tmp_path.glob("feat.tmp-*"))
+
+
+def test_training_on_dask_fits_the_local_engines_models(trained) -> None:
+    from retentio.features.cutoff import as_cutoff
+    from retentio.shell.dask_train import DaskSnapshots, train_dask
+    from retentio.training.pipeline import train_all
+
+    root, settings, dataset = trained
+    tables = load_and_validate(root / "folder", settings.data)
+    local = train_all(tables, settings)
+    with dask_client(None, n_workers=2) as client:
+        dask = train_dask(client, dataset, settings)
+        # below engine.train_sample_rows every customer is used: the same rows, the same models
+        assert all(n == total for n, total in dask.sample.values())
+        assert dask.served == local.served
+        assert {t: p.protocol for t, p in dask.plans.items()} == {
+            t: p.protocol for t, p in local.plans.items()
+        }
+        for task, candidates in local.metrics.items():
+            for name, values in candidates.items():
+                for metric, value in values.items():
+                    assert dask.metrics[task][name][metric] == pytest.approx(
+                        value, rel=1e-9, nan_ok=True
+                    ), (task, name, metric)
+        # above it, a seeded sample of the customers, the same on every run
+        small = settings.model_copy(
+            update={"engine": settings.engine.model_copy(update={"train_sample_rows": 600})}
+        )
+        last = as_cutoff(tables.transactions["timestamp"].max())
+        one = DaskSnapshots(client, dataset, small).features_at(last)
+        two = DaskSnapshots(client, dataset, small).features_at(last)
+    assert 450 < len(one) < 750
+    assert list(one["customer_id"]) == list(two["customer_id"])
+    assert one["customer_id"].is_monotonic_increasing
+
+
+def test_cli_trains_on_the_dask_engine(trained, tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    root, settings, dataset = trained
+    raw = yaml.safe_load((root / "config.yaml").read_text())
+    db = tmp_path / "mlflow.db"  # a private registry: the module's champions stay as they are
+    shutil.copyfile(raw["mlflow"]["tracking_uri"].removeprefix("sqlite:///"), db)
+    raw["mlflow"]["tracking_uri"] = f"sqlite:///{db}"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(
+        app, ["train", "--engine", "dask", "--data", str(dataset.root), "--task", "churn",
+              "--config", str(config)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "snapshots sampled on the Dask cluster: 1,200 of 1,200 customers" in result.output
+    run_id = result.output.split("MLflow run ")[1].split(";")[0].strip()
+    params = MlflowClient(f"sqlite:///{db}").get_run(run_id).data.params
+    assert params["protocol.churn"] == "time_split"
+    sample = {k: v for k, v in params.items() if k.startswith("snapshot_sample.")}
+    assert sample and all(v.split(" of ")[0] == v.split(" of ")[1] for v in sample.values())
+    assert max(sample.values(), key=lambda v: int(v.split()[0])) == "1200 of 1200"

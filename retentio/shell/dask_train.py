@@ -1,0 +1,310 @@
+"""Training on the Dask engine: the snapshots are built partition by partition.
+
+What makes the local engine's training heavy is the stack of labelled snapshots: every
+customer, at every cutoff, with a hundred features (9.5 GB at 1M customers). The learners
+themselves never see more than :data:`training.lgbm.MAX_ROWS_PER_SNAPSHOT` rows per snapshot:
+the fitters subsample. :class:`DaskSnapshots` therefore builds each snapshot on the workers
+with the local engine's functions (per-customer features per partition, the population's
+statistics broadcast, :func:`features.build.finish_features`, then
+:func:`training.snapshots.build_snapshot` for the labels) and brings back to this process a
+seeded Bernoulli sample of ``engine.train_sample_rows`` customers per snapshot (every customer
+when the population is smaller). :func:`training.pipeline.train_from_source` then runs the same
+plans, protocol ladder, candidates, evaluation and served models as the local engine: below the
+sample size both engines train on the same rows, in the same order, and fit the same models.
+
+The evaluation snapshot is the same sample: metrics describe a random sample of the evaluation
+snapshot's customers (the report and the run say how many).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from retentio.configs.settings import DataConfig, FeaturesConfig, Settings
+from retentio.errors import InsufficientDataError
+from retentio.features.attitudinal import likert_ranges
+from retentio.features.build import build_partial_features, finish_features, static_categories
+from retentio.features.cutoff import as_cutoff
+from retentio.features.distributed import (
+    DistributedError,
+    first_timestamp,
+    last_timestamp,
+    merge_summaries,
+)
+from retentio.features.io import load_and_validate
+from retentio.features.partition import PartitionedDataset, partition_config
+from retentio.features.schema import AS_OF, ENTITY, Tables
+from retentio.training.btyd import BtydBaseline
+from retentio.training.pipeline import TrainingResult, train_from_source, with_btyd_columns
+from retentio.training.snapshots import build_snapshot, history_tables
+from retentio.training.tasks import TASKS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DaskSnapshots", "train_dask"]
+
+
+def _tables(part_dir: str, data_cfg: DataConfig) -> Tables | None:
+    folder = Path(part_dir)
+    if not (folder / "transactions").is_dir():
+        return None  # a partition without customers
+    return load_and_validate(folder, partition_config(data_cfg, folder))
+
+
+def _summaries_task(
+    part_dir: str, data_cfg: DataConfig, cfg: FeaturesConfig, cutoffs: list[pd.Timestamp]
+) -> dict[pd.Timestamp, Any]:
+    """Per cutoff: the partition's population summary and its number of customers."""
+    tables = _tables(part_dir, data_cfg)
+    out: dict[pd.Timestamp, Any] = {}
+    if tables is None:
+        return out
+    for cut in cutoffs:
+        partial = build_partial_features(history_tables(tables, cut), cut, cfg)
+        abc_col = f"revenue_{cfg.abc.window_days}d"
+        rfm = partial.rfm
+        buyers = rfm[rfm["recency_days"].notna()]
+        out[cut] = (
+            buyers[["recency_days", "frequency", "total_revenue", abc_col]],
+            static_categories(partial.static),
+            likert_ranges(partial.surveys, cut),
+            len(rfm),
+        )
+    return out
+
+
+def _sample_task(
+    part_dir: str,
+    index: int,
+    *,
+    data_cfg: DataConfig,
+    cfg: FeaturesConfig,
+    context: dict[pd.Timestamp, Any],
+    seed: int,
+) -> dict[pd.Timestamp, pd.DataFrame]:
+    """Per cutoff: the partition's finished features, a seeded sample of its customers."""
+    tables = _tables(part_dir, data_cfg)
+    out: dict[pd.Timestamp, pd.DataFrame] = {}
+    if tables is None:
+        return out
+    for cut, (stats, categories, likert, keep_p) in context.items():
+        partial = build_partial_features(history_tables(tables, cut), cut, cfg)
+        frame = finish_features(partial, cfg, stats=stats, categories=categories, likert=likert)
+        if keep_p < 1.0:
+            rng = np.random.default_rng([seed, index, cut.toordinal()])
+            frame = frame[rng.random(len(frame)) < keep_p].reset_index(drop=True)
+        out[cut] = frame
+    return out
+
+
+def _labels_task(
+    part_dir: str,
+    passes: list[dict[pd.Timestamp, pd.DataFrame]],
+    *,
+    data_cfg: DataConfig,
+    settings: Settings,
+    cutoffs: list[pd.Timestamp],
+) -> list[pd.DataFrame]:
+    """The sampled customers' labelled snapshots of one partition, one frame per cutoff."""
+    tables = _tables(part_dir, data_cfg)
+    if tables is None:
+        return []
+    sampled = {cut: frame for one in passes for cut, frame in one.items()}
+    return [
+        build_snapshot(tables, cut, settings, features=sampled[cut])
+        for cut in cutoffs
+        if cut in sampled and len(sampled[cut])
+    ]
+
+
+def _sorted(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.sort_values(ENTITY, kind="stable").reset_index(drop=True)
+
+
+class DaskSnapshots:
+    """Snapshots of a partitioned dataset, built on a Dask cluster, sampled into this process.
+
+    Implements :class:`training.pipeline.SnapshotSource`.
+
+    Parameters
+    ----------
+    client
+        A ``distributed.Client``.
+    dataset
+        The partitioned dataset.
+    settings
+        Full settings; ``engine.train_sample_rows`` is the sample size per snapshot.
+    cutoff
+        Treat the data as ending on this day; default: the newest transaction's day.
+    step
+        Called with a short description before each distributed pass.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        dataset: PartitionedDataset,
+        settings: Settings,
+        *,
+        cutoff: Any = None,
+        step: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.client, self.dataset, self.settings, self.step = client, dataset, settings, step
+        self.dirs = [str(d) for d in dataset.partition_dirs()]
+        self.features: dict[pd.Timestamp, pd.DataFrame] = {}
+        self.btyd: dict[pd.Timestamp, Any] = {}
+        self.frames: dict[tuple[Any, ...], pd.DataFrame] = {}
+        self.population: dict[pd.Timestamp, int] = {}
+        self._sampled: dict[pd.Timestamp, list[Any]] = {}  # futures: per partition, per cutoff
+        self._repeat: dict[pd.Timestamp, int] = {}
+        newest = last_timestamp(dataset, settings.data)
+        self.last = as_cutoff(cutoff) if cutoff is not None else newest
+        self.first = first_timestamp(dataset, settings.data)
+        self.digest = self._digest()
+
+    def _digest(self) -> str:
+        """Of the manifest and every partition file's name and size (reading 10M customers'
+        rows to hash them would cost as much as the features)."""
+        digest = hashlib.sha256()
+        root = self.dataset.root
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(f"{path.relative_to(root)}\x1f{path.stat().st_size}\n".encode())
+        digest.update(str(self.last).encode())
+        return digest.hexdigest()[:16]
+
+    def check_fittable(self, settings: Settings) -> int:
+        """Customers with a repeat purchase at the last day (BG/NBD's ``frequency > 0``)."""
+        last = as_cutoff(self.last)
+        self._ensure([last])
+        repeat = int(self._repeat[last])
+        need = settings.training.min_repeat_customers
+        if repeat < need:
+            raise InsufficientDataError(
+                f"{repeat} customers made a repeat purchase (on two distinct days), at least "
+                f"training.min_repeat_customers={need} are needed to fit BG/NBD, the weakest "
+                "protocol; provide a longer history or more customers"
+            )
+        return repeat
+
+    def _ensure(self, cutoffs: Sequence[pd.Timestamp]) -> None:
+        """Build the sampled features of the cutoffs not built yet: two passes over the data."""
+        from distributed import KilledWorker
+
+        missing = sorted({as_cutoff(c) for c in cutoffs} - set(self.features))
+        if not missing:
+            return
+        s, c = self.settings, self.client
+        days = ", ".join(str(m.date()) for m in missing)
+        try:
+            self.step(f"population statistics at {days} (Dask)")
+            parts = c.gather(
+                c.map(_summaries_task, self.dirs, data_cfg=s.data, cfg=s.features, cutoffs=missing)
+            )
+            context: dict[pd.Timestamp, Any] = {}
+            for cut in missing:
+                present = [p[cut] for p in parts if cut in p]
+                if not present:
+                    raise InsufficientDataError(f"no customer is known at {cut.date()}")
+                summaries = [(x[0], x[1], x[2]) for x in present]
+                stats, categories, likert = merge_summaries(summaries, s.features)
+                n = int(sum(x[3] for x in present))
+                self.population[cut] = n
+                self._repeat[cut] = int(sum((x[0]["frequency"] > 0).sum() for x in present))
+                keep_p = min(1.0, s.engine.train_sample_rows / n)
+                context[cut] = (stats, categories, likert, keep_p)
+            self.step(f"features of a sample of customers at {days} (Dask)")
+            shared = c.scatter(context, broadcast=True)
+            futures = c.map(
+                _sample_task, self.dirs, range(len(self.dirs)), data_cfg=s.data, cfg=s.features,
+                context=shared, seed=s.training.random_state,
+            )  # fmt: skip
+            sampled = c.gather(futures)
+        except KilledWorker as exc:
+            raise DistributedError(
+                f"a Dask worker died on every retry while computing {exc.task} (out of "
+                "memory?); write more, smaller partitions (`retentio data partition "
+                "--partitions N`) or give the workers more memory"
+            ) from None
+        for cut in missing:
+            self.features[cut] = _sorted([p[cut] for p in sampled if cut in p])
+            self._sampled[cut] = futures  # each partition's sampled frames stay on its worker
+            logger.info(
+                "snapshot %s: %d of %d customers sampled",
+                cut.date(),
+                len(self.features[cut]),
+                self.population[cut],
+            )
+
+    def features_at(self, cutoff: pd.Timestamp) -> pd.DataFrame:
+        self._ensure([cutoff])
+        return self.features[as_cutoff(cutoff)]
+
+    def btyd_at(self, cutoff: pd.Timestamp, frame: pd.DataFrame) -> Any:
+        if cutoff not in self.btyd:
+            seed = self.settings.training.random_state
+            self.btyd[cutoff] = BtydBaseline(random_state=seed).fit(frame)
+        return self.btyd[cutoff]
+
+    def frame(self, cutoffs: Sequence[pd.Timestamp], settings: Settings) -> pd.DataFrame:
+        """The sampled customers' labelled snapshots, stacked (as the local engine's)."""
+        key = (tuple(cutoffs), settings.labels)
+        if key in self.frames:
+            return self.frames[key]
+        cuts = [as_cutoff(x) for x in cutoffs]
+        self._ensure(cuts)
+        c = self.client
+        self.step("labels of the sampled customers (Dask)")
+        futures = []
+        for i, part_dir in enumerate(self.dirs):
+            own = {self._sampled[cut][i].key: self._sampled[cut][i] for cut in cuts}
+            passes = list(own.values())
+            futures.append(
+                c.submit(
+                    _labels_task, part_dir, passes, data_cfg=settings.data, settings=settings,
+                    cutoffs=cuts, pure=False,
+                )
+            )  # fmt: skip
+        labelled = c.gather(futures)
+        parts = []
+        for cut in cuts:
+            part = _sorted([f for frames in labelled for f in frames if f[AS_OF].iloc[0] == cut])
+            parts.append(with_btyd_columns(part, self.btyd_at(cut, part), settings))
+        self.frames[key] = pd.concat(parts, ignore_index=True)
+        return self.frames[key]
+
+
+def train_dask(
+    client: Any,
+    dataset: PartitionedDataset,
+    settings: Settings,
+    *,
+    tasks: Sequence[str] = TASKS,
+    cutoff: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> TrainingResult:
+    """:func:`training.pipeline.train_all` with the snapshots built on a Dask cluster.
+
+    Raises
+    ------
+    DistributedError
+        A worker died on every retry.
+    InsufficientDataError
+        As for the local engine.
+    """
+    source = DaskSnapshots(
+        client, dataset, settings, cutoff=cutoff, step=progress or (lambda _: None)
+    )
+    result = train_from_source(source, settings, tasks=tasks, progress=progress)
+    result.sample = {
+        str(cut.date()): (len(frame), source.population[cut])
+        for cut, frame in sorted(source.features.items())
+    }
+    return result
