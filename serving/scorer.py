@@ -106,7 +106,12 @@ from retentio.serving.population import (
 )
 from retentio.serving.prediction_log import PredictionLog, features_hash
 from retentio.serving.reasons import Reason, explain, phrase_reasons, top_features, top_reasons
-from retentio.serving.scoring import SCORE_COLUMNS, score_all, score_thresholds
+from retentio.serving.scoring import (
+    SCORE_COLUMNS,
+    _with_shared_btyd,
+    score_all,
+    score_thresholds,
+)
 from retentio.training.task_model import TaskModel
 from retentio.training.tasks import TASKS
 
@@ -136,10 +141,13 @@ def typed_features(frame: pd.DataFrame) -> pd.DataFrame:
     """Restore feature dtypes after SQLite or JSON (None -> NaN, numbers -> float)."""
     out = frame.copy()
     for col in out.columns:
+        dtype = out[col].dtype
         if col in _NUMERIC:
-            out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
+            if dtype != np.float64:  # already typed (a built frame): nothing to convert
+                out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
         elif col == AS_OF:
-            out[col] = pd.to_datetime(out[col])
+            if dtype.kind != "M":
+                out[col] = pd.to_datetime(out[col])
         elif col in _CATEGORICAL or col.startswith(STATIC_PREFIX):
             s = out[col]
             if not pd.api.types.is_numeric_dtype(s):
@@ -278,11 +286,13 @@ class ScoringCounts:
 
 @dataclass(frozen=True)
 class LiveScore:
-    """One live customer scored with a bundle: its score row and what its reasons quote."""
+    """One live customer scored with a bundle: its score row, reasons and features hash."""
 
     record: dict[str, Any]  # the score row (``customer_id`` and :data:`SCORE_COLUMNS`)
-    values: dict[str, np.ndarray]  # one-element arrays, as in ``ModelBundle.values``
-    reasons: list[str]  # strongest churn features first
+    reasons: list[str]  # phrased, strongest first
+    digest: str  # features_hash of the row it was scored on (for the prediction log)
+    names: list[str]  # the strongest churn features, strongest first (reasons' candidates)
+    quoted: dict[str, Any]  # the values reasons quote: those features' and the recency's
 
 
 @dataclass(frozen=True)
@@ -497,6 +507,24 @@ def model_info(
     return out
 
 
+_ALWAYS_QUOTED = ("recency_days", "overdue_ratio")  # what a recency reason quotes
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON keeps it (numbers as float, NaN as None, text as text)."""
+    if isinstance(value, (np.floating, float, np.integer, int)) and not isinstance(value, bool):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _unplain(values: dict[str, Any]) -> dict[str, Any]:
+    """Quoted values read back: None as NaN, as the scored row had them."""
+    return {k: (np.nan if v is None else v) for k, v in values.items()}
+
+
 class _RowView(Mapping[str, Any]):
     """One customer's values, read lazily from the bundle's column arrays."""
 
@@ -591,6 +619,7 @@ class Scorer:
         )
         self.ledger = EventLedger(artifacts / "events.jsonl")
         self._live_rows_path = artifacts / "live_rows.parquet"
+        self._live_scores_path = artifacts / "live_scores.parquet"
         self._lock = threading.RLock()  # live customers, clock, view swaps, state swaps
         self._reload_lock = threading.Lock()
         self._recent: list[tuple[int, str, list[dict], list[dict]]] = []  # batches in a reload
@@ -685,7 +714,10 @@ class Scorer:
         state.n_batches = seen
         date = self._date_of(state)
         bundle = self._prepare(models, versions, state, date)
-        state.view = View.of(bundle, self._score_live(bundle, state.rows, state))
+        scores = self._load_live_scores(state, bundle) if state.rows else None
+        if scores is None:
+            scores = self._score_live(bundle, state.rows, state)
+        state.view = View.of(bundle, scores)
         return state
 
     def _read_population_features(self, store: OnlineStore, date: pd.Timestamp) -> pd.DataFrame:
@@ -869,15 +901,20 @@ class Scorer:
             return {}
         self.counts.live_scored += len(rows)
         frame = shift_to(self._live_frame(state, rows.values()), bundle.date)
+        frame = _with_shared_btyd(bundle.models, frame)  # once for the scores and the reasons
         scores = score_all(bundle.models, frame, self.settings, thresholds=bundle.thresholds)
         values, positions, names = self._explain(bundle.models, frame)
+        features = frame.to_dict("records")
         out = {}
         for i, rec in enumerate(scores.to_dict("records")):
-            cid = str(rec[ENTITY])
-            out[cid] = LiveScore(
-                record=rec,
-                values={k: v[i : i + 1] for k, v in values.items()},
-                reasons=[names[j] for j in positions[i] if j >= 0],
+            strongest = [names[j] for j in positions[i] if j >= 0]
+            row = _RowView(values, i)
+            quoted = _unplain(
+                {k: _plain(row[k]) for k in [*strongest, *_ALWAYS_QUOTED] if k in values}
+            )
+            why = phrase_reasons(quoted, strongest)
+            out[str(rec[ENTITY])] = LiveScore(
+                rec, why, features_hash(features[i]), strongest, quoted
             )
         return out
 
@@ -944,41 +981,112 @@ class Scorer:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _save_live_rows(self, state: _State) -> None:
-        """Write the live rows (``artifacts/live_rows.parquet``) so a restart need not rebuild.
+        """Write the live rows and their scores so a restart neither rebuilds nor scores them.
 
-        Off the request path (reload thread, close); atomic (temporary file, rename).
+        ``artifacts/live_rows.parquet`` holds the feature rows, ``live_scores.parquet`` beside
+        it their scores with the view's bundle (score row, phrased reasons, features hash),
+        and ``live_rows.json`` what both are valid for (the events, the store, the date, the
+        features config; the scores also the model versions). Off the request path (reload
+        thread, close); each file atomic (temporary file, rename), the JSON last.
         """
         with self._lock:
             if not state.rows:
                 return
             fingerprint = self._live_fingerprint(state)
-            if fingerprint == state.saved:
+            view = state.view
+            scores: dict[str, LiveScore] = {}
+            scored: dict[str, Any] | None = None
+            if view is not None and view.bundle.date == self._date_of(state):
+                scores = {**view.settled.scores, **view.fresh}
+                if set(scores) == set(state.rows):
+                    scored = {
+                        "model_versions": dict(view.bundle.versions),
+                        "date": view.bundle.date.isoformat(),
+                    }
+            mark = f"{fingerprint} {json.dumps(scored, sort_keys=True)}"
+            if mark == state.saved:
                 return
             rows = [state.rows[c] for c in state.live if c in state.rows]
         frame = self._live_frame(state, rows)
         tmp = self._live_rows_path.with_suffix(".parquet.tmp")
         frame.to_parquet(tmp, index=False)
         os.replace(tmp, self._live_rows_path)
-        self._live_rows_path.with_suffix(".json").write_text(
-            json.dumps({"fingerprint": fingerprint, "n_customers": len(rows)})
-        )
-        state.saved = fingerprint
+        if scored is not None:
+            table = pd.DataFrame.from_records([sc.record for sc in scores.values()])
+            table["_reasons"] = [list(sc.reasons) for sc in scores.values()]
+            table["_digest"] = [sc.digest for sc in scores.values()]
+            table["_names"] = [list(sc.names) for sc in scores.values()]
+            table["_quoted"] = [
+                json.dumps({k: _plain(v) for k, v in sc.quoted.items()}) for sc in scores.values()
+            ]
+            tmp = self._live_scores_path.with_suffix(".parquet.tmp")
+            table.to_parquet(tmp, index=False)
+            os.replace(tmp, self._live_scores_path)
+        meta = {"fingerprint": fingerprint, "n_customers": len(rows), "scores": scored}
+        tmp = self._live_rows_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, self._live_rows_path.with_suffix(".json"))
+        state.saved = mark
 
-    def _load_live_rows(self, state: _State) -> dict[str, dict[str, Any]] | None:
-        """The saved live rows if they reflect exactly the replayed events at this date."""
+    def _live_meta(self, state: _State) -> dict[str, Any] | None:
+        """The saved live rows' metadata if they reflect exactly the replayed events."""
         meta_path = self._live_rows_path.with_suffix(".json")
         if not (meta_path.exists() and self._live_rows_path.exists()):
             return None
         try:
             meta = json.loads(meta_path.read_text())
-            if meta.get("fingerprint") != self._live_fingerprint(state):
-                return None
+        except (OSError, ValueError) as exc:
+            logger.warning("saved live rows unreadable (%s); rebuilding them", exc)
+            return None
+        if not isinstance(meta, dict) or meta.get("fingerprint") != self._live_fingerprint(state):
+            return None
+        return meta
+
+    def _load_live_rows(self, state: _State) -> dict[str, dict[str, Any]] | None:
+        """The saved live rows if they reflect exactly the replayed events at this date."""
+        meta = self._live_meta(state)
+        if meta is None:
+            return None
+        try:
             frame = typed_features(pd.read_parquet(self._live_rows_path))
         except (OSError, ValueError) as exc:
             logger.warning("saved live rows unreadable (%s); rebuilding them", exc)
             return None
         frame = frame.reindex(columns=state.columns)
+        state.saved = f"{meta['fingerprint']} {json.dumps(meta.get('scores'), sort_keys=True)}"
         return {str(rec[ENTITY]): rec for rec in frame.to_dict("records")}
+
+    def _load_live_scores(self, state: _State, bundle: ModelBundle) -> dict[str, LiveScore] | None:
+        """The saved scores of the live rows if they are those ``bundle`` gives, else None.
+
+        Valid when the saved rows were read back (same events, store, date, features config),
+        and the scores were made with the bundle's model versions at its date for exactly
+        these customers.
+        """
+        meta = self._live_meta(state)
+        scored = (meta or {}).get("scores")
+        wanted = {"model_versions": dict(bundle.versions), "date": bundle.date.isoformat()}
+        if not scored or scored != wanted or not self._live_scores_path.exists():
+            return None
+        try:
+            table = pd.read_parquet(self._live_scores_path)
+        except (OSError, ValueError) as exc:
+            logger.warning("saved live scores unreadable (%s); scoring the live rows", exc)
+            return None
+        ids = table[ENTITY].astype(str)
+        if len(ids) != len(state.rows) or set(ids) != set(state.rows):
+            return None
+        reasons = [list(r) for r in table.pop("_reasons")]
+        digests = table.pop("_digest").tolist()
+        names = [list(n) for n in table.pop("_names")]
+        quoted = [_unplain(json.loads(q)) for q in table.pop("_quoted")]
+        records = table.to_dict("records")
+        return {
+            str(rec[ENTITY]): LiveScore(rec, why, digest, strongest, values)
+            for rec, why, digest, strongest, values in zip(
+                records, reasons, digests, names, quoted, strict=True
+            )
+        }
 
     def _settle(self, state: _State) -> None:
         """Gather the fresh live scores into the settled frame (off the request path)."""
@@ -1033,7 +1141,6 @@ class Scorer:
         if saved is not None:  # the rows of exactly these events at this date: no rebuild
             state.rows.update(saved)
             state.live = {c: live for c, live in state.live.items() if c in saved}
-            state.saved = self._live_fingerprint(state)
         else:
             with state.lease.hold() as store:
                 frame, missing = build_rows(
@@ -1071,6 +1178,7 @@ class Scorer:
         """Place built rows against the population and keep them as the customers' rows."""
         if frame.empty:
             return
+        self.counts.live_rows_built += len(frame)
         placed = state.base.placement.place(typed_features(frame))
         placed = placed.reindex(columns=state.columns)
         for rec in placed.to_dict("records"):
@@ -1235,11 +1343,10 @@ class Scorer:
         for cid in ids:
             live = view.live(cid)
             if live is not None:
-                row = _RowView(live.values, 0)
-                rec = self._record(dict(live.record), phrase_reasons(row, live.reasons), bundle)
+                rec = self._record(live.record, list(live.reasons), bundle)
                 out[cid] = rec
                 records.append(rec)
-                hashes.append(features_hash(dict(row)))
+                hashes.append(live.digest)
         self._write_log(records, hashes, "store")
         return out
 
@@ -1495,8 +1602,7 @@ class Scorer:
         assert view is not None
         live = view.live(str(customer_id))
         if live is not None:
-            row = _RowView(live.values, 0)
-            return explain(row, live.reasons, typical=typical, n_reasons=n_reasons)
+            return explain(live.quoted, live.names, typical=typical, n_reasons=n_reasons)
         bundle = view.bundle
         pos = int(bundle.population.positions([str(customer_id)])[0])
         x = bundle.population.x

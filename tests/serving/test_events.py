@@ -540,3 +540,41 @@ def test_explain_gives_the_reasons_of_score_with_the_values_they_quote(
     quoted = scorer.explain(items[0]["customer_id"], typical=typical, n_reasons=5)
     assert len(quoted) >= len(items[0]["reasons"])
     assert scorer.explain("NOBODY-X") == []
+
+
+def test_a_restart_with_events_rebuilds_and_scores_nothing(
+    world: World, scorers: Callable[..., Scorers]
+) -> None:
+    s = scorers()
+    ids = _buyers(world, 6)
+    expected = Expected(world, s.settings)
+    for i, cid in enumerate([*ids[:4], "NEW-R"]):
+        event = {"timestamp": f"2025-07-0{1 + i}T10:00:00", "amount": 10.0 + i}
+        s.current.add_events(cid, transactions=[event])
+        expected.add(cid, "transactions", event)
+    s.current.reload_if_changed()  # what the reload thread does: the bundle of the new date
+    s.current.reload_if_changed()  # ... and, next time round, the live rows and scores saved
+    before = {c: s.current.score([c])[0] for c in [*ids, "NEW-R"]}
+    listed = s.current.at_risk(top=50)
+    again = s.restart()
+    counts = again.counts
+    assert counts.rows_scored == 0 and counts.populations_read == 1
+    assert counts.live_rows_built == 0 and counts.live_scored == 0
+    assert again._state.base._loaded is None  # the store's rows were not read
+    assert {c: again.score([c])[0] for c in before} == before
+    assert again.at_risk(top=50) == listed
+    for cid in before:
+        _same(again.score([cid])[0], expected.score(cid), pd.Timestamp("2025-07-05"))
+    # other model versions: the saved live scores are not theirs, so the live rows are scored
+    s.current.close()
+    w = s.world
+    other = Scorer(
+        s.settings,
+        OnlineStore(Path(s.settings.paths.artifacts) / "online.sqlite"),
+        loader=lambda _: (w.models, {t: "2" for t in w.versions}),
+        probe=lambda _: {t: "2" for t in w.versions},
+    )
+    s.current = other
+    assert other.counts.live_rows_built == 0 and other.counts.live_scored == 5
+    for cid in before:
+        _same(other.score([cid])[0], expected.score(cid), pd.Timestamp("2025-07-05"))
