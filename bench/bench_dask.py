@@ -145,30 +145,45 @@ def _served_metrics(config: Path, output: str) -> dict[str, float]:
     return out
 
 
+def _local_config(config: Path, ds: Path) -> Path:
+    """``config`` with every table read from all partitions of ``ds``: the local engine then
+    trains on exactly the data the Dask engine reads."""
+    import yaml
+
+    raw = yaml.safe_load(config.read_text()) or {}
+    tables = sorted({p.name for p in ds.glob("part-*/*") if p.is_dir()})
+    data = raw.setdefault("data", {})
+    data["tables"] = {t: {"file": f"part-*/{t}/*.parquet"} for t in tables}
+    path = OUT / f"local_config_{ds.name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _emit(name: str, args: list[str], ns: argparse.Namespace) -> None:
+    figures = {"customers": ns.customers, "partitions": ns.partitions, **run_stage(name, args)}
+    output = figures.pop("output")
+    if name.startswith("train"):
+        figures.update(_served_metrics(ns.config, output))
+    print(json.dumps(figures), flush=True)
+    with (OUT / "dask.jsonl").open("a") as fh:
+        fh.write(json.dumps(figures) + "\n")
+
+
 def train_stages(ns: argparse.Namespace) -> None:
-    """Synth the same data for both engines, then ``retentio train`` on each."""
+    """Synth one partitioned dataset, then ``retentio train`` on each engine over it."""
     ds = OUT / f"dask_{ns.customers}"
-    folder = OUT / f"local_{ns.customers}"
-    prep = [
-        ("synth (partitioned)", ["data", "synth", "--customers", str(ns.customers),
-                                 "--partitions", str(ns.partitions), "--out", str(ds)]),
-        ("train (dask)", ["train", "--data", str(ds), "--engine", "dask",
-                          "--config", str(ns.config)]),
-    ]  # fmt: skip
+    if not ds.exists():
+        synth = ["data", "synth", "--customers", str(ns.customers)]
+        _emit(
+            "synth (partitioned)",
+            [*synth, "--partitions", str(ns.partitions), "--out", str(ds)],
+            ns,
+        )
+    dask = ["--engine", "dask", "--config", str(ns.config)]
+    _emit("train (dask)", ["train", "--data", str(ds), *dask], ns)
     if ns.local:
-        prep += [
-            ("partitions -> folder", ["data", "synth", "--customers", str(ns.customers),
-                                      "--format", "parquet", "--out", str(folder)]),
-            ("train (local)", ["train", "--data", str(folder), "--config", str(ns.config)]),
-        ]  # fmt: skip
-    for name, args in prep:
-        figures = {"customers": ns.customers, "partitions": ns.partitions, **run_stage(name, args)}
-        output = figures.pop("output")
-        if name.startswith("train"):
-            figures.update(_served_metrics(ns.config, output))
-        print(json.dumps(figures), flush=True)
-        with (OUT / "dask.jsonl").open("a") as fh:
-            fh.write(json.dumps(figures) + "\n")
+        local = _local_config(ns.config, ds)
+        _emit("train (local)", ["train", "--data", str(ds), "--config", str(local)], ns)
 
 
 if __name__ == "__main__":
