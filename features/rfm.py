@@ -5,7 +5,10 @@ days -> per-customer aggregates), so the build stays in the seconds range on ten
 pandas only finishes the frame (signup-based tenure, dtypes). The query groups on ``int32``
 customer codes (:func:`customer_codes`, numbered in sorted id order) rather than id strings, and
 on large logs runs in passes over consecutive code ranges of ~8M lines each, which bounds the
-order-level hash table (the memory peak) without changing any value.
+order-level hash table (the memory peak) without changing any value. Amounts are summed as
+exact decimals (:data:`AMOUNT_DECIMAL`, a ten-thousandth of the currency unit), so a value never
+depends on the order in which threads or partitions deliver the rows: the same data give the
+same features bit for bit, on either engine and on every run (a quintile edge cannot flip).
 
 Vocabulary used throughout (and by :mod:`features.labels`):
 
