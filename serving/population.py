@@ -35,7 +35,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -49,13 +49,9 @@ from retentio.features.cutoff import as_cutoff
 from retentio.features.schema import ENTITY, FEATURE_SET_VERSION
 from retentio.serving.atrisk import AtRiskFilters, keep_mask
 from retentio.serving.reasons import MIN_CONTRIBUTION, Reason, explain, phrase_reasons
-from retentio.serving.scoring import (
-    SCORE_COLUMNS,
-    _with_shared_btyd,
-    score_all,
-    score_thresholds,
-)
-from retentio.training.task_model import TaskModel
+
+if TYPE_CHECKING:  # reading a population needs no model code (a light `retentio at-risk`)
+    from retentio.training.task_model import TaskModel
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +303,13 @@ def build_population(
     BuiltPopulation
         The table (see the module docstring), the :func:`score_all` frame and the work counts.
     """
+    from retentio.serving.scoring import (
+        SCORE_COLUMNS,
+        _with_shared_btyd,
+        score_all,
+        score_thresholds,
+    )
+
     step = progress or (lambda _: None)
     if features[ENTITY].duplicated().any():
         raise ContractError("the population must hold one row per customer; ids repeat")
@@ -585,12 +588,15 @@ class PersistedPopulation:
         self.versions: dict[str, str] = dict(self.meta["model_versions"])
         self.feature_date = pd.Timestamp(self.meta["feature_date"])
         self.thresholds: dict[str, float] = dict(self.meta["thresholds"])
+        self.score_columns: list[str] = [  # the score columns, in the order written
+            c for c in self.table.column_names if not c.startswith("_") and c != "reasons"
+        ]
         self._keys = self._numpy("_key")
         self.rank = self._numpy("_rank")
         self._ids = self.table.column(ENTITY).combine_chunks()
         self._reasons = self.table.column("reasons")
         self._columns: dict[str, tuple[np.ndarray, list[Any] | None]] = {}
-        for col in SCORE_COLUMNS:
+        for col in self.score_columns:
             if col == ENTITY:
                 continue
             array = self.table.column(col).combine_chunks()
@@ -653,7 +659,7 @@ class PersistedPopulation:
 
     def frame(self, positions: np.ndarray) -> pd.DataFrame:
         """Score rows at ``positions`` as a frame (``SCORE_COLUMNS``, dates as datetimes)."""
-        frame = pd.DataFrame(self.rows(positions), columns=list(SCORE_COLUMNS))
+        frame = pd.DataFrame(self.rows(positions), columns=self.score_columns)
         for col in _DATES:
             frame[col] = pd.to_datetime(frame[col])
         return frame

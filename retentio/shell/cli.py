@@ -698,7 +698,7 @@ def score(
 
 def _data_source(settings: Settings, data: str | None, tables: Any) -> dict[str, Any]:
     """What identifies the data a population is scored from: folder fingerprint, last day."""
-    from retentio.shell.jobs import data_fingerprint
+    from retentio.shell.persisted import data_fingerprint
 
     return {
         "data_fingerprint": data_fingerprint(_data_dir(settings, data)),
@@ -804,9 +804,8 @@ def _at_risk_local(
 ) -> Any:
     """The at-risk list from the persisted population when it is valid, else scored (and
     persisted) now; says which."""
-    from retentio.shell.jobs import (
+    from retentio.shell.persisted import (  # light: no training or feature code imported
         at_risk_from_population,
-        at_risk_job,
         data_fingerprint,
         persisted_population,
     )
@@ -817,6 +816,8 @@ def _at_risk_local(
         logger.info("reading the persisted scores %s", path)
         return _run(lambda: at_risk_from_population(path, settings, top=top, filters=filters))
     logger.info("%s: scoring now (the scores are persisted for the next call)", why)
+    from retentio.shell.jobs import at_risk_job
+
     tables = _load(settings, data)
     t = _cutoff(tables, cutoff)
     source = _data_source(settings, data, tables)

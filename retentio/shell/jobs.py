@@ -5,7 +5,6 @@ Each job takes loaded tables and settings and returns plain results; the CLI pri
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from retentio.configs.settings import Settings
 from retentio.errors import RetentioError
 from retentio.features.build import build_features
 from retentio.features.schema import Tables
+from retentio.shell.persisted import at_risk_from_population
 from retentio.training.gate import PromotionDecision
 from retentio.training.pipeline import TrainingResult, evaluate_task, train_all
 from retentio.training.registry import (
@@ -196,23 +196,6 @@ def promote_job(
     return decisions
 
 
-def data_fingerprint(folder: str | Path) -> str | None:
-    """A hash of the data folder's file names, sizes and modification times (None: no folder).
-
-    Persisted scores written from a folder are reused only while its fingerprint is the same.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(
-            f"{path.relative_to(folder)}\x1f{stat.st_size}\x1f{stat.st_mtime_ns}\n".encode()
-        )
-    return digest.hexdigest()[:16]
-
-
 @dataclass
 class ScoreJob:
     """What ``retentio score`` produced: the scores and the persisted population."""
@@ -292,88 +275,6 @@ def population_job(
     )
     path = write_population(built.table, population_dir(settings))
     return ScoreJob(built.scores, features, models, versions, path, built.counts)
-
-
-def persisted_population(
-    settings: Settings, *, fingerprint: str | None, cutoff: Any = None
-) -> tuple[Path | None, str]:
-    """The persisted population ``retentio at-risk`` may read, or None and why not.
-
-    Valid: written from the same data folder (same fingerprint) with today's champion versions,
-    at ``cutoff`` (default: the data's last day, as ``retentio score`` uses).
-    """
-    from retentio.features.cutoff import as_cutoff
-    from retentio.serving.population import latest_meta, population_dir, select_population
-    from retentio.serving.scorer import champion_versions
-
-    if fingerprint is None:
-        return None, "the data is not a folder whose changes can be detected"
-    folder = population_dir(settings)
-    if not latest_meta(folder):
-        return None, f"no persisted scores under {folder}"
-    versions = champion_versions(settings)
-    if any(v is None for v in versions.values()):
-        return None, f"no champion for every task ({versions})"
-    wanted = None if cutoff is None else as_cutoff(cutoff).date().isoformat()
-
-    def accept(meta: dict[str, Any]) -> bool:
-        src = meta.get("source") or {}
-        date = meta.get("feature_date")
-        if src.get("data_fingerprint") != fingerprint:
-            return False
-        return date == (wanted or src.get("data_end"))
-
-    path = select_population(folder, versions=versions, accept=accept)  # type: ignore[arg-type]
-    if path is None:
-        return None, (
-            f"no persisted scores for versions {versions} at "
-            f"{wanted or 'the last day of the data'} from the current data"
-        )
-    return path, ""
-
-
-def at_risk_from_population(
-    path: Path,
-    settings: Settings,
-    *,
-    top: int,
-    filters: Any = None,
-    models: dict[str, Any] | None = None,
-) -> pd.DataFrame:
-    """The top customers by value at risk of a persisted population kept by ``filters``, with
-    their top reasons.
-
-    ``filters`` is a :class:`serving.atrisk.AtRiskFilters` (default: medium and high risk), the
-    rule ``POST /at_risk`` and the pages apply. Reasons not precomputed are computed for the
-    returned rows only (the churn champion is loaded when needed and ``models`` does not hold
-    it).
-    """
-    import numpy as np
-
-    from retentio.serving.population import PersistedPopulation, ReasonExplainer
-
-    if top < 1:
-        raise RetentioError("--top must be at least 1")
-    pop = PersistedPopulation(path)
-    try:
-        positions = pop.ranked(filters)[:top].astype(np.int64)
-        frame = pop.frame(positions)
-        reasons = pop.stored_reasons(positions) if len(positions) else []
-        missing = [i for i, r in enumerate(reasons) if r is None]
-        if missing and pop.x is not None:
-            churn = (models or {}).get("churn")
-            if churn is None:
-                churn, _ = load_task_model("churn", "champion", settings=settings)
-            explainer = ReasonExplainer.from_model(churn)
-            if explainer is not None:
-                for i, why in zip(
-                    missing, explainer.reasons(pop.x[positions[missing]]), strict=True
-                ):
-                    reasons[i] = why
-        frame["reasons"] = ["; ".join(r or []) for r in reasons]
-        return frame
-    finally:
-        pop.close()
 
 
 def at_risk_job(
