@@ -32,6 +32,7 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -124,12 +125,17 @@ def main() -> None:
     }
     scorer, figures["start_no_events_s"] = start()
     figures["load_at_start_no_events"] = _uptime()
+    figures["counts_no_events"] = asdict(scorer.counts)
     buyers = [
         str(c) for c in scorer._state.base.frame.loc[lambda f: f["recency_days"].notna(), ENTITY]
     ]
     plain = list(rng.choice(buyers, size=min(len(buyers), 2 * args.requests), replace=False))
     figures["score_no_events"] = _ms(_timed(lambda i: scorer.score([plain[i]]), args.requests))
     figures["at_risk_no_events"] = _ms(_timed(lambda i: scorer.at_risk(top=100), 30))
+    scorer.close()
+    scorer, figures["restart_no_events_s"] = start()  # reads the population it wrote
+    figures["load_at_restart_no_events"] = _uptime()
+    figures["counts_restart_no_events"] = asdict(scorer.counts)
     scorer.close()
 
     # the ledger a service that received --live customers' events would have written
@@ -151,9 +157,11 @@ def main() -> None:
 
     scorer, figures["start_with_live_rebuilt_s"] = start()  # rows rebuilt from the ledger
     figures["load_at_start_with_live_rebuilt"] = _uptime()
+    figures["counts_with_live_rebuilt"] = asdict(scorer.counts)
     scorer.close()  # saves the live rows, as a service stopping does
     scorer, figures["start_with_live_s"] = start()  # a restart: saved rows, ledger parsed
     figures["load_at_start_with_live"] = _uptime()
+    figures["counts_with_live"] = asdict(scorer.counts)
     assert len(scorer.live_customers) == len(live), len(scorer.live_customers)
     figures["score_no_events_with_live_around"] = _ms(
         _timed(lambda i: scorer.score([plain[i]]), args.requests)
