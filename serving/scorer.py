@@ -1563,7 +1563,8 @@ class Scorer:
         ranked = bundle.population.ranked(wanted, exclude=view.stale)
         total = len(ranked)
         first = ranked[:top]
-        ids_parts = [np.asarray(bundle.ids(first), dtype=object)]
+        start = (page - 1) * size
+        live_ids: list[np.ndarray] = []
         var_parts = [bundle.population.values("value_at_risk")[first]]
         for live, keep in ((view.settled.table, view.settled_keep), (view.fresh_table, None)):
             if not len(live):
@@ -1572,17 +1573,20 @@ class Scorer:
             if keep is not None:
                 lmask &= keep
             total += int(lmask.sum())
-            ids_parts.append(live.index[lmask].to_numpy(dtype=object))
+            live_ids.append(live.index[lmask].to_numpy(dtype=object))
             var_parts.append(live["value_at_risk"].to_numpy(float)[lmask])
-        if len(ids_parts) > 1:
-            ids = np.concatenate(ids_parts)
+        if live_ids:  # merge by value at risk; only the page's ids are read
             var = np.concatenate(var_parts)
             key = np.where(np.isnan(var), -np.inf, var)
-            ranked_ids = ids[np.argsort(-key, kind="stable")][:top]
+            chosen = np.argsort(-key, kind="stable")[:top][start : start + size]
+            extra = np.concatenate(live_ids)
+            stored = chosen[chosen < len(first)]
+            by_pos = dict(zip(stored.tolist(), bundle.ids(first[stored]), strict=True))
+            page_ids = [
+                by_pos[int(c)] if c < len(first) else str(extra[c - len(first)]) for c in chosen
+            ]
         else:
-            ranked_ids = ids_parts[0]
-        start = (page - 1) * size
-        page_ids = [str(c) for c in ranked_ids[start : start + size]]
+            page_ids = bundle.ids(first[start : start + size])
         items = self.score(page_ids) if page_ids else []
         return {"total": min(total, top), "page": page, "page_size": size, "items": items}
 

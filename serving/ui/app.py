@@ -315,14 +315,15 @@ def create_app(
                 page = min(page, max(math.ceil(total / (size or 1)), 1))
                 res = scorer.at_risk(top=ALL, page=page, page_size=size, **kwargs)
             return {**ctx, "total": total, "items": res["items"], "page": page or 1}
-        rows = workspace.view().select(filters, loyalty=loyalty)
-        rows = rows.sort_values(sort, ascending=order == "asc", kind="stable")
-        total = len(rows)
+        ordered = workspace.view().ordered_ids(
+            filters, sort=sort, ascending=order == "asc", loyalty=loyalty
+        )
+        total = len(ordered)
         if page is None:
-            ids = list(rows.index)
+            ids = list(ordered)
         else:
             page = min(page, max(math.ceil(total / (size or 1)), 1))
-            ids = list(rows.index[(page - 1) * (size or 1) : page * (size or 1)])
+            ids = list(ordered[(page - 1) * (size or 1) : page * (size or 1)])
         limit = settings().serving.max_batch
         items: list[dict[str, Any]] = []
         for start in range(0, len(ids), limit):

@@ -110,10 +110,26 @@ class PopulationView:
 
     def select(self, filters: AtRiskFilters, *, loyalty: str | None = None) -> pd.DataFrame:
         """Rows kept by the filters, in rank order (value at risk, highest first)."""
+        return self.frame[self.mask(filters, loyalty=loyalty)]
+
+    def mask(self, filters: AtRiskFilters, *, loyalty: str | None = None) -> np.ndarray:
+        """Which rows of :attr:`frame` the filters keep (the at-risk list's one rule)."""
         mask = filter_mask(self.frame, filters)
         if loyalty:
             mask &= (self.frame["loyalty_segment"].astype(object) == loyalty).to_numpy()
-        return self.frame[mask]
+        return mask
+
+    def ordered_ids(
+        self, filters: AtRiskFilters, *, sort: str, ascending: bool, loyalty: str | None = None
+    ) -> pd.Index:
+        """Ids of the kept rows ordered by ``sort`` (unknown values last; ties in rank order).
+
+        Sorts one column's values, not the frame: a page of a million rows costs one argsort.
+        """
+        mask = self.mask(filters, loyalty=loyalty)
+        values = pd.to_numeric(self.frame[sort], errors="coerce").to_numpy(dtype=float)[mask]
+        key = np.where(np.isnan(values), np.inf, values if ascending else -values)
+        return self.frame.index[mask][np.argsort(key, kind="stable")]
 
 
 def population_frame(pop: Any) -> pd.DataFrame:

@@ -318,6 +318,10 @@ def test_new_customers_from_events_are_listed_and_at_risk_logs_only_its_page(
         ids = [r["customer_id"] for r in listed["items"]]
         assert listed["total"] == n_store + 1 == len(ids) == len(set(ids))
         assert "NEW-1" in ids
+        where = ids.index("NEW-1")  # a page holding the live customer is that slice of the list
+        page = sc.at_risk(top=10_000, page=where // 7 + 1, page_size=7, min_risk="low")
+        start = (where // 7) * 7
+        assert [r["customer_id"] for r in page["items"]] == ids[start : start + 7]
         values = [r["value_at_risk"] for r in listed["items"]]
         assert values == sorted(values, reverse=True)
     scorer = s.current
