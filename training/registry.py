@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
@@ -44,9 +44,11 @@ from retentio.training.gate import (
     metrics_of_tags,
 )
 from retentio.training.protocol import gate_mismatch
-from retentio.training.task_model import TaskModel
 from retentio.training.tasks import PRIMARY_METRICS, TASKS
 from retentio.training.tracking import configure_mlflow
+
+if TYPE_CHECKING:  # the model code loads with the models (a light champion probe)
+    from retentio.training.task_model import TaskModel
 
 logger = logging.getLogger(__name__)
 

@@ -26,3 +26,15 @@ def test_the_persisted_at_risk_path_imports_no_heavy_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "", f"imported at load: {out}"
+
+
+def test_the_champion_probe_imports_no_model_code() -> None:
+    code = (
+        "import sys\n"
+        "import retentio.training.registry\n"
+        f"print(','.join(m for m in {HEAVY[:3]!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "", f"imported with the registry: {out}"
