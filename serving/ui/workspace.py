@@ -107,6 +107,8 @@ class PopulationView:
     histograms: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     actions: list[str] = field(default_factory=list)
     typical: dict[str, float] = field(default_factory=dict)  # medians quoted beside reasons
+    _orders: dict[tuple[str, bool], np.ndarray] = field(default_factory=dict, repr=False)
+    _order_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def select(self, filters: AtRiskFilters, *, loyalty: str | None = None) -> pd.DataFrame:
         """Rows kept by the filters, in rank order (value at risk, highest first)."""
@@ -124,12 +126,19 @@ class PopulationView:
     ) -> pd.Index:
         """Ids of the kept rows ordered by ``sort`` (unknown values last; ties in rank order).
 
-        Sorts one column's values, not the frame: a page of a million rows costs one argsort.
+        The whole population's order by each column is sorted once per view (cached); a page
+        then costs one mask and one gather of that order.
         """
         mask = self.mask(filters, loyalty=loyalty)
-        values = pd.to_numeric(self.frame[sort], errors="coerce").to_numpy(dtype=float)[mask]
-        key = np.where(np.isnan(values), np.inf, values if ascending else -values)
-        return self.frame.index[mask][np.argsort(key, kind="stable")]
+        key = (sort, ascending)
+        with self._order_lock:
+            order = self._orders.get(key)
+            if order is None:
+                values = pd.to_numeric(self.frame[sort], errors="coerce").to_numpy(dtype=float)
+                keyed = np.where(np.isnan(values), np.inf, values if ascending else -values)
+                order = np.argsort(keyed, kind="stable")
+                self._orders[key] = order
+        return self.frame.index[order[mask[order]]]
 
 
 def population_frame(pop: Any) -> pd.DataFrame:

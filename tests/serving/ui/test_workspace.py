@@ -32,6 +32,10 @@ def test_ordered_ids_sort_one_column_with_the_list_rule() -> None:
     default = AtRiskFilters()  # medium and high: d is left out
     desc = view.ordered_ids(default, sort="churn_probability", ascending=False)
     assert list(desc) == ["a", "b", "e", "c"]  # b before e: tie in rank order; NaN last
+    high = view.ordered_ids(
+        AtRiskFilters(min_risk="high"), sort="churn_probability", ascending=False
+    )
+    assert list(high) == ["a", "b"]  # the cached order, another mask
     asc = view.ordered_ids(default, sort="churn_probability", ascending=True)
     assert list(asc) == ["b", "e", "a", "c"]
     everyone = view.ordered_ids(
