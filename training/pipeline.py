@@ -68,6 +68,8 @@ BOOTSTRAP_MAX_ROWS = 200_000
 N_BOOT = 300
 
 __all__ = [
+    "BtydPerSnapshot",
+    "SnapshotSource",
     "TrainingResult",
     "data_hash",
     "evaluate_task",
@@ -336,7 +338,20 @@ class SnapshotSource(Protocol):
     def frame(self, cutoffs: Sequence[pd.Timestamp], settings: Settings) -> pd.DataFrame: ...
 
 
-class _SnapshotCache:
+class BtydPerSnapshot:
+    """One BTYD fit per snapshot cutoff, shared by the tasks (a :class:`SnapshotSource` part)."""
+
+    btyd: dict[pd.Timestamp, Any]
+    settings: Settings
+
+    def btyd_at(self, cutoff: pd.Timestamp, frame: pd.DataFrame) -> Any:
+        if cutoff not in self.btyd:
+            seed = self.settings.training.random_state
+            self.btyd[cutoff] = BtydBaseline(random_state=seed).fit(frame)
+        return self.btyd[cutoff]
+
+
+class _SnapshotCache(BtydPerSnapshot):
     """Feature frames and per-snapshot BTYD fits shared by tasks with different horizons."""
 
     def __init__(self, tables: Tables, settings: Settings, step: Callable[[str], None]) -> None:
@@ -359,12 +374,6 @@ class _SnapshotCache:
                 history_tables(self.tables, cutoff), cutoff, self.settings.features
             )
         return self.features[cutoff]
-
-    def btyd_at(self, cutoff: pd.Timestamp, frame: pd.DataFrame) -> Any:
-        if cutoff not in self.btyd:
-            seed = self.settings.training.random_state
-            self.btyd[cutoff] = BtydBaseline(random_state=seed).fit(frame)
-        return self.btyd[cutoff]
 
     def frame(self, cutoffs: Sequence[pd.Timestamp], settings: Settings) -> pd.DataFrame:
         """Stacked labelled snapshots with the ``btyd_*`` columns for ``settings``' horizons."""
@@ -631,15 +640,8 @@ def train_all(
         cannot be fitted), or a forced protocol the data cannot support (the message names the
         minimum).
     """
-    tasks = list(dict.fromkeys(tasks))
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        raise ConfigError(f"unknown task(s) {unknown or tasks}; use some of {list(TASKS)}")
-
-    def step(text: str) -> None:
-        logger.info("train: %s", text)
-        if progress is not None:
-            progress(text)
+    tasks = _checked_tasks(tasks)
+    step = _stepper(progress)
 
     if cutoff is not None:
         end = as_cutoff(cutoff)
@@ -648,6 +650,23 @@ def train_all(
     if cutoff is not None:
         cache.last = end
     return train_from_source(cache, settings, tasks=tasks, progress=progress)
+
+
+def _checked_tasks(tasks: Sequence[str]) -> list[str]:
+    out = list(dict.fromkeys(tasks))
+    unknown = [t for t in out if t not in TASKS]
+    if unknown or not out:
+        raise ConfigError(f"unknown task(s) {unknown or out}; use some of {list(TASKS)}")
+    return out
+
+
+def _stepper(progress: Callable[[str], None] | None) -> Callable[[str], None]:
+    def step(text: str) -> None:
+        logger.info("train: %s", text)
+        if progress is not None:
+            progress(text)
+
+    return step
 
 
 def train_from_source(
@@ -662,15 +681,8 @@ def train_from_source(
     The plans, the protocol ladder, the candidates, the evaluation and the served models are
     the same whatever the source; only where the snapshots come from differs.
     """
-    tasks = list(dict.fromkeys(tasks))
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        raise ConfigError(f"unknown task(s) {unknown or tasks}; use some of {list(TASKS)}")
-
-    def step(text: str) -> None:
-        logger.info("train: %s", text)
-        if progress is not None:
-            progress(text)
+    tasks = _checked_tasks(tasks)
+    step = _stepper(progress)
 
     first, last, digest = cache.first, cache.last, cache.digest
     cache.check_fittable(settings)

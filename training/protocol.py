@@ -56,6 +56,7 @@ __all__ = [
     "gate_mismatch",
     "labelable_days",
     "plan_task",
+    "require_repeat_customers",
     "task_horizons",
 ]
 
@@ -355,7 +356,12 @@ def check_btyd_fittable(transactions: pd.DataFrame, settings: Settings) -> int:
     """
     buys = transactions.loc[transactions["amount"] > 0, ["customer_id", "timestamp"]]
     days = buys.assign(day=buys["timestamp"].dt.normalize()).drop_duplicates(["customer_id", "day"])
-    repeat = int((days["customer_id"].value_counts() >= 2).sum())
+    return require_repeat_customers(int((days["customer_id"].value_counts() >= 2).sum()), settings)
+
+
+def require_repeat_customers(repeat: int, settings: Settings) -> int:
+    """``repeat`` customers with a repeat purchase day, or :class:`InsufficientDataError` below
+    ``training.min_repeat_customers``."""
     need = settings.training.min_repeat_customers
     if repeat < need:
         raise InsufficientDataError(

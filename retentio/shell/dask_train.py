@@ -41,8 +41,13 @@ from retentio.features.distributed import (
 from retentio.features.io import load_and_validate
 from retentio.features.partition import PartitionedDataset, partition_config
 from retentio.features.schema import AS_OF, ENTITY, Tables
-from retentio.training.btyd import BtydBaseline
-from retentio.training.pipeline import TrainingResult, train_from_source, with_btyd_columns
+from retentio.training.pipeline import (
+    BtydPerSnapshot,
+    TrainingResult,
+    train_from_source,
+    with_btyd_columns,
+)
+from retentio.training.protocol import require_repeat_customers
 from retentio.training.snapshots import build_snapshot, history_tables
 from retentio.training.tasks import TASKS
 
@@ -129,7 +134,7 @@ def _sorted(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return frame.sort_values(ENTITY, kind="stable").reset_index(drop=True)
 
 
-class DaskSnapshots:
+class DaskSnapshots(BtydPerSnapshot):
     """Snapshots of a partitioned dataset, built on a Dask cluster, sampled into this process.
 
     Implements :class:`training.pipeline.SnapshotSource`.
@@ -184,15 +189,7 @@ class DaskSnapshots:
         """Customers with a repeat purchase at the last day (BG/NBD's ``frequency > 0``)."""
         last = as_cutoff(self.last)
         self._ensure([last])
-        repeat = int(self._repeat[last])
-        need = settings.training.min_repeat_customers
-        if repeat < need:
-            raise InsufficientDataError(
-                f"{repeat} customers made a repeat purchase (on two distinct days), at least "
-                f"training.min_repeat_customers={need} are needed to fit BG/NBD, the weakest "
-                "protocol; provide a longer history or more customers"
-            )
-        return repeat
+        return require_repeat_customers(int(self._repeat[last]), settings)
 
     def _ensure(self, cutoffs: Sequence[pd.Timestamp]) -> None:
         """Build the sampled features of the cutoffs not built yet: two passes over the data."""
@@ -246,12 +243,6 @@ class DaskSnapshots:
     def features_at(self, cutoff: pd.Timestamp) -> pd.DataFrame:
         self._ensure([cutoff])
         return self.features[as_cutoff(cutoff)]
-
-    def btyd_at(self, cutoff: pd.Timestamp, frame: pd.DataFrame) -> Any:
-        if cutoff not in self.btyd:
-            seed = self.settings.training.random_state
-            self.btyd[cutoff] = BtydBaseline(random_state=seed).fit(frame)
-        return self.btyd[cutoff]
 
     def frame(self, cutoffs: Sequence[pd.Timestamp], settings: Settings) -> pd.DataFrame:
         """The sampled customers' labelled snapshots, stacked (as the local engine's)."""
