@@ -40,7 +40,7 @@ from retentio.features.build import (
 from retentio.features.cutoff import as_cutoff
 from retentio.features.io import _plan, _reader_sql, find_table_files, load_and_validate
 from retentio.features.partition import PartitionedDataset, partition_config
-from retentio.features.schema import ENTITY
+from retentio.features.schema import ENTITY, Tables
 from retentio.features.scores import PopulationStats, population_stats
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,9 @@ __all__ = [
     "dask_client",
     "first_timestamp",
     "last_timestamp",
+    "load_partition",
     "merge_summaries",
+    "partition_summary",
     "read_features_dataset",
 ]
 
@@ -157,7 +159,7 @@ def first_timestamp(dataset: PartitionedDataset, cfg: DataConfig) -> pd.Timestam
 def merge_summaries(
     summaries: list[tuple[pd.DataFrame, dict, dict]], cfg: FeaturesConfig
 ) -> tuple[PopulationStats, dict[str, list[Any]], dict[str, tuple[float, float]]]:
-    """The population's statistics from the partitions' summaries (:func:`_summary`).
+    """The population's statistics from the partitions' summaries (:func:`partition_summary`).
 
     Returns the score statistics, the sorted union of the static categories and the Likert
     ranges combined by min / max: what :func:`features.build.finish_features` needs to finish
@@ -176,7 +178,11 @@ def merge_summaries(
     return stats, merged, likert
 
 
-def _summary(partial: PartialFeatures, cfg: FeaturesConfig) -> tuple[pd.DataFrame, dict, dict]:
+def partition_summary(
+    partial: PartialFeatures, cfg: FeaturesConfig
+) -> tuple[pd.DataFrame, dict, dict]:
+    """What :func:`merge_summaries` needs of one partition: its buyers' R/F/M/ABC columns, its
+    static categories and its survey Likert ranges."""
     abc_col = f"revenue_{cfg.abc.window_days}d"
     rfm = partial.rfm
     buyers = rfm[rfm["recency_days"].notna()]
@@ -185,18 +191,24 @@ def _summary(partial: PartialFeatures, cfg: FeaturesConfig) -> tuple[pd.DataFram
     return buyers[cols], static_categories(partial.static), likert
 
 
+def load_partition(part_dir: str, data_cfg: DataConfig) -> Tables | None:
+    """One partition's tables, validated as a folder; ``None`` for a partition without
+    customers."""
+    folder = Path(part_dir)
+    if not (folder / "transactions").is_dir():
+        return None
+    return load_and_validate(folder, partition_config(data_cfg, folder))
+
+
 def _partial_task(
     part_dir: str, data_cfg: DataConfig, cfg: FeaturesConfig, cutoff: pd.Timestamp
 ) -> PartialFeatures | None:
-    folder = Path(part_dir)
-    if not (folder / "transactions").is_dir():
-        return None  # a partition without customers
-    tables = load_and_validate(folder, partition_config(data_cfg, folder))
-    return build_partial_features(tables, cutoff, cfg)
+    tables = load_partition(part_dir, data_cfg)
+    return None if tables is None else build_partial_features(tables, cutoff, cfg)
 
 
 def _summary_task(partial: PartialFeatures | None, cfg: FeaturesConfig) -> Any:
-    return None if partial is None else _summary(partial, cfg)
+    return None if partial is None else partition_summary(partial, cfg)
 
 
 def _finish_task(

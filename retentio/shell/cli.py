@@ -87,6 +87,20 @@ def _dataset_path(settings: Settings, data: str | None) -> Path:
 T = TypeVar("T")
 
 
+def _on_dask(
+    job: Callable[..., T],
+    settings: Settings,
+    data: str | None,
+    steps: int | None,
+    label: str,
+    **kwargs: Any,
+) -> T:
+    """``job(settings, dataset, progress=..., **kwargs)`` of ``retentio.shell.dask_jobs`` under
+    a progress bar, user errors reported as for the local engine."""
+    with progress_steps(steps, f"{label} (dask)") as step:
+        return _run(lambda: job(settings, _dataset_path(settings, data), progress=step, **kwargs))
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -408,13 +422,7 @@ def features_build(
     if settings.engine.kind == "dask":
         from retentio.shell.dask_jobs import features_dask
 
-        with progress_steps(3, "features (dask)") as step:
-            result = _run(
-                lambda: features_dask(
-                    settings, _dataset_path(settings, data), cutoff=cutoff, out=out_file,
-                    progress=step,
-                )
-            )  # fmt: skip
+        result = _on_dask(features_dask, settings, data, 3, "features", cutoff=cutoff, out=out_file)
         out.print(
             f"features at {result.cutoff.date()}: {result.n_customers:,} customers in "
             f"{len(result.files)} files -> {result.path}"
@@ -539,11 +547,7 @@ def train(
     if settings.engine.kind == "dask":
         from retentio.shell.dask_jobs import train_dask_job
 
-        dataset = _dataset_path(settings, data)
-        with progress_steps(None, "train (dask)") as step:
-            job = _run(
-                lambda: train_dask_job(settings, dataset, tasks=tasks, cutoff=cutoff, progress=step)
-            )
+        job = _on_dask(train_dask_job, settings, data, None, "train", tasks=tasks, cutoff=cutoff)
     else:
         tables = _load(settings, data)
         with progress_steps(None, "train") as step:
@@ -668,13 +672,7 @@ def score(
     if settings.engine.kind == "dask":
         from retentio.shell.dask_jobs import score_dask
 
-        with progress_steps(6, "scoring (dask)") as step:
-            scored = _run(
-                lambda: score_dask(
-                    settings, _dataset_path(settings, data), cutoff=cutoff, out=out_file,
-                    progress=step,
-                )
-            )  # fmt: skip
+        scored = _on_dask(score_dask, settings, data, 6, "scoring", cutoff=cutoff, out=out_file)
         out.print(
             f"{scored.n_customers:,} customers scored with versions {scored.versions} -> "
             f"{scored.path} (Parquet dataset)"
@@ -763,13 +761,9 @@ def at_risk(
     if settings.engine.kind == "dask":
         from retentio.shell.dask_jobs import at_risk_dask
 
-        with progress_steps(7, "at-risk list (dask)") as step:
-            frame = _run(
-                lambda: at_risk_dask(
-                    settings, _dataset_path(settings, data), top=top, filters=filters,
-                    cutoff=cutoff, progress=step,
-                )
-            )  # fmt: skip
+        frame = _on_dask(
+            at_risk_dask, settings, data, 7, "at-risk list", top=top, filters=filters, cutoff=cutoff
+        )
     else:
         frame = _at_risk_local(settings, data, top=top, filters=filters, cutoff=cutoff)
     if out_file is None:

@@ -60,6 +60,11 @@ def client_for(settings: Settings) -> Any:
     return dask_client(eng.scheduler, n_workers=eng.workers, memory_limit=eng.worker_memory)
 
 
+def _client(settings: Settings, client: Any) -> Any:
+    """``client`` when given (left open), else :func:`client_for` (closed on exit)."""
+    return contextlib.nullcontext(client) if client is not None else client_for(settings)
+
+
 def features_dask(
     settings: Settings,
     data: Path,
@@ -76,7 +81,7 @@ def features_dask(
     """
     dataset = read_manifest(data)
     target = out or Path(settings.paths.artifacts) / "features" / dataset.name
-    with contextlib.nullcontext(client) if client is not None else client_for(settings) as c:
+    with _client(settings, client) as c:
         return build_features_dask(
             c, dataset, settings.data, settings.features, target, cutoff=cutoff, progress=progress
         )
@@ -96,7 +101,7 @@ def train_dask_job(
     from retentio.shell.dask_train import train_dask
 
     dataset = read_manifest(data)
-    with contextlib.nullcontext(client) if client is not None else client_for(settings) as c:
+    with _client(settings, client) as c:
         result = train_dask(c, dataset, settings, tasks=tasks, cutoff=cutoff, progress=progress)
     return record_training(result, settings, dataset.name, tasks=tasks, progress=progress)
 
@@ -177,7 +182,7 @@ def score_dask(
     models, versions = load_champions(settings)
     dataset = read_manifest(data)
     target = Path(out or Path(settings.paths.artifacts) / "scores" / dataset.name)
-    with contextlib.nullcontext(client) if client is not None else client_for(settings) as client:
+    with _client(settings, client) as client:
         feats = features_dask(settings, data, cutoff=cutoff, client=client, progress=step)
         step("scoring every partition")
         files = [str(f) for f in feats.files]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,18 +28,18 @@ import pandas as pd
 
 from retentio.configs.settings import DataConfig, FeaturesConfig, Settings
 from retentio.errors import InsufficientDataError
-from retentio.features.attitudinal import likert_ranges
-from retentio.features.build import build_partial_features, finish_features, static_categories
+from retentio.features.build import build_partial_features, finish_features
 from retentio.features.cutoff import as_cutoff
 from retentio.features.distributed import (
     DistributedError,
     first_timestamp,
     last_timestamp,
+    load_partition,
     merge_summaries,
+    partition_summary,
 )
-from retentio.features.io import load_and_validate
-from retentio.features.partition import PartitionedDataset, partition_config
-from retentio.features.schema import AS_OF, ENTITY, Tables
+from retentio.features.partition import PartitionedDataset
+from retentio.features.schema import AS_OF, ENTITY
 from retentio.training.pipeline import (
     BtydPerSnapshot,
     TrainingResult,
@@ -56,32 +55,17 @@ logger = logging.getLogger(__name__)
 __all__ = ["DaskSnapshots", "train_dask"]
 
 
-def _tables(part_dir: str, data_cfg: DataConfig) -> Tables | None:
-    folder = Path(part_dir)
-    if not (folder / "transactions").is_dir():
-        return None  # a partition without customers
-    return load_and_validate(folder, partition_config(data_cfg, folder))
-
-
 def _summaries_task(
     part_dir: str, data_cfg: DataConfig, cfg: FeaturesConfig, cutoffs: list[pd.Timestamp]
 ) -> dict[pd.Timestamp, Any]:
     """Per cutoff: the partition's population summary and its number of customers."""
-    tables = _tables(part_dir, data_cfg)
+    tables = load_partition(part_dir, data_cfg)
     out: dict[pd.Timestamp, Any] = {}
     if tables is None:
         return out
     for cut in cutoffs:
         partial = build_partial_features(history_tables(tables, cut), cut, cfg)
-        abc_col = f"revenue_{cfg.abc.window_days}d"
-        rfm = partial.rfm
-        buyers = rfm[rfm["recency_days"].notna()]
-        out[cut] = (
-            buyers[["recency_days", "frequency", "total_revenue", abc_col]],
-            static_categories(partial.static),
-            likert_ranges(partial.surveys, cut),
-            len(rfm),
-        )
+        out[cut] = (*partition_summary(partial, cfg), len(partial.rfm))
     return out
 
 
@@ -95,7 +79,7 @@ def _sample_task(
     seed: int,
 ) -> dict[pd.Timestamp, pd.DataFrame]:
     """Per cutoff: the partition's finished features, a seeded sample of its customers."""
-    tables = _tables(part_dir, data_cfg)
+    tables = load_partition(part_dir, data_cfg)
     out: dict[pd.Timestamp, pd.DataFrame] = {}
     if tables is None:
         return out
@@ -118,7 +102,7 @@ def _labels_task(
     cutoffs: list[pd.Timestamp],
 ) -> list[pd.DataFrame]:
     """The sampled customers' labelled snapshots of one partition, one frame per cutoff."""
-    tables = _tables(part_dir, data_cfg)
+    tables = load_partition(part_dir, data_cfg)
     if tables is None:
         return []
     sampled = {cut: frame for one in passes for cut, frame in one.items()}
