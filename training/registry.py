@@ -24,7 +24,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
@@ -44,6 +43,11 @@ from retentio.training.gate import (
     metrics_of_tags,
 )
 from retentio.training.protocol import gate_mismatch
+from retentio.training.registry_store import (
+    CHAMPION_ALIAS,
+    registered_model_name,
+    registry_namespace,
+)
 from retentio.training.tasks import PRIMARY_METRICS, TASKS
 from retentio.training.tracking import configure_mlflow
 
@@ -67,7 +71,6 @@ __all__ = [
 ]
 
 CANDIDATE_ALIAS = "candidate"
-CHAMPION_ALIAS = "champion"
 SNAPSHOT_TAGS: tuple[str, ...] = ("eval_cutoff", "data_hash", "train_max_cutoff")
 
 # Requirements written into each logged model: fixed here so MLflow never resolves the
@@ -92,32 +95,6 @@ class RetentioPyfunc(PythonModel):
     ) -> pd.DataFrame:
         """Score ``model_input`` (a DataFrame of feature columns) with the wrapped model."""
         return self.model.predict_frame(model_input)
-
-
-def registry_namespace(settings: Settings | None) -> str | None:
-    """The dataset whose models a registry name belongs to: ``data.name``, else the data folder.
-
-    Models of different datasets (different feature sets) never compete or replace each other:
-    each dataset registers ``retentio-<dataset>-<task>``.
-    """
-    if settings is None:
-        return None
-    return settings.data.name or Path(settings.paths.data).name or None
-
-
-def registered_model_name(task: str, settings: Settings | None = None) -> str:
-    """The registered model of a task, e.g. ``retentio-uci_online_retail-churn``.
-
-    Without settings (no dataset known) the name is ``retentio-<task>``.
-    """
-    _check_task(task)
-    namespace = registry_namespace(settings)
-    return f"retentio-{namespace}-{task}" if namespace else f"retentio-{task}"
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise RetentioError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
 
 
 def _pip_requirements() -> list[str]:

@@ -44,15 +44,13 @@ def persisted_population(
     """
     from retentio.features.cutoff import as_cutoff
     from retentio.serving.population import latest_meta, population_dir, select_population
-    from retentio.training.registry import champion_version
-    from retentio.training.tasks import TASKS
 
     if fingerprint is None:
         return None, "the data is not a folder whose changes can be detected"
     folder = population_dir(settings)
     if not latest_meta(folder):
         return None, f"no persisted scores under {folder}"
-    versions = {task: champion_version(task, settings) for task in TASKS}
+    versions = champion_versions(settings)
     if any(v is None for v in versions.values()):
         return None, f"no champion for every task ({versions})"
     wanted = None if cutoff is None else as_cutoff(cutoff).date().isoformat()
@@ -71,6 +69,20 @@ def persisted_population(
             f"{wanted or 'the last day of the data'} from the current data"
         )
     return path, ""
+
+
+def champion_versions(settings: Settings) -> dict[str, str | None]:
+    """Task -> champion version: read from a local SQLite registry without importing MLflow
+    (:func:`retentio.training.registry_store.champion_versions_in_store`), else asked of MLflow."""
+    from retentio.training.registry_store import champion_versions_in_store
+    from retentio.training.tasks import TASKS
+
+    versions = champion_versions_in_store(settings)
+    if versions is None:
+        from retentio.training.registry import champion_version
+
+        versions = {task: champion_version(task, settings) for task in TASKS}
+    return versions
 
 
 def at_risk_from_population(
