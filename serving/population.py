@@ -699,10 +699,14 @@ class PersistedPopulation:
             filters = AtRiskFilters(**fields)
         elif fields:
             raise TypeError("give filters or filter fields, not both")
-        mask = keep_mask(_PopulationColumns(self), filters)
+        mask = self.mask(filters)
         if exclude is not None and len(exclude):
             mask[exclude] = False
         return self.rank[mask[self.rank]]
+
+    def mask(self, filters: AtRiskFilters) -> np.ndarray:
+        """Which rows (file order) the at-risk filters keep (:func:`serving.atrisk.keep_mask`)."""
+        return keep_mask(_PopulationColumns(self), filters)
 
     def values(self, column: str) -> np.ndarray:
         """A numeric score column (zero-copy)."""
@@ -714,8 +718,8 @@ class PersistedPopulation:
     def _isin(self, column: str, wanted: Sequence[str]) -> np.ndarray:
         values, labels = self._columns[column]
         assert labels is not None
-        codes = [i for i, label in enumerate(labels) if label in set(wanted)]
-        return np.isin(values, codes)
+        keep = set(wanted)  # a look-up table over the codes: one gather, no sort
+        return np.array([label in keep for label in labels], dtype=bool)[values]
 
     def close(self) -> None:
         """Release the mapping (views taken before stay valid until collected)."""

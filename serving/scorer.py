@@ -94,6 +94,7 @@ from retentio.serving.live import (
     in_store_history,
     stored_duplicates,
 )
+from retentio.serving.page_data import write_page_data
 from retentio.serving.population import (
     PersistedPopulation,
     ReasonExplainer,
@@ -848,10 +849,11 @@ class Scorer:
         )
         at_store_date = date == state.store_date  # the build computes the thresholds itself
         thresholds = None if at_store_date else self._store_thresholds(models, versions, state)
+        features = shift_to(base, date)
         built = build_population(
             models,
             versions,
-            shift_to(base, date),
+            features,
             self.settings,
             feature_date=date,
             thresholds=thresholds,
@@ -861,6 +863,7 @@ class Scorer:
         self.counts.reasons_computed += built.counts.reasons_computed
         self.counts.populations_built += 1
         path = write_population(built.table, folder)
+        write_page_data(path, features, self.settings)  # the workspace pages' totals and orders
         if at_store_date:
             key = tuple(sorted(versions.items()))
             state.thresholds = {key: dict(PersistedPopulation(path).thresholds)}
@@ -1613,6 +1616,25 @@ class Scorer:
         if pos < 0 or bundle.explainer is None or x is None:
             return []
         return bundle.explainer.explain(x[pos], typical=typical, n_reasons=n_reasons)
+
+    def feature_row(self, customer_id: str) -> dict[str, Any] | None:
+        """One customer's feature row moved to the scoring date (the customer card): its live
+        row when events arrived since the store was built, else the store's; None if unknown.
+        Reads that one row (never the store's whole population)."""
+        cid = str(customer_id)
+        state = self._state
+        with self._lock:
+            live = state.rows.get(cid)
+        if live is not None:
+            frame = self._live_frame(state, [live])
+        else:
+            with state.lease.hold() as store:
+                try:
+                    frame = typed_features(store.get([cid]))
+                except CustomerNotFoundError:
+                    return None
+        row: dict[str, Any] = shift_to(frame, self._date_of(state)).iloc[0].to_dict()
+        return row
 
     def store_features(self) -> pd.DataFrame:
         """The store's feature rows at the store date (read on first need; do not modify)."""

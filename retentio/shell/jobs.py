@@ -262,6 +262,7 @@ def population_job(
     progress: Progress | None = None,
 ) -> ScoreJob:
     """Score ``features`` with ``models`` and persist the population (see :func:`score_job`)."""
+    from retentio.serving.page_data import write_page_data
     from retentio.serving.population import build_population, population_dir, write_population
 
     built = build_population(
@@ -274,6 +275,9 @@ def population_job(
         progress=progress,
     )
     path = write_population(built.table, population_dir(settings))
+    if progress is not None:
+        progress("page data: overview totals and sort orders")
+    write_page_data(path, features, settings)  # what the workspace pages read
     return ScoreJob(built.scores, features, models, versions, path, built.counts)
 
 

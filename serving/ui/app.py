@@ -307,23 +307,25 @@ def create_app(
         ctx: dict[str, Any] = {"raw": raw, "sort": sort, "order": order}
         if sort == "value_at_risk" and order == "desc" and loyalty is None:
             kwargs = {f.name: getattr(filters, f.name) for f in dataclasses.fields(filters)}
-            first = scorer.at_risk(top=ALL, page=1, page_size=1, **kwargs)
-            total = first["total"]
             if page is None:
+                total = scorer.at_risk(top=ALL, page=1, page_size=1, **kwargs)["total"]
                 res = scorer.at_risk(top=ALL, page=1, page_size=max(total, 1), **kwargs)
-            else:
-                page = min(page, max(math.ceil(total / (size or 1)), 1))
+                return {**ctx, "total": total, "items": res["items"], "page": 1}
+            res = scorer.at_risk(top=ALL, page=page, page_size=size, **kwargs)
+            last = max(math.ceil(res["total"] / (size or 1)), 1)
+            if page > last:  # past the end: the last page
+                page = last
                 res = scorer.at_risk(top=ALL, page=page, page_size=size, **kwargs)
-            return {**ctx, "total": total, "items": res["items"], "page": page or 1}
-        ordered = workspace.view().ordered_ids(
+            return {**ctx, "total": res["total"], "items": res["items"], "page": page}
+        view = workspace.view()
+        ordered = view.ordered_positions(
             filters, sort=sort, ascending=order == "asc", loyalty=loyalty
         )
         total = len(ordered)
-        if page is None:
-            ids = list(ordered)
-        else:
+        if page is not None:
             page = min(page, max(math.ceil(total / (size or 1)), 1))
-            ids = list(ordered[(page - 1) * (size or 1) : page * (size or 1)])
+            ordered = ordered[(page - 1) * (size or 1) : page * (size or 1)]
+        ids = view.ids(ordered)
         limit = settings().serving.max_batch
         items: list[dict[str, Any]] = []
         for start in range(0, len(ids), limit):
@@ -400,7 +402,7 @@ def create_app(
         scorer = workspace.scorer()
         (score,) = scorer.score([cid])
         view = workspace.view()
-        row = view.frame.loc[cid] if cid in view.frame.index else None
+        row = workspace.features(cid)
         history = workspace.history(cid)
         tx = history.get("transactions")
         date = view.date

@@ -325,3 +325,132 @@ def test_a_later_scoring_date_is_served_only_from_this_stores_population(
     finally:
         again.close()
     assert scored_after_build == 2 * len(features)  # at the store date, then at the later date
+
+
+# ---------------------------------------------------------------------------------------------
+# the workspace pages' data, persisted beside the population
+# ---------------------------------------------------------------------------------------------
+
+
+def _pages(scorer: Scorer, settings: Settings) -> Any:
+    from starlette.testclient import TestClient
+
+    from retentio.serving.ui import create_app
+
+    app = create_app(lambda: scorer, settings=lambda: settings, keys=lambda: None)
+    return app.state.workspace, TestClient(app)
+
+
+def test_a_restart_serves_every_page_from_the_page_data_written_with_the_population(
+    tmp_path: Path, tables: Any, models: dict[str, Any], features: pd.DataFrame
+) -> None:
+    from retentio.serving.page_data import (
+        FEATURE_COLUMNS,
+        page_totals,
+        pages_path,
+        read_page_data,
+    )
+    from retentio.shell.jobs import population_job
+
+    settings = _settings(tmp_path)
+    _store(tmp_path, tables, features)
+    date = features["as_of"].iloc[0]
+    job = population_job(models, VERSIONS, features, settings, cutoff=date)  # retentio score
+    assert pages_path(job.population).exists()
+
+    # the persisted totals are those of the rows: scores joined with the features by id
+    shown = [c for c in FEATURE_COLUMNS if c in features.columns]
+    rows = job.scores.merge(features[[ENTITY, *shown]], on=ENTITY, how="left")
+    expected = page_totals(rows, features, active_days=settings.labels.active_days)
+    data = read_page_data(PersistedPopulation(job.population))
+    assert data is not None
+    _same(data.totals.to_json(), expected.to_json())  # up to the order of float sums
+    assert data.totals.actions == expected.actions and data.totals.typical == expected.typical
+    kpi = {k.name: k.value for k in data.totals.kpis}
+    assert kpi["Customers"] == features["recency_days"].notna().sum()
+    assert kpi["Value at risk"] == pytest.approx(job.scores["value_at_risk"].sum())
+    loyal = {
+        c.link["loyalty"]: c.count
+        for row in data.totals.matrices["Loyalty x profitability"]
+        for c in row
+    }
+    assert loyal == {k: int((features["loyalty_segment"] == k).sum()) for k in loyal}
+    assert sum(c.count for row in data.totals.matrices["RFM segments"] for c in row) == len(rows)
+    counts, _ = data.totals.histograms["churn"]
+    assert counts.sum() == job.scores["churn_probability"].notna().sum()
+
+    # a restart: no page reads the store's population or recomputes the totals
+    scorer = _scorer(settings, models, VERSIONS)
+    try:
+        workspace, client = _pages(scorer, settings)
+        overview = client.get("/")
+        assert overview.status_code == 200 and "server-timing" in overview.headers
+        assert f"{kpi['Customers']:,.0f}" in overview.text
+        assert workspace.counts.page_data_read == 1 and workspace.counts.page_data_built == 0
+        sorted_page = client.get("/at-risk?sort=churn_probability&order=desc&loyalty=stranger")
+        assert sorted_page.status_code == 200
+        shown = [float(x) for x in _cells(sorted_page.text, "data-churn") if x != "None"]
+        assert shown and shown == sorted(shown, reverse=True)
+        strangers = set(features.loc[features["loyalty_segment"] == "stranger", ENTITY])
+        assert set(_cells(sorted_page.text, "data-customer")) <= strangers
+        cid = _cells(sorted_page.text, "data-customer")[0]
+        card = client.get(f"/customer/{cid}")
+        assert card.status_code == 200 and "Days since the last purchase" in card.text
+        assert client.get("/at-risk?sort=p_alive&order=asc&page=2").status_code == 200
+        assert workspace.counts.page_data_read == 1 and workspace.counts.page_data_built == 0
+        assert scorer._state.base._loaded is None  # the store's 1,500 rows were never read
+    finally:
+        scorer.close()
+
+
+def _same(got: Any, want: Any) -> None:
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys()
+        for key in want:
+            _same(got[key], want[key])
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            _same(a, b)
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-9, nan_ok=True)
+    else:
+        assert got == want
+
+
+def _cells(html: str, attribute: str) -> list[str]:
+    import re
+
+    return re.findall(rf'{attribute}="([^"]+)"', html)
+
+
+def test_page_data_of_another_population_is_never_read_and_is_rebuilt_once(
+    tmp_path: Path, tables: Any, models: dict[str, Any], features: pd.DataFrame
+) -> None:
+    from retentio.serving.page_data import pages_path, read_page_data
+    from retentio.shell.erase import erase_from_table_files
+    from retentio.shell.jobs import population_job
+
+    settings = _settings(tmp_path)
+    _store(tmp_path, tables, features)
+    date = features["as_of"].iloc[0]
+    job = population_job(models, VERSIONS, features, settings, cutoff=date)
+    written = pages_path(job.population).read_bytes()
+    buyer = str(features.loc[features["recency_days"].notna(), ENTITY].iloc[0])
+    removed = erase_from_table_files(tmp_path / "artifacts", {buyer})
+    assert job.population.name in " ".join(removed)  # the population lost a row
+    assert pages_path(job.population).read_bytes() == written  # its page data did not
+    assert read_page_data(PersistedPopulation(job.population)) is None  # ... so it is stale
+
+    scorer = _scorer(settings, models, VERSIONS)
+    try:
+        workspace, client = _pages(scorer, settings)
+        assert client.get("/").status_code == 200
+        assert workspace.counts.page_data_built == 1  # computed once and written
+        kpi = {k.name: k.value for k in workspace.view().kpis}
+        assert kpi["Customers"] == features["recency_days"].notna().sum() - 1
+        again, client = _pages(scorer, settings)  # another worker, or the next start
+        assert client.get("/").status_code == 200
+        assert again.counts.page_data_read == 1 and again.counts.page_data_built == 0
+    finally:
+        scorer.close()
