@@ -551,6 +551,25 @@ def latest_meta(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
+def _array(column: pa.ChunkedArray) -> pa.Array:
+    """One array of a column: its only chunk as it is (a view of the mapped file; a file is
+    written as one record batch), else the chunks concatenated (a copy)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _view(array: pa.Array) -> np.ndarray:
+    """A fixed-width array without nulls as a NumPy view of its buffer (no copy, no scan).
+
+    ``pyarrow.Array.to_numpy(zero_copy_only=True)`` is also a view, but costs ~25 ns an element
+    (1.6 s for the 67 million values of a 1M-row reason matrix); this is constant time.
+    """
+    dtype = np.dtype(array.type.to_pandas_dtype())
+    if array.null_count or dtype.kind not in "iuf":
+        return array.to_numpy(zero_copy_only=True)
+    start = array.offset * dtype.itemsize
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=start)
+
+
 class _PopulationColumns:
     """:class:`serving.atrisk.Columns` of a persisted population (text compared by code)."""
 
@@ -593,29 +612,27 @@ class PersistedPopulation:
         ]
         self._keys = self._numpy("_key")
         self.rank = self._numpy("_rank")
-        self._ids = self.table.column(ENTITY).combine_chunks()
+        self._ids = _array(self.table.column(ENTITY))
         self._reasons = self.table.column("reasons")
         self._columns: dict[str, tuple[np.ndarray, list[Any] | None]] = {}
         for col in self.score_columns:
             if col == ENTITY:
                 continue
-            array = self.table.column(col).combine_chunks()
+            array = _array(self.table.column(col))
             if pa.types.is_dictionary(array.type):
-                values = array.indices.to_numpy(zero_copy_only=True)
-                self._columns[col] = (values, array.dictionary.to_pylist())
+                self._columns[col] = (_view(array.indices), array.dictionary.to_pylist())
             elif col in _DATES:
-                values = array.to_numpy(zero_copy_only=True).view("datetime64[ns]")
-                self._columns[col] = (values, None)
+                self._columns[col] = (_view(array).view("datetime64[ns]"), None)
             else:
-                self._columns[col] = (array.to_numpy(zero_copy_only=True), None)
+                self._columns[col] = (_view(array), None)
         self.x: np.ndarray | None = None
         if "_x" in self.table.column_names:
-            col = self.table.column("_x").combine_chunks()
+            col = _array(self.table.column("_x"))
             width = col.type.list_size
-            self.x = col.flatten().to_numpy(zero_copy_only=True).reshape(-1, width)
+            self.x = _view(col.flatten()).reshape(-1, width)
 
     def _numpy(self, name: str) -> np.ndarray:
-        return self.table.column(name).combine_chunks().to_numpy(zero_copy_only=True)
+        return _view(_array(self.table.column(name)))
 
     def __len__(self) -> int:
         return self.table.num_rows

@@ -132,6 +132,14 @@ def test_population_file_holds_every_score_ranked_and_looks_ids_up(
     every = pop.frame(np.arange(len(pop))).set_index(ENTITY).loc[expected.index]
     pd.testing.assert_frame_equal(every, expected[every.columns], check_dtype=False)
 
+    # every column a request reads is a view of the mapped file, not a copy per worker
+    pop._source.seek(0)
+    mapped = pop._source.read_buffer()
+    inside = range(mapped.address, mapped.address + mapped.size)
+    assert pop.x is not None
+    arrays = [pop.x, pop.rank, pop._keys, *(values for values, _ in pop._columns.values())]
+    assert all(a.ctypes.data in inside and not a.flags.owndata for a in arrays)
+
 
 def test_reasons_on_demand_equal_the_model_contributions_and_the_precomputed_ones(
     tmp_path: Path, models: dict[str, Any], features: pd.DataFrame
