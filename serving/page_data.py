@@ -57,7 +57,7 @@ __all__ = [
     "page_data",
     "page_totals",
     "pages_path",
-    "population_frame",
+    "aligned_rows",
     "population_orders",
     "read_page_data",
     "write_page_data",
@@ -83,6 +83,24 @@ FEATURE_COLUMNS = (
     "att_nps_class",
 )
 """The feature columns the totals read (beside the score columns)."""
+
+TYPICAL_ROWS = 200_000
+"""The typical values quoted beside reasons are medians over at most this many buyers."""
+
+TOTAL_SCORES = (
+    "churn_probability",
+    "value_at_risk",
+    "predicted_ltv",
+    "rfm_segment",
+    "abc_class",
+    "value_potential",
+    "lifecycle_stage",
+    "recommended_action",
+)
+"""The score columns the totals read."""
+
+Columns = Mapping[str, pd.Series]
+"""Columns of equal length by name (a frame, or a dict of series: no copy into one block)."""
 
 SORTS = {
     "value_at_risk": "value at risk",
@@ -183,7 +201,7 @@ def _safe_div(a: float, b: float) -> float | None:
     return float(a) / float(b) if b else None
 
 
-def _kpis(f: pd.DataFrame, active_days: int) -> list[Kpi]:
+def _kpis(f: Columns, active_days: int) -> list[Kpi]:
     n90 = f["n_orders_90d"].fillna(0).to_numpy(float)
     n_prev = (f["n_orders_180d"].fillna(0) - f["n_orders_90d"].fillna(0)).to_numpy(float)
     r90 = f["revenue_90d"].fillna(0).to_numpy(float)
@@ -238,26 +256,32 @@ def _kpis(f: pd.DataFrame, active_days: int) -> list[Kpi]:
     ]
 
 
-def _cells(f: pd.DataFrame, column: str, labels: dict[str, str], link_key: str) -> list[MatrixCell]:
-    grouped = f.groupby(f[column].astype(object), observed=True, sort=False).agg(
-        count=("churn_probability", "size"),
-        revenue=("revenue_365d", "sum"),
-        churn=("churn_probability", "mean"),
-    )
+def _cells(f: Columns, column: str, labels: dict[str, str], link_key: str) -> list[MatrixCell]:
+    values = f[column]
+    cat = values if isinstance(values.dtype, pd.CategoricalDtype) else values.astype("category")
+    codes = np.asarray(cat.cat.codes, dtype=np.int64)
+    k = len(cat.cat.categories)
+    churn = f["churn_probability"].to_numpy(dtype=float, na_value=np.nan)
+    revenue = f["revenue_365d"].to_numpy(dtype=float, na_value=np.nan)
+    rows = codes >= 0
+    known = rows & ~np.isnan(churn)
+    count = np.bincount(codes[rows], minlength=k)
+    total = np.bincount(codes[rows], weights=np.nan_to_num(revenue[rows]), minlength=k)
+    churn_sum = np.bincount(codes[known], weights=churn[known], minlength=k)
+    churn_n = np.bincount(codes[known], minlength=k)
+    where = {str(c): i for i, c in enumerate(cat.cat.categories)}
     out = []
     for key, label in labels.items():
-        if key in grouped.index:
-            g = grouped.loc[key]
-            count, revenue, churn = int(g["count"]), float(g["revenue"]), float(g["churn"])
-        else:
-            count, revenue, churn = 0, 0.0, float("nan")
-        out.append(
-            MatrixCell(label, count, revenue, None if np.isnan(churn) else churn, {link_key: key})
-        )
+        i = where.get(key)
+        if i is None or count[i] == 0:
+            out.append(MatrixCell(label, 0, 0.0, None, {link_key: key}))
+            continue
+        mean = float(churn_sum[i] / churn_n[i]) if churn_n[i] else None
+        out.append(MatrixCell(label, int(count[i]), float(total[i]), mean, {link_key: key}))
     return out
 
 
-def _matrices(f: pd.DataFrame) -> dict[str, list[list[MatrixCell]]]:
+def _matrices(f: Columns) -> dict[str, list[list[MatrixCell]]]:
     from retentio.features.scores import LIFECYCLE_STAGES, RFM_SEGMENTS
 
     rfm = _cells(f, "rfm_segment", {s: plain_value(s) for s in RFM_SEGMENTS}, "rfm_segment")
@@ -293,7 +317,7 @@ def _matrices(f: pd.DataFrame) -> dict[str, list[list[MatrixCell]]]:
     }
 
 
-def _histograms(f: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _histograms(f: Columns) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     churn = f["churn_probability"].dropna().to_numpy(float)
     ltv = f["predicted_ltv"].dropna().to_numpy(float)
     top = float(np.quantile(ltv, 0.99)) if len(ltv) else 1.0
@@ -303,28 +327,29 @@ def _histograms(f: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
-def page_totals(frame: pd.DataFrame, features: pd.DataFrame, *, active_days: int) -> PageTotals:
+def page_totals(frame: Columns, features: pd.DataFrame, *, active_days: int) -> PageTotals:
     """The overview's totals of a scored population.
 
     Parameters
     ----------
     frame
-        One row per customer: the score columns and :data:`FEATURE_COLUMNS` (missing ones are
-        unknown), in any order.
+        One row per customer (a frame, or columns of equal length by name): the score columns
+        of :data:`TOTAL_SCORES` and :data:`FEATURE_COLUMNS` (missing ones are unknown).
     features
         The population's feature rows (for the typical values quoted beside reasons).
     active_days
         ``labels.active_days``: the "active customers" tile's limit.
     """
-    missing = [c for c in FEATURE_COLUMNS if c not in frame]
-    if missing:
-        frame = frame.assign(**dict.fromkeys(missing, np.nan))
+    n = len(frame["churn_probability"])
+    columns = {c: frame[c] for c in (*TOTAL_SCORES, *FEATURE_COLUMNS) if c in frame}
+    for col in FEATURE_COLUMNS:
+        columns.setdefault(col, pd.Series(np.full(n, np.nan)))
     return PageTotals(
-        kpis=_kpis(frame, active_days),
-        matrices=_matrices(frame),
-        histograms=_histograms(frame),
-        actions=sorted(str(a) for a in frame["recommended_action"].dropna().unique()),
-        typical=typical_values(features),
+        kpis=_kpis(columns, active_days),
+        matrices=_matrices(columns),
+        histograms=_histograms(columns),
+        actions=sorted(str(a) for a in columns["recommended_action"].dropna().unique()),
+        typical=typical_values(features, max_rows=TYPICAL_ROWS),
     )
 
 
@@ -333,12 +358,9 @@ def page_totals(frame: pd.DataFrame, features: pd.DataFrame, *, active_days: int
 # ---------------------------------------------------------------------------------------------
 
 
-def _ascending(values: np.ndarray) -> np.ndarray:
-    """Positions of ``values`` ascending, ties by position, NaN last (ties are fixed up only
-    where they occur: an unstable sort of all values, then a stable one of the tied rows)."""
-    known = np.flatnonzero(~np.isnan(values))
-    order = known[np.argsort(values[known], kind="quicksort")]
-    ordered = values[order]
+def _ties_by_position(order: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """``order`` with each run of equal ``ordered`` values (``ordered = values[order]``, no
+    NaN) sorted by position: only the tied rows are sorted again."""
     tie = ordered[1:] == ordered[:-1]
     if tie.any():
         member = np.zeros(len(order), dtype=bool)
@@ -348,31 +370,35 @@ def _ascending(values: np.ndarray) -> np.ndarray:
         group = np.cumsum(np.r_[True, ~tie])[at]
         tied = order[at]
         order[at] = tied[np.lexsort((tied, group))]
-    return np.concatenate([order, np.flatnonzero(np.isnan(values))])
+    return order
+
+
+def _ascending(values: np.ndarray) -> np.ndarray:
+    """Positions of ``values`` ascending, ties by position, NaN last (an unstable sort of all
+    values, then a stable one of the tied rows only)."""
+    missing = np.isnan(values)
+    known = np.flatnonzero(~missing)
+    order = known[np.argsort(values[known], kind="quicksort")]
+    order = _ties_by_position(order, values[order])
+    return np.concatenate([order, np.flatnonzero(missing)])
 
 
 def _flip(order: np.ndarray, ordered: np.ndarray) -> np.ndarray:
-    """``order`` (its values ``ordered``: sorted one way, NaN last) sorted the other way: the
-    groups of equal values in reverse, each group's own order and the NaN kept last."""
+    """``order`` (positions whose values ``ordered`` are sorted one way, ties by position, NaN
+    last) sorted the other way: reversed, ties by position again, the NaN kept last."""
     known = int(np.count_nonzero(~np.isnan(ordered)))
-    if known == 0:
-        return order.copy()
-    head = ordered[:known]
-    starts = np.flatnonzero(np.r_[True, head[1:] != head[:-1]])
-    lengths = np.diff(np.r_[starts, known])
-    rev_starts, rev_lengths = starts[::-1], lengths[::-1]
-    offsets = np.r_[0, np.cumsum(rev_lengths)[:-1]]
-    at = np.repeat(rev_starts - offsets, rev_lengths) + np.arange(known)
-    return np.concatenate([order[:known][at], order[known:]])
+    head = order[:known][::-1].copy()
+    head = _ties_by_position(head, ordered[:known][::-1])
+    return np.concatenate([head, order[known:]])
 
 
 def population_orders(pop: PersistedPopulation) -> dict[str, np.ndarray]:
-    """Row positions of ``pop`` ordered by each :data:`SORTS` column, both ways.
+    """Row positions (int32) of ``pop`` ordered by each :data:`SORTS` column, both ways.
 
     Keys ``<column>_asc`` and ``<column>_desc`` (value at risk descending is ``pop.rank``,
     left out); unknown values last, ties in the at-risk order (``pop.rank``).
     """
-    rank = np.asarray(pop.rank, dtype=np.int64)
+    rank = np.asarray(pop.rank, dtype=np.int32)
     var = np.asarray(pop.values("value_at_risk"), dtype=float)[rank]
     out = {"value_at_risk_asc": rank[_flip(np.arange(len(rank)), var)]}
     for col in SORTS:
@@ -408,36 +434,83 @@ def _key(pop: PersistedPopulation) -> dict[str, Any]:
     }
 
 
-def population_frame(pop: PersistedPopulation) -> pd.DataFrame:
-    """Every score column of a persisted population, indexed by customer id, in file order.
+def _file_rows(pop: PersistedPopulation, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``ids`` are in ``pop`` (their positions in ``ids``) and their file rows.
 
-    Text columns become categoricals over the file's dictionaries (no string per row is
-    made), numbers and dates are views of the memory-mapped file.
+    Vectorised over the file's sorted id keys (:func:`serving.population.id_keys`), each match
+    checked on the id itself.
     """
-    columns: dict[str, Any] = {}
-    for col in pop.score_columns:
-        if col == ENTITY:
+    from retentio.serving.population import id_keys
+
+    file_keys = pop.column("_key").combine_chunks().to_numpy(zero_copy_only=True)
+    if not len(file_keys) or not len(ids):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if np.any(file_keys[1:] == file_keys[:-1]):  # two ids share a key: match the ids
+        at = pd.Index(pop.column(ENTITY).to_pandas().astype(str)).get_indexer(ids)
+        rows = np.flatnonzero(at >= 0)
+        return rows, at[rows].astype(np.int64)
+    keys = id_keys(ids)
+    by_key = np.argsort(keys)  # sorted needles: a cache-friendly search
+    at = np.minimum(np.searchsorted(file_keys, keys[by_key]), len(file_keys) - 1)
+    hit = file_keys[at] == keys[by_key]
+    rows, at = by_key[hit], at[hit]
+    file_ids = pop.column(ENTITY).combine_chunks().take(pa.array(at))
+    same = pc.equal(file_ids, pa.array(ids[rows], pa.string())).to_numpy(zero_copy_only=False)
+    return rows[same], at[same].astype(np.int64)
+
+
+def _score_column(pop: PersistedPopulation, col: str) -> Any:
+    """A score column in file order: numbers as a view, text as a categorical over codes."""
+    array = pop.column(col).combine_chunks()
+    if not pa.types.is_dictionary(array.type):
+        return array.to_numpy(zero_copy_only=False)
+    labels = array.dictionary.to_pylist()
+    codes = array.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    keep = [i for i, label in enumerate(labels) if label is not None]
+    remap = np.full(len(labels), -1, dtype=np.int64)
+    remap[keep] = np.arange(len(keep))
+    categories = pd.Index([labels[i] for i in keep], dtype=object)
+    return pd.Categorical.from_codes(remap[codes], categories=categories)
+
+
+def aligned_rows(
+    pop: PersistedPopulation, features: pd.DataFrame, order: np.ndarray | None = None
+) -> dict[str, pd.Series]:
+    """The columns the totals read, one row per population row in file order: the score
+    columns of :data:`TOTAL_SCORES` and the :data:`FEATURE_COLUMNS` of ``features`` (matched by
+    customer id, or by ``order``: the ``features`` row of each file row, as
+    :func:`serving.population.build_population` laid them out; unknown where a customer has no
+    feature row)."""
+    n = len(pop)
+    if order is not None and len(order) == n:
+        rows, at = np.asarray(order, dtype=np.int64), np.arange(n)
+    else:
+        rows, at = _file_rows(pop, features[ENTITY].astype(str).to_numpy(dtype=object))
+    data: dict[str, Any] = {col: _score_column(pop, col) for col in TOTAL_SCORES}
+    for col in FEATURE_COLUMNS:
+        if col not in features.columns:
+            data[col] = np.full(n, np.nan)
             continue
-        array = pop.table.column(col).combine_chunks()
-        if pa.types.is_dictionary(array.type):
-            labels = array.dictionary.to_pylist()
-            codes = array.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-            keep = [i for i, label in enumerate(labels) if label is not None]
-            remap = np.full(len(labels) + 1, -1, dtype=np.int64)
-            remap[keep] = np.arange(len(keep))
-            columns[col] = pd.Categorical.from_codes(
-                remap[codes], categories=pd.Index([labels[i] for i in keep], dtype=object)
-            )
-        elif col in ("as_of", "expected_next_purchase_date"):
-            columns[col] = array.to_numpy(zero_copy_only=False).view("datetime64[ns]")
+        values = features[col]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            column = np.full(n, np.nan)
+            column[at] = values.to_numpy(dtype=float, na_value=np.nan)[rows]
+            data[col] = column
         else:
-            columns[col] = array.to_numpy(zero_copy_only=False)
-    ids = pd.Index(pop.table.column(ENTITY).to_pandas(), name=ENTITY).astype(str)
-    return pd.DataFrame(columns, index=ids)
+            cat = values.array if isinstance(values.dtype, pd.CategoricalDtype) else None
+            cat = cat if cat is not None else pd.Categorical(values)
+            codes = np.full(n, -1, dtype=np.int64)
+            codes[at] = np.asarray(cat.codes, dtype=np.int64)[rows]
+            data[col] = pd.Categorical.from_codes(codes, categories=cat.categories)
+    return {name: pd.Series(values, copy=False) for name, values in data.items()}
 
 
 def compute_page_table(
-    pop: PersistedPopulation, features: pd.DataFrame, settings: Settings
+    pop: PersistedPopulation,
+    features: pd.DataFrame,
+    settings: Settings,
+    *,
+    order: np.ndarray | None = None,
 ) -> pa.Table:
     """The page data of ``pop`` (see the module docstring) as a table with its metadata.
 
@@ -449,30 +522,36 @@ def compute_page_table(
         Its customers' feature rows (one per customer, any order; the rows it was scored from).
     settings
         ``labels.active_days``.
+    order
+        The ``features`` row of each file row when known (``BuiltPopulation.order``); else
+        rows are matched by customer id.
     """
-    scores = population_frame(pop)
-    wanted = [c for c in FEATURE_COLUMNS if c in features.columns]
-    rows = features[[ENTITY, *wanted]].drop_duplicates(ENTITY)
-    joined = rows.set_index(rows[ENTITY].astype(str))[wanted].reindex(scores.index)
-    frame = scores.join(joined)
+    frame = aligned_rows(pop, features, order)
     totals = page_totals(frame, features, active_days=settings.labels.active_days)
     arrays = {name: pa.array(order, pa.int32()) for name, order in population_orders(pop).items()}
-    loyalty = (
-        frame["loyalty_segment"] if "loyalty_segment" in frame else pd.Series(np.nan, frame.index)
-    )
-    text = loyalty.astype(object).where(loyalty.notna(), None).to_numpy(dtype=object)
-    arrays["loyalty_segment"] = pc.dictionary_encode(
-        pa.array(text, pa.string()), null_encoding="encode"
+    loyalty = frame["loyalty_segment"].astype("category")  # unknown: the last label, None
+    labels = [str(c) for c in loyalty.cat.categories]
+    codes = np.asarray(loyalty.cat.codes, dtype=np.int32)
+    arrays["loyalty_segment"] = pa.DictionaryArray.from_arrays(
+        pa.array(np.where(codes < 0, len(labels), codes), pa.int32()),
+        pa.array([*labels, None], pa.string()),
     )
     meta = {**_key(pop), "totals": totals.to_json()}
     table = pa.table(arrays)
     return table.replace_schema_metadata({META_KEY: json.dumps(meta, default=str).encode()})
 
 
-def write_page_data(population_path: Path, features: pd.DataFrame, settings: Settings) -> Path:
+def write_page_data(
+    population_path: Path,
+    features: pd.DataFrame,
+    settings: Settings,
+    *,
+    order: np.ndarray | None = None,
+) -> Path:
     """Compute the page data of a population file and write it beside it (atomically).
 
-    Page data files whose population file is gone are deleted.
+    ``features`` and ``order`` as in :func:`compute_page_table`. Page data files whose
+    population file is gone are deleted.
 
     Returns
     -------
@@ -481,7 +560,7 @@ def write_page_data(population_path: Path, features: pd.DataFrame, settings: Set
     """
     pop = PersistedPopulation(population_path)
     try:
-        table = compute_page_table(pop, features, settings)
+        table = compute_page_table(pop, features, settings, order=order)
     finally:
         pop.close()
     path = pages_path(population_path)

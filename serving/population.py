@@ -261,6 +261,7 @@ class BuiltPopulation:
     table: pa.Table
     scores: pd.DataFrame
     counts: BuildCounts
+    order: np.ndarray | None = None  # the input row of each file row (file row i: order[i])
 
 
 def build_population(
@@ -358,7 +359,7 @@ def build_population(
     table = pa.table(arrays)
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta, default=str).encode()})
     counts = BuildCounts(rows_scored=len(scores), reasons_computed=n_reasons)
-    return BuiltPopulation(table, scored, counts)
+    return BuiltPopulation(table, scored, counts, order)
 
 
 def _ranks(var: np.ndarray) -> np.ndarray:

@@ -114,31 +114,39 @@ _SPECIAL: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
 }
 
 
-def typical_values(features: pd.DataFrame) -> dict[str, float]:
+def typical_values(features: pd.DataFrame, *, max_rows: int | None = None) -> dict[str, float]:
     """The population's median of every plain numeric feature, over customers who bought.
 
     Parameters
     ----------
     features
         The population's feature frame (``recency_days`` NaN marks prospects, left out).
+    max_rows
+        Over a larger population, the medians of every k-th buyer (k the smallest step that
+        leaves at most ``max_rows``): a typical value to quote, computed in bounded time.
 
     Returns
     -------
     dict[str, float]
         Feature -> median (features absent or all-NaN are left out).
     """
-    buyers = features
+    rows: Any = slice(None)  # column by column: no copy of the whole frame
     if "recency_days" in features:
-        buyers = features[features["recency_days"].notna()]
-    cols = [
-        c
-        for c, (_, unit) in PLAIN.items()
-        if c in buyers.columns and unit not in ("text", "trend") and c != "p_alive"
-    ]
-    if not cols:
-        return {}
-    med = buyers[cols].apply(pd.to_numeric, errors="coerce").median()
-    return {c: float(v) for c, v in med.items() if pd.notna(v)}
+        rows = np.flatnonzero(features["recency_days"].notna().to_numpy())
+    if max_rows is not None:
+        n = len(features) if isinstance(rows, slice) else len(rows)
+        step = max(-(-n // max_rows), 1)
+        rows = np.arange(n)[::step] if isinstance(rows, slice) else rows[::step]
+    out = {}
+    for c, (_, unit) in PLAIN.items():
+        if c not in features.columns or unit in ("text", "trend") or c == "p_alive":
+            continue
+        values = pd.to_numeric(features[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        values = values[rows]
+        values = values[~np.isnan(values)]
+        if len(values):
+            out[c] = float(np.median(values))
+    return out
 
 
 def _as_reason(

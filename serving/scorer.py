@@ -863,7 +863,7 @@ class Scorer:
         self.counts.reasons_computed += built.counts.reasons_computed
         self.counts.populations_built += 1
         path = write_population(built.table, folder)
-        write_page_data(path, features, self.settings)  # the workspace pages' totals and orders
+        write_page_data(path, features, self.settings, order=built.order)  # the pages' data
         if at_store_date:
             key = tuple(sorted(versions.items()))
             state.thresholds = {key: dict(PersistedPopulation(path).thresholds)}

@@ -277,7 +277,7 @@ def population_job(
     path = write_population(built.table, population_dir(settings))
     if progress is not None:
         progress("page data: overview totals and sort orders")
-    write_page_data(path, features, settings)  # what the workspace pages read
+    write_page_data(path, features, settings, order=built.order)  # what the pages read
     return ScoreJob(built.scores, features, models, versions, path, built.counts)
 
 
