@@ -176,6 +176,8 @@ def main() -> None:
     for plan in result.plans.values():
         print(f"  protocol {plan.describe()}")
     print(f"  served: {result.served}")
+    seasonal = result.models["ltv"].metadata.get("seasonal_level")
+    print(f"  LTV seasonal level: {seasonal}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(
         f"retentio LTV bias {bias(y_ltv, ltv_ours):+.2f} % "
@@ -191,6 +193,7 @@ def main() -> None:
         "n_customers": len(ids),
         "protocols": {t: p.protocol for t, p in result.plans.items()},
         "served": result.served,
+        "seasonal_level": seasonal,
         "rows": rows,
         "ltv_bias_interval": [float(np.percentile(own, 2.5)), float(np.percentile(own, 97.5))],
         "train_s": train_s,

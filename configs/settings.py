@@ -250,6 +250,15 @@ class TrainingConfig(_Section):
         description="shortest LTV label horizon learned and then extended to labels."
         "ltv_horizon_days (with BG/NBD x Gamma-Gamma) when the history is too short",
     )
+    seasonal_level: bool = Field(
+        True,
+        description="scale the served LTV by the history's calendar revenue index of the "
+        "scored window's days one year earlier, relative to the labelled windows its level was "
+        "fitted on (1 where the history has not seen those days; see training.seasonal)",
+    )
+    seasonal_half_window_days: int = Field(
+        28, gt=0, description="half-width of the moving mean that detrends the calendar index"
+    )
     random_state: int = 42
     n_threads: int = Field(
         2,

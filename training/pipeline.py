@@ -46,6 +46,12 @@ from retentio.training.protocol import (
     customer_folds,
     plan_task,
 )
+from retentio.training.seasonal import (
+    SeasonalLevel,
+    SeasonalLtvModel,
+    calendar_index,
+    daily_revenue,
+)
 from retentio.training.snapshots import (
     build_snapshot,
     check_snapshot,
@@ -366,6 +372,10 @@ class _SnapshotCache(BtydPerSnapshot):
 
     def check_fittable(self, settings: Settings) -> int:
         return check_btyd_fittable(self.tables.transactions, settings)
+
+    def daily_revenue(self) -> pd.Series:
+        """Revenue per day of the history (the calendar index of the seasonal LTV level)."""
+        return daily_revenue(history_tables(self.tables, as_cutoff(self.last)).transactions)
 
     def features_at(self, cutoff: pd.Timestamp) -> pd.DataFrame:
         if cutoff not in self.features:
@@ -795,6 +805,8 @@ def train_from_source(
                 task_settings,
                 step,
             )
+    if "ltv" in result.models and tr.seasonal_level:
+        _add_seasonal_level(result, cache, settings)
     if eval_cutoffs:
         result.eval_cutoff = max(eval_cutoffs)
     result.eval_frame = _merge_eval_frames(frames)
@@ -804,6 +816,40 @@ def train_from_source(
 
 
 _EVAL_TASK = "_eval_task"
+
+
+def _add_seasonal_level(result: TrainingResult, cache: SnapshotSource, settings: Settings) -> None:
+    """Wrap the served LTV in the calendar level of :mod:`training.seasonal` (in place).
+
+    The reference windows are the labelled windows its level was fitted on: the calibration
+    snapshot (``time_split``; the newest snapshot after ``training.refit``) or every labelled
+    snapshot (``customer_split``). Nothing changes under ``btyd_only`` (no level is fitted on
+    labels) or for a snapshot source without the history's daily revenue.
+    """
+    plan = result.plans["ltv"]
+    revenue_of = getattr(cache, "daily_revenue", None)
+    if not plan.evaluated or revenue_of is None or plan.learned_horizon_days is None:
+        return
+    model = result.models["ltv"]
+    meta = model.metadata
+    if "refit_calibration_cutoff" in meta:
+        refs = [pd.Timestamp(meta["refit_calibration_cutoff"])]
+    elif plan.protocol == "time_split":
+        refs = [pd.Timestamp(meta["calibration_cutoff"])]
+    else:
+        refs = [pd.Timestamp(c) for c in plan.cutoffs]
+    half = settings.training.seasonal_half_window_days
+    level = SeasonalLevel(
+        calendar_index(revenue_of(), half),
+        reference_cutoffs=refs,
+        learned_days=plan.learned_horizon_days,
+        horizon_days=plan.horizon_days,
+        half_window_days=half,
+    )
+    served = SeasonalLtvModel(model, level=level, params=model.params)
+    served.metadata["seasonal_level"] = level.describe(as_cutoff(cache.last))
+    logger.info("ltv: seasonal level %s", served.metadata["seasonal_level"])
+    result.models["ltv"] = served
 
 
 def _merge_eval_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from retentio.training import lgbm
 from retentio.training.ltv import level_scale
 from retentio.training.pipeline import prediction_column, train_all
 from retentio.training.protocol import customer_folds
+from retentio.training.seasonal import SeasonalLtvModel
 from retentio.training.task_model import ModelParams
 from retentio.training.wrappers import ExtendedLtvModel, FoldEnsemble, extension_factor
 from tests.training import LGBM
@@ -70,7 +71,9 @@ def test_twelve_months_with_181_day_horizons_train_all_three_tasks(year_result) 
         assert model.metadata["holdout_metrics"] == result.metrics[task][result.served[task]]
     # LTV: 365 days cannot be labelled in one year; the longest horizon with a time split is
     # learned (90 + 2 x 30 + 2 x 107 = 364 days) and extended
-    ltv = result.models["ltv"]
+    seasonal = result.models["ltv"]
+    assert isinstance(seasonal, SeasonalLtvModel)  # the calendar level wraps the extended LTV
+    ltv = seasonal.base
     assert isinstance(ltv, ExtendedLtvModel)
     assert ltv.metadata["learned_horizon_days"] == 107
     assert ltv.metadata["ltv_horizon_days"] == 365
@@ -110,6 +113,8 @@ def test_customer_split_serves_a_refit_on_every_labelled_row(year_result, year) 
         name = result.served[task]
         rows = frame[frame[prediction_column(task, name, output)].notna()].reset_index(drop=True)
         served, evaluated = result.models[task], result.candidates[task][name]
+        if isinstance(served, SeasonalLtvModel):
+            served = served.base
         assert isinstance(evaluated, FoldEnsemble) and not isinstance(served, FoldEnsemble)
         assert served.metadata["refit"] is True and served.metadata["refit_rows"] == len(rows)
         iterations = served.metadata["iterations"]
@@ -205,7 +210,7 @@ def test_forced_protocol_refuses_and_too_few_repeat_buyers_refuse() -> None:
 
 def test_extended_ltv_grows_with_the_horizon(year_result, year) -> None:
     result, settings = year_result
-    ltv = result.models["ltv"]
+    ltv = result.models["ltv"].base
     features = build_features(year, END, settings.features)
     totals = []
     learned = ltv.learned_days
@@ -259,3 +264,25 @@ def test_hazard_shift_matches_the_calibration_window_level() -> None:
     rows, cols = np.nonzero(dominant)
     assert (p[rows] >= p[cols] - 1e-12).all() and (base[rows] >= base[cols] - 1e-12).all()
     assert fit_hazard_shift(hazards, np.zeros(4000, bool)) == 0.0
+
+
+def test_served_ltv_is_the_unseasoned_model_times_the_calendar_factor(year) -> None:
+    """The seasonal level only scales the served LTV by its date's factor (ranking unchanged),
+    and ``training.seasonal_level: false`` serves the model without it."""
+    labels = {"ltv_horizon_days": 90}
+    on = train_all(year, _settings(**labels), tasks=["ltv"])
+    off = train_all(
+        year,
+        load_settings(training={**BASE, "seasonal_level": False}, labels=labels),
+        tasks=["ltv"],
+    )
+    served, plain = on.models["ltv"], off.models["ltv"]
+    assert isinstance(served, SeasonalLtvModel) and not isinstance(plain, SeasonalLtvModel)
+    info = served.metadata["seasonal_level"]
+    assert info["as_of"] == END and info["covered_days"] > 0
+    features = build_features(year, END, _settings(**labels).features)
+    factor = served.level.factor(pd.Timestamp(END))
+    assert factor == pytest.approx(info["factor"])
+    a, b = served.predict_frame(features), plain.predict_frame(features)
+    np.testing.assert_allclose(a["predicted_ltv"], b["predicted_ltv"] * factor, rtol=1e-9)
+    np.testing.assert_allclose(a["expected_orders"], b["expected_orders"], rtol=1e-9)
