@@ -17,20 +17,31 @@ Both are pure, vectorised functions of a batch's features and scores, called by
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
 from retentio.configs.settings import Settings
 
-__all__ = ["CHANNELS", "choose_channels", "coherence_notes"]
+__all__ = ["CHANNELS", "channels_of", "choose_channels", "coherence_notes"]
 
 CHANNELS = ("email", "SMS", "phone", "none")
+_EMAIL, _SMS, _PHONE, _NONE = range(4)
+_CHANNEL_LABELS = np.array(CHANNELS, dtype=object)
 
 
 def _col(frame: pd.DataFrame, name: str) -> np.ndarray:
     if name not in frame:
         return np.full(len(frame), np.nan)
     return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+
+
+def _per_value(values: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``fn`` applied to the distinct values of ``values`` only, spread back to every row (a
+    batch holds a handful of quadrants, bands and actions but a million rows)."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
+    return np.asarray(fn(np.asarray(uniques, dtype=object)))[codes]
 
 
 def choose_channels(
@@ -60,20 +71,42 @@ def choose_channels(
     Returns
     -------
     numpy.ndarray
-        One channel per row.
+        One channel per row (object array).
+    """
+    high_value = _per_value(
+        quadrant, lambda u: np.array([str(q).startswith("high_value") for q in u], dtype=bool)
+    )
+    no_spend = _per_value(action, lambda u: np.array(["no spend" in str(a) for a in u], dtype=bool))
+    high_risk = _per_value(band, lambda u: np.array([b == "high" for b in u], dtype=bool))
+    return channels_of(
+        features, high_value=high_value, high_risk=high_risk, no_spend=no_spend, settings=settings
+    )
+
+
+def channels_of(
+    features: pd.DataFrame,
+    *,
+    high_value: np.ndarray,
+    high_risk: np.ndarray,
+    no_spend: np.ndarray,
+    settings: Settings,
+) -> np.ndarray:
+    """The rule of :func:`choose_channels` on its decoded inputs (one boolean per row each).
+
+    Nobody is contacted when the action spends nothing; email goes to customers who engage
+    with emails; a high-value customer at high risk gets a phone call; everyone else an SMS.
     """
     acts = settings.actions
     opens = np.nan_to_num(_col(features, "rel_email_open_rate"), nan=-1.0)
     clicks = np.nan_to_num(_col(features, "rel_email_click_rate"), nan=-1.0)
     engaged = (opens >= acts.email_open_rate) | (clicks >= acts.email_click_rate)
-    quadrant = np.asarray(quadrant, dtype=object).astype(str)
-    band = np.asarray(band, dtype=object)
-    high_value = np.char.startswith(quadrant.astype("U"), "high_value")
-    no_spend = pd.Series(action, dtype=object).astype(str).str.contains("no spend").to_numpy()
-    personal = high_value & (band == "high")
-    return np.select(
-        [no_spend, engaged, personal], ["none", "email", "phone"], default="SMS"
-    ).astype(object)
+    personal = np.asarray(high_value, dtype=bool) & np.asarray(high_risk, dtype=bool)
+    code = np.select(
+        [np.asarray(no_spend, dtype=bool), engaged, personal],
+        [_NONE, _EMAIL, _PHONE],
+        default=_SMS,
+    )
+    return _CHANNEL_LABELS[code]
 
 
 def coherence_notes(scores: pd.DataFrame, features: pd.DataFrame, settings: Settings) -> np.ndarray:
@@ -91,12 +124,12 @@ def coherence_notes(scores: pd.DataFrame, features: pd.DataFrame, settings: Sett
     Returns
     -------
     numpy.ndarray
-        One note (str) or None per row.
+        One note (str) or None per row (object array; rows share the note objects).
     """
     churn = _col(scores, "churn_probability")
     alive = _col(scores, "p_alive")
-    stage = scores["lifecycle_stage"].astype(object).to_numpy()
-    band = scores["risk_band"].astype(object).to_numpy()
+    stage = scores["lifecycle_stage"].to_numpy(dtype=object)
+    band = scores["risk_band"].to_numpy(dtype=object)
     lost_days = settings.features.lifecycle.lost_days
     high, medium = settings.actions.risk_bands["high"], settings.actions.risk_bands["medium"]
     rhythm = (
@@ -114,13 +147,17 @@ def coherence_notes(scores: pd.DataFrame, features: pd.DataFrame, settings: Sett
         "the purchase rhythm says this customer has probably left, while the churn model still "
         "expects a purchase: worth a low-cost check"
     )
+    stage_code, stages = pd.factorize(stage, use_na_sentinel=False)
+    stages = np.asarray(stages, dtype=object)
+    lapsed = np.isin(stages, ["lapsed", "lost"])[stage_code]
+    recent = np.isin(stages, ["new", "active"])[stage_code]
     conditions = [
         (churn >= high) & (alive >= 0.9),
-        np.isin(stage, ["lapsed", "lost"]) & (band == "low"),
-        np.isin(stage, ["new", "active"]) & (band == "high"),
+        lapsed & (band == "low"),
+        recent & (band == "high"),
         (churn < medium) & (alive <= 0.1),
     ]
-    notes = np.select(conditions, [rhythm, lost_but_low, recent_but_high, dead_rhythm], default="")
-    out = notes.astype(object)
-    out[notes == ""] = None
-    return out
+    # the index of the first condition that holds (0: none), then one shared object per note
+    code = np.select(conditions, [1, 2, 3, 4], default=0)
+    labels = np.array([None, rhythm, lost_but_low, recent_but_high, dead_rhythm], dtype=object)
+    return labels[code]

@@ -17,7 +17,7 @@ import pandas as pd
 
 from retentio.configs.settings import Settings
 from retentio.features.schema import AS_OF, ENTITY
-from retentio.serving.actions import choose_channels, coherence_notes
+from retentio.serving.actions import channels_of, coherence_notes
 from retentio.serving.atrisk import AtRiskFilters, filter_mask
 from retentio.training.task_model import BTYD_COLUMNS, TaskModel, btyd_features, risk_band
 from retentio.training.tasks import OUTPUTS, TASKS
@@ -70,6 +70,7 @@ ACTION_REFINEMENTS: dict[str, dict[str, str]] = {
 }
 
 _QUADRANTS = tuple(f"{v}_value_{p}_potential" for v in ("high", "low") for p in ("high", "low"))
+_QUADRANT_LABELS = np.array(_QUADRANTS, dtype=object)
 
 
 def _value_column(features: pd.DataFrame) -> str:
@@ -189,7 +190,10 @@ def _with_shared_btyd(models: dict[str, TaskModel], features: pd.DataFrame) -> p
     if not same:
         return features
     extra = btyd_features(first.btyd, features, first.params)
-    return features.assign(**{c: extra[c].to_numpy() for c in BTYD_COLUMNS})
+    out = features.copy(deep=False)  # new columns on a view: the feature data is not copied
+    for c in BTYD_COLUMNS:
+        out[c] = extra[c].to_numpy()
+    return out
 
 
 def score_all(
@@ -232,14 +236,13 @@ def score_all(
         :mod:`serving.actions`.
     """
     n = len(features)
-    out = pd.DataFrame(index=pd.RangeIndex(n))
-    out[ENTITY] = features[ENTITY].to_numpy()
+    cols: dict[str, Any] = {ENTITY: features[ENTITY].to_numpy()}
     as_of = (
-        pd.to_datetime(features[AS_OF]).to_numpy()
+        pd.to_datetime(features[AS_OF]).to_numpy(dtype="datetime64[ns]")
         if AS_OF in features
-        else np.full(n, np.datetime64("NaT"))
+        else np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
     )
-    out[AS_OF] = as_of
+    cols[AS_OF] = as_of
     step = progress or (lambda _: None)
     step("BTYD features")
     features = _with_shared_btyd(models, features)
@@ -248,30 +251,38 @@ def score_all(
         if model is None:
             logger.warning("score: no %s model; its columns are NaN", task)
             for col in OUTPUTS[task]:
-                out[col] = np.nan
+                cols[col] = np.full(n, np.nan)
             continue
         step(f"scoring {task}")
         pred = model.predict_frame(features)
         for col in OUTPUTS[task]:
-            out[col] = pred[col].to_numpy()
+            cols[col] = pred[col].to_numpy()
     step("value, potential and actions")
     if "churn" in models:
-        out["risk_band"] = risk_band(
-            out["churn_probability"],
+        cols["risk_band"] = risk_band(
+            cols["churn_probability"],
             {str(k): float(v) for k, v in settings.actions.risk_bands.items()},
         )
     horizon = settings.labels.next_purchase_horizon_days
-    days = out["expected_next_purchase_days"].to_numpy(float)
+    days = np.asarray(cols["expected_next_purchase_days"], dtype=float)
     within = np.isfinite(days) & (days <= horizon)
-    delta = pd.to_timedelta(np.where(within, np.round(days), 0), unit="D")
-    dates = pd.Series(pd.to_datetime(as_of) + delta)
-    out["expected_next_purchase_date"] = dates.where(within)
-    out["value_at_risk"] = out["churn_probability"] * out["ltv_if_retained"]
+    whole = np.where(within, np.round(days), 0).astype(np.int64)
+    dates = as_of + whole.astype("timedelta64[D]").astype("timedelta64[ns]")
+    dates[~within] = np.datetime64("NaT")
+    cols["expected_next_purchase_date"] = dates
+    cols["value_at_risk"] = np.asarray(cols["churn_probability"]) * np.asarray(
+        cols["ltv_if_retained"]
+    )
     for col in ("rfm_segment", "abc_class", "lifecycle_stage"):
-        out[col] = features[col].to_numpy() if col in features else None
+        cols[col] = features[col].to_numpy() if col in features else np.full(n, None)
+    for col in ("value_potential", "recommended_action", "channel", "note"):
+        cols[col] = np.full(n, None)  # set by assign_actions
+    out = pd.DataFrame(index=pd.RangeIndex(n))
+    for col in SCORE_COLUMNS:  # one block per column: no consolidation copy of 1M objects
+        out[col] = cols[col]
     limits = thresholds or score_thresholds(features, out, settings)
     assign_actions(out, features[_value_column(features)], limits, settings, features=features)
-    return out[list(SCORE_COLUMNS)]
+    return out
 
 
 def assign_actions(
@@ -305,29 +316,51 @@ def assign_actions(
     """
     high_value = _high(past_value, limits["high_value"])
     high_pot = _high(scores["ltv_if_retained"], limits["high_potential"])
-    quadrant = (
-        np.where(high_value, "high", "low").astype(object)
-        + "_value_"
-        + np.where(high_pot, "high", "low").astype(object)
-        + "_potential"
-    )
+    # the quadrant as an index into _QUADRANTS (high/high, high/low, low/high, low/low)
+    q_code = np.where(high_value, 0, 2) + np.where(high_pot, 0, 1)
+    quadrant = _QUADRANT_LABELS[q_code]
     scores["value_potential"] = quadrant
     band = scores["risk_band"].to_numpy(dtype=object)
-    action = recommend_actions(quadrant, band, settings)
+    b_code, bands = pd.factorize(band, use_na_sentinel=False)
+    bands = np.asarray(bands, dtype=object)
     # "let go" spends nothing only on customers worth little even if retained
     worth = scores["ltv_if_retained"].fillna(0).to_numpy(float) >= limits.get(
         "median_if_retained", np.inf
     )
-    let_go = settings.actions.strategies.get("low_value_low_potential")
-    cheap = (quadrant == "low_value_low_potential") & np.isin(band, ["medium", "high"]) & worth
-    if let_go and not settings.actions.rules:
-        action[cheap] = f"{let_go}: automated reminder only"
+    # the action is a function of (quadrant, band, worth): decided once per combination
+    table = _action_table(bands, settings)
+    row = (worth.astype(np.intp) * len(_QUADRANTS) + q_code) * len(bands) + b_code
+    action = table[row]
     scores["recommended_action"] = action
     contacts = features if features is not None else pd.DataFrame(index=scores.index)
-    scores["channel"] = choose_channels(
-        contacts, quadrant=quadrant, band=band, action=action, settings=settings
+    no_spend = np.array(["no spend" in str(a) for a in table], dtype=bool)[row]
+    scores["channel"] = channels_of(
+        contacts,
+        high_value=q_code < 2,
+        high_risk=(bands == "high")[b_code],
+        no_spend=no_spend,
+        settings=settings,
     )
     scores["note"] = coherence_notes(scores, contacts, settings)
+
+
+def _action_table(bands: np.ndarray, settings: Settings) -> np.ndarray:
+    """The recommended action of every (worth, quadrant, band) combination, flattened.
+
+    Entry ``(w * 4 + q) * len(bands) + b`` is the action of quadrant ``_QUADRANTS[q]`` in
+    band ``bands[b]`` for a customer worth (``w = 1``) or not (``w = 0``) at least the
+    population's median if retained: :func:`recommend_actions`, then "let go" softened to an
+    automated reminder for those worth it at medium or high risk (without custom rules).
+    """
+    quadrant = np.repeat(_QUADRANT_LABELS, len(bands))
+    band = np.tile(bands, len(_QUADRANTS))
+    plain = recommend_actions(quadrant, band, settings)
+    worth = plain.copy()
+    let_go = settings.actions.strategies.get("low_value_low_potential")
+    cheap = (quadrant == "low_value_low_potential") & np.isin(band, ["medium", "high"])
+    if let_go and not settings.actions.rules:
+        worth[cheap] = f"{let_go}: automated reminder only"
+    return np.concatenate([plain, worth])
 
 
 def rank_at_risk(
