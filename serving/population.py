@@ -315,7 +315,9 @@ def build_population(
     if features[ENTITY].duplicated().any():
         raise ContractError("the population must hold one row per customer; ids repeat")
     # the btyd_* columns once, shared by score_all and the reason inputs (as score_all would)
-    features = _with_shared_btyd(models, features.reset_index(drop=True))
+    if not isinstance(features.index, pd.RangeIndex) or features.index.start != 0:
+        features = features.reset_index(drop=True)
+    features = _with_shared_btyd(models, features)
     limits = dict(thresholds) if thresholds is not None else None
     scored = score_all(models, features, settings, progress=progress, thresholds=limits)
     if limits is None:
@@ -337,7 +339,7 @@ def build_population(
     reasons: list[Any] = [None] * len(scores)
     meta: dict[str, Any] = {}
     if explainer is not None:
-        x = explainer.matrix(features.iloc[order].reset_index(drop=True))
+        x = explainer.matrix(features)[order]  # rows in key order, like the scores
         arrays["_x"] = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1])
         top = rank[: settings.serving.precomputed_reasons]
         step(f"population: reasons of the top {len(top):,}")
