@@ -474,14 +474,29 @@ _CHUNK = 100_000
 
 
 def load_champions(settings: Settings) -> tuple[dict[str, TaskModel], dict[str, str]]:
-    """Load the ``@champion`` of every task from the MLflow registry."""
+    """Load the ``@champion`` of every task: from the files kept at an earlier load when the
+    registry still names those versions (:mod:`serving.champion_cache`, no MLflow), else from
+    the MLflow registry (then kept)."""
+    from retentio.serving.champion_cache import load_cached, save_cached
+
+    cached = load_cached(settings)
+    if cached is not None:
+        return cached
     from retentio.training.registry import load_champions as load
 
-    return load(settings)
+    models, versions = load(settings)
+    save_cached(settings, models, versions)
+    return models, versions
 
 
 def champion_versions(settings: Settings) -> dict[str, str | None]:
-    """The registry's current champion version per task (cheap; for hot reload)."""
+    """The registry's current champion version per task (cheap; for hot reload): read from a
+    local SQLite registry without MLflow when it is one, else asked of MLflow."""
+    from retentio.training.registry_store import champion_versions_in_store
+
+    versions = champion_versions_in_store(settings)
+    if versions is not None:
+        return versions
     from retentio.training.registry import champion_version
 
     return {task: champion_version(task, settings) for task in TASKS}
@@ -491,7 +506,7 @@ def model_info(
     models: Mapping[str, Any], versions: Mapping[str, str], settings: Settings
 ) -> dict[str, dict[str, Any]]:
     """Per task: registered model name (the dataset's namespace), version, protocol, horizons."""
-    from retentio.training.registry import registered_model_name
+    from retentio.training.registry_store import registered_model_name
 
     out = {}
     for task, model in models.items():

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHAMPION_ALIAS",
     "champion_versions_in_store",
+    "version_stamps_in_store",
     "check_task",
     "registered_model_name",
     "registry_namespace",
@@ -116,3 +117,46 @@ def champion_versions_in_store(
     if any(len(found.get(name, [])) > 1 for name in names.values()):
         return None  # not the one-row-per-alias table known here
     return {task: found[name][0] if name in found else None for task, name in names.items()}
+
+
+def version_stamps_in_store(
+    settings: Settings, versions: Mapping[str, str]
+) -> dict[str, str] | None:
+    """Task -> what identifies that registered version for good: its run and creation time,
+    read from the local SQLite registry without MLflow (``retentio-<dataset>-<task>`` version
+    ``versions[task]``).
+
+    A version number alone does not: a registry deleted and trained again numbers from 1 again.
+    Returns None when this cannot answer for sure (as :func:`champion_versions_in_store`), or
+    when a version is not in the registry.
+    """
+    path = sqlite_registry_path(settings.mlflow.tracking_uri)
+    if path is None or not path.is_file() or os.environ.get("MLFLOW_WORKSPACE"):
+        return None
+    try:
+        con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error:
+        return None
+    out: dict[str, str] = {}
+    try:
+        columns = {row[1] for row in con.execute("PRAGMA table_info(model_versions)")}
+        if not {"name", "version", "run_id", "creation_time"} <= columns:
+            return None
+        query = "SELECT run_id, creation_time FROM model_versions WHERE name = ? AND version = ?"
+        extra: list[str] = []
+        if "workspace" in columns:
+            query += " AND workspace = ?"
+            extra.append(_DEFAULT_WORKSPACE)
+        for task, version in versions.items():
+            rows = con.execute(
+                query, [registered_model_name(task, settings), str(version), *extra]
+            ).fetchall()
+            if len(rows) != 1:
+                return None
+            run_id, created = rows[0]
+            out[task] = f"{run_id}:{created}"
+    except sqlite3.Error:
+        return None
+    finally:
+        con.close()
+    return out
