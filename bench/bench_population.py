@@ -15,7 +15,9 @@ the first ``--train-customers`` customers (default settings) and promoted; then,
 ``build_population`` (scores, reason inputs, top reasons) and the Arrow write, with the time of
 each step.
 
-Every figure carries the 1-minute load average before and after (the machine may be shared).
+Every figure carries the 1-minute load average before and after and the CPU seconds (user +
+system) it took: on a shared machine the wall time says how busy the machine was, the CPU time
+what the work costs.
 JSON lines are appended to ``bench/out/population.jsonl``.
 
 Usage::
@@ -32,6 +34,7 @@ import datetime as dt
 import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -80,8 +83,15 @@ def prepare(root: Path, *, n_customers: int, train_customers: int, seed: int) ->
     return config
 
 
-def _cli(args: list[str], config: Path) -> tuple[float, str]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cli(args: list[str], config: Path) -> tuple[float, str, float]:
+    """Run one ``retentio`` command: wall seconds, its output, its CPU seconds (user + system)."""
     retentio = Path(sys.executable).with_name("retentio")
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
     done = subprocess.run(
         [str(retentio), *args, "--config", str(config)],
@@ -91,9 +101,10 @@ def _cli(args: list[str], config: Path) -> tuple[float, str]:
         env={**os.environ, "COLUMNS": "200"},
     )
     seconds = time.perf_counter() - t0
+    cpu = _children_cpu() - cpu0
     if done.returncode != 0:
         raise RuntimeError(f"retentio {args} failed:\n{done.stdout}\n{done.stderr}")
-    return seconds, done.stdout + done.stderr
+    return seconds, done.stdout + done.stderr, round(cpu, 2)
 
 
 def run_cli(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,21 +116,34 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
     data = str(root / "data")
     out: dict[str, Any] = {"bench": "population-cli", "n_customers": args.n_customers}
     load = _load()
-    seconds, _ = _cli(["score", "--data", data], config)
-    out["score"] = {"seconds": round(seconds, 2), "load_before": load, "load_after": _load()}
+    seconds, _, cpu = _cli(["score", "--data", data], config)
+    out["score"] = {
+        "seconds": round(seconds, 2),
+        "cpu_seconds": cpu,
+        "load_before": load,
+        "load_after": _load(),
+    }
     runs = []
     for _ in range(args.repeat):
         load = _load()
-        seconds, text = _cli(["at-risk", "--top", "20", "--data", data], config)
+        seconds, text, cpu = _cli(["at-risk", "--top", "20", "--data", data], config)
         assert "reading the persisted scores" in text, text
-        runs.append({"seconds": round(seconds, 2), "load_before": load, "load_after": _load()})
+        runs.append(
+            {
+                "seconds": round(seconds, 2),
+                "cpu_seconds": cpu,
+                "load_before": load,
+                "load_after": _load(),
+            }
+        )
     out["at_risk_persisted"] = runs
     (root / "data" / "transactions.parquet").touch()  # the data changed: stale scores
     load = _load()
-    seconds, text = _cli(["at-risk", "--top", "20", "--data", data], config)
+    seconds, text, cpu = _cli(["at-risk", "--top", "20", "--data", data], config)
     assert "scoring now" in text, text
     out["at_risk_stale"] = {
         "seconds": round(seconds, 2),
+        "cpu_seconds": cpu,
         "load_before": load,
         "load_after": _load(),
     }
@@ -143,10 +167,11 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
     def timed(name: str, fn: Any) -> Any:
         steps: list[tuple[str, float]] = []
         load = _load()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         result = fn(lambda s: steps.append((s, time.perf_counter() - t0)))
         out[name] = {
             "seconds": round(time.perf_counter() - t0, 1),
+            "cpu_seconds": round(time.process_time() - cpu0, 1),
             "steps": [(s, round(t, 1)) for s, t in steps],
             "load_before": load,
             "load_after": _load(),
