@@ -88,7 +88,8 @@ class CategoricalCaster(TransformerMixin, BaseEstimator):
         Returns
         -------
         pandas.DataFrame or numpy.ndarray
-            A copy with the cast columns (values not seen in fit become NaN).
+            A new frame with the cast columns (values not seen in fit become NaN); the other
+            columns share ``X``'s data (``X`` itself is left as it was).
 
         Raises
         ------
@@ -104,7 +105,7 @@ class CategoricalCaster(TransformerMixin, BaseEstimator):
                 f"CategoricalCaster: columns {missing} seen in fit are missing from the frame "
                 "to transform; build features with the same customers table as in training"
             )
-        out = X.copy()
+        out = X.copy(deep=False)  # cast columns are replaced, the others shared (no data copy)
         for col, cats in self.categories_.items():
             values = out[col]
             if isinstance(values.dtype, pd.CategoricalDtype):  # recode, no string round trip

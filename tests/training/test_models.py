@@ -40,7 +40,9 @@ def test_caster_fixes_categories_and_maps_unseen_to_nan() -> None:
     caster = CategoricalCaster().fit(train)
     assert list(caster.categories_) == ["c"]
     assert list(caster.categories_["c"]) == ["a", "b"]
-    out = caster.transform(pd.DataFrame({"c": ["z", "b", "a"], "x": [1.0, 1.0, 1.0]}))
+    given = pd.DataFrame({"c": ["z", "b", "a"], "x": [1.0, 1.0, 1.0]})
+    out = caster.transform(given)
+    assert given["c"].tolist() == ["z", "b", "a"]  # the input is left as it was
     assert list(out["c"].cat.categories) == ["a", "b"]
     assert out["c"].isna().tolist() == [True, False, False]
     assert out["c"].cat.codes.tolist() == [-1, 1, 0]
