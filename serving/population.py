@@ -65,6 +65,7 @@ __all__ = [
     "build_population",
     "filter_population",
     "find_population",
+    "first_kept",
     "id_keys",
     "latest_meta",
     "population_dir",
@@ -573,6 +574,23 @@ def _view(array: pa.Array) -> np.ndarray:
     return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=start)
 
 
+def first_kept(order: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` entries of ``order`` whose row ``mask`` keeps (``order[mask[order]][:n]``
+    without gathering the whole order: chunks from the front, growing, until ``n`` are found)."""
+    parts: list[np.ndarray] = []
+    found, start, step = 0, 0, max(4096, 2 * n)
+    while found < n and start < len(order):
+        chunk = order[start : start + step]
+        kept = chunk[mask[chunk]]
+        parts.append(kept)
+        found += len(kept)
+        start += step
+        step *= 4
+    if not parts:
+        return order[:0]
+    return np.concatenate(parts)[:n]
+
+
 class _PopulationColumns:
     """:class:`serving.atrisk.Columns` of a persisted population (text compared by code)."""
 
@@ -723,6 +741,19 @@ class PersistedPopulation:
         if exclude is not None and len(exclude):
             mask[exclude] = False
         return self.rank[mask[self.rank]]
+
+    def top_ranked(
+        self, filters: AtRiskFilters, *, n: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, int]:
+        """The first ``n`` positions of :meth:`ranked` and the length of all of it.
+
+        A page of the at-risk list reads the rank only as far as its last row (
+        :func:`first_kept`): one mask of the population and a short scan.
+        """
+        mask = self.mask(filters)
+        if exclude is not None and len(exclude):
+            mask[exclude] = False
+        return first_kept(self.rank, mask, n), int(np.count_nonzero(mask))
 
     def mask(self, filters: AtRiskFilters) -> np.ndarray:
         """Which rows (file order) the at-risk filters keep (:func:`serving.atrisk.keep_mask`)."""

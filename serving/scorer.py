@@ -1578,10 +1578,11 @@ class Scorer:
         view = self._state.view
         assert view is not None
         bundle = view.bundle
-        ranked = bundle.population.ranked(wanted, exclude=view.stale)
-        total = len(ranked)
-        first = ranked[:top]
         start = (page - 1) * size
+        # the stored rows as far as the page's end: a merge with live rows takes no more of them
+        first, total = bundle.population.top_ranked(
+            wanted, n=min(top, start + size), exclude=view.stale
+        )
         live_ids: list[np.ndarray] = []
         var_parts = [bundle.population.values("value_at_risk")[first]]
         for live, keep in ((view.settled.table, view.settled_keep), (view.fresh_table, None)):
@@ -1632,23 +1633,31 @@ class Scorer:
             return []
         return bundle.explainer.explain(x[pos], typical=typical, n_reasons=n_reasons)
 
-    def feature_row(self, customer_id: str) -> dict[str, Any] | None:
+    def feature_row(
+        self, customer_id: str, columns: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
         """One customer's feature row moved to the scoring date (the customer card): its live
         row when events arrived since the store was built, else the store's; None if unknown.
-        Reads that one row (never the store's whole population)."""
+        Reads that one row (never the store's whole population); ``columns`` (default: all)
+        limits the features typed and returned."""
         cid = str(customer_id)
         state = self._state
         with self._lock:
             live = state.rows.get(cid)
         if live is not None:
-            frame = self._live_frame(state, [live])
+            frame = pd.DataFrame.from_records([live], columns=state.columns)
         else:
             with state.lease.hold() as store:
                 try:
-                    frame = typed_features(store.get([cid]))
+                    frame = store.get([cid])
                 except CustomerNotFoundError:
                     return None
-        row: dict[str, Any] = shift_to(frame, self._date_of(state)).iloc[0].to_dict()
+        if columns is not None:  # and what moving the row to the scoring date reads
+            wanted = [ENTITY, AS_OF, *columns, *_SHIFTED, "overdue_ratio", "ipt_mean_days"]
+            frame = frame[[c for c in dict.fromkeys(wanted) if c in frame.columns]]
+        row: dict[str, Any] = (
+            shift_to(typed_features(frame), self._date_of(state)).iloc[0].to_dict()
+        )
         return row
 
     def store_features(self) -> pd.DataFrame:

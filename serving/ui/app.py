@@ -134,6 +134,8 @@ def create_app(
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
     env.filters.update(money=_fmt_money, pct=_fmt_pct, num=_fmt_num, plain=_plain, unit=_fmt_unit)
+    for name in env.list_templates(extensions=["html"]):  # compiled now, not by a first request
+        env.get_template(name)
     version = _version()
 
     def signed_in(request: Request) -> str | None:
@@ -318,13 +320,17 @@ def create_app(
                 res = scorer.at_risk(top=ALL, page=page, page_size=size, **kwargs)
             return {**ctx, "total": res["total"], "items": res["items"], "page": page}
         view = workspace.view()
-        ordered = view.ordered_positions(
-            filters, sort=sort, ascending=order == "asc", loyalty=loyalty
-        )
-        total = len(ordered)
-        if page is not None:
-            page = min(page, max(math.ceil(total / (size or 1)), 1))
-            ordered = ordered[(page - 1) * (size or 1) : page * (size or 1)]
+        kept = {"sort": sort, "ascending": order == "asc", "loyalty": loyalty}
+        if page is None:
+            ordered, total = view.ordered_positions(filters, **kept)
+        else:
+            size = size or 1
+            ordered, total = view.ordered_positions(filters, n=page * size, **kept)
+            last = max(math.ceil(total / size), 1)
+            if page > last:  # past the end: the last page
+                page = last
+                ordered, total = view.ordered_positions(filters, n=page * size, **kept)
+            ordered = ordered[(page - 1) * size : page * size]
         ids = view.ids(ordered)
         limit = settings().serving.max_batch
         items: list[dict[str, Any]] = []

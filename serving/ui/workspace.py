@@ -40,6 +40,7 @@ from retentio.serving.page_data import (
     read_page_data,
     write_page_data,
 )
+from retentio.serving.population import first_kept
 from retentio.serving.reasons import Reason
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,24 @@ __all__ = [
 
 class NotReadyError(RetentioError):
     """The models are not loaded yet (the pages say so and retry)."""
+
+
+CARD_FEATURES = (
+    "loyalty_segment",
+    "recency_days",
+    "frequency",
+    "n_orders",
+    "monetary_value",
+    "T_days",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm_note",
+    "rfm_note_r",
+    "rfm_note_f",
+    "rfm_note_m",
+)
+"""The feature values the customer card shows."""
 
 
 @dataclass
@@ -107,13 +126,22 @@ class PopulationView:
         return mask
 
     def ordered_positions(
-        self, filters: AtRiskFilters, *, sort: str, ascending: bool, loyalty: str | None = None
-    ) -> np.ndarray:
+        self,
+        filters: AtRiskFilters,
+        *,
+        sort: str,
+        ascending: bool,
+        loyalty: str | None = None,
+        n: int | None = None,
+    ) -> tuple[np.ndarray, int]:
         """Population row positions the filters keep, ordered by ``sort`` (unknown values last;
-        ties in the at-risk order): one mask and one gather of the order persisted beside the
-        population."""
+        ties in the at-risk order), the first ``n`` of them (all when None), and how many the
+        filters keep: one mask and a scan of the order persisted beside the population as far
+        as the page needs."""
         order = self.data.order(sort, ascending=ascending)
-        return order[self.mask(filters, loyalty=loyalty)[order]]
+        mask = self.mask(filters, loyalty=loyalty)
+        total = int(np.count_nonzero(mask))
+        return first_kept(order, mask, total if n is None else n), total
 
 
 @dataclass
@@ -187,8 +215,8 @@ class Workspace:
         return data
 
     def features(self, customer_id: str) -> dict[str, Any] | None:
-        """One customer's feature row at the scoring date (None when unknown)."""
-        row: dict[str, Any] | None = self.scorer().feature_row(customer_id)
+        """The features the customer card shows, at the scoring date (None when unknown)."""
+        row: dict[str, Any] | None = self.scorer().feature_row(customer_id, CARD_FEATURES)
         return row
 
     def reasons(self, customer_id: str, n_reasons: int = 5) -> list[Reason]:

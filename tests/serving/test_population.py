@@ -358,6 +358,7 @@ def test_a_restart_serves_every_page_from_the_page_data_written_with_the_populat
         pages_path,
         read_page_data,
     )
+    from retentio.serving.ui.app import _fmt_num
     from retentio.shell.jobs import population_job
 
     settings = _settings(tmp_path)
@@ -404,6 +405,8 @@ def test_a_restart_serves_every_page_from_the_page_data_written_with_the_populat
         cid = _cells(sorted_page.text, "data-customer")[0]
         card = client.get(f"/customer/{cid}")
         assert card.status_code == 200 and "Days since the last purchase" in card.text
+        recency = features.set_index(ENTITY).loc[cid, "recency_days"]
+        assert f"<dd>{_fmt_num(recency)}</dd>" in card.text  # the customer's own row
         assert client.get("/at-risk?sort=p_alive&order=asc&page=2").status_code == 200
         assert workspace.counts.page_data_read == 1 and workspace.counts.page_data_built == 0
         assert scorer._state.base._loaded is None  # the store's 1,500 rows were never read

@@ -102,7 +102,14 @@ def test_sorted_pages_are_a_mask_and_a_gather_of_the_persisted_orders() -> None:
     view = PopulationView(pop, pd.Timestamp("2025-06-30"), {}, data)
 
     def ids(filters: AtRiskFilters, sort: str, asc: bool, loyalty: str | None = None) -> list:
-        return view.ids(view.ordered_positions(filters, sort=sort, ascending=asc, loyalty=loyalty))
+        every, total = view.ordered_positions(filters, sort=sort, ascending=asc, loyalty=loyalty)
+        assert total == len(every)
+        for n in range(len(every) + 1):  # a page reads the order as far as it needs
+            part, same = view.ordered_positions(
+                filters, sort=sort, ascending=asc, loyalty=loyalty, n=n
+            )
+            assert list(part) == list(every[:n]) and same == total
+        return view.ids(every)
 
     default = AtRiskFilters()  # medium and high: d is left out
     # e before b: equal churn, e first in the at-risk order; unknown churn (c) last either way
@@ -149,3 +156,15 @@ def test_totals_read_back_as_written() -> None:
     for name, (counts, edges) in totals.histograms.items():
         np.testing.assert_array_equal(again.histograms[name][0], counts)
         np.testing.assert_allclose(again.histograms[name][1], edges)
+
+
+def test_first_kept_reads_the_order_only_as_far_as_it_needs() -> None:
+    from retentio.serving.population import first_kept
+
+    rng = np.random.default_rng(3)
+    order = rng.permutation(60_000).astype(np.int32)
+    for density in (0.0, 0.0005, 0.3, 1.0):
+        mask = rng.random(60_000) < density
+        every = order[mask[order]]
+        for n in (0, 1, 7, 50, 2_000, 30_000, 70_000):
+            assert list(first_kept(order, mask, n)) == list(every[:n]), (density, n)
