@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from pandas._libs.hashing import hash_object_array
 
 from retentio.configs.settings import Settings
@@ -327,17 +326,17 @@ def build_population(
     ids = features[ENTITY].astype(str).to_numpy(dtype=object)
     keys = id_keys(ids)
     order = np.argsort(keys, kind="stable")
-    scores = scored.iloc[order].reset_index(drop=True)
     keys = keys[order]
-    var = scores["value_at_risk"].to_numpy(dtype=float)
+    var = scored["value_at_risk"].to_numpy(dtype=float)[order]
     rank = _ranks(var)
     explainer = ReasonExplainer.from_model(models.get("churn"))
-    arrays = {col: _encode(scores[col]) for col in SCORE_COLUMNS}
-    arrays[ENTITY] = pa.array(scores[ENTITY].astype(str).to_numpy(dtype=object), pa.string())
+    # each column taken in key order on its own (no reordered copy of the whole score frame)
+    arrays = {col: _encode(scored[col], order) for col in SCORE_COLUMNS if col != ENTITY}
+    arrays = {ENTITY: pa.array(ids[order], pa.string()), **arrays}
     arrays["_key"] = pa.array(keys, pa.uint64())
     arrays["_rank"] = pa.array(rank, pa.int32())
     n_reasons = 0
-    reasons: list[Any] = [None] * len(scores)
+    reasons: list[Any] = [None] * len(scored)
     meta: dict[str, Any] = {}
     if explainer is not None:
         x = explainer.matrix(features)[order]  # rows in key order, like the scores
@@ -354,14 +353,14 @@ def build_population(
         model_versions=dict(versions),
         feature_date=_date_text(feature_date),
         feature_set_version=FEATURE_SET_VERSION,
-        n_customers=len(scores),
+        n_customers=len(scored),
         n_reasons_precomputed=n_reasons,
         thresholds=limits,
         source=dict(source or {}),
     )
     table = pa.table(arrays)
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta, default=str).encode()})
-    counts = BuildCounts(rows_scored=len(scores), reasons_computed=n_reasons)
+    counts = BuildCounts(rows_scored=len(scored), reasons_computed=n_reasons)
     return BuiltPopulation(table, scored, counts, order)
 
 
@@ -387,17 +386,33 @@ def filter_population(table: pa.Table, keep: pa.Array | np.ndarray) -> pa.Table:
     return kept
 
 
-def _encode(values: pd.Series) -> pa.Array:
-    """A score column as stored: numbers as float64, dates as int64 nanoseconds (NaT = int64
-    min), text as a dictionary with nulls encoded (so every column reads back zero-copy)."""
+def _encode(values: pd.Series, order: np.ndarray) -> pa.Array:
+    """A score column as stored, rows taken in ``order``: numbers as float64, dates as int64
+    nanoseconds (NaT = int64 min), text as a dictionary with nulls encoded (so every column
+    reads back zero-copy), its entries in order of first appearance in the stored rows (as
+    Arrow's ``dictionary_encode``)."""
     if values.name in _DATES:
-        days = pd.to_datetime(values).to_numpy(dtype="datetime64[ns]")
+        days = pd.to_datetime(values).to_numpy(dtype="datetime64[ns]")[order]
         return pa.array(days.view(np.int64), pa.int64())
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        return pa.array(values.to_numpy(dtype=np.float64), pa.float64())
-    text = values.astype(object).where(values.notna(), None).astype(object)
-    array = pa.array(text.to_numpy(), pa.string())
-    return pc.dictionary_encode(array, null_encoding="encode")
+        return pa.array(values.to_numpy(dtype=np.float64)[order], pa.float64())
+    # codes of the distinct values (a column holds a handful), then only integers move
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
+    uniques = np.asarray(uniques, dtype=object)
+    missing = np.flatnonzero(pd.isna(uniques))
+    if len(missing) > 1:  # None and NaN: one null entry
+        same = np.arange(len(uniques))
+        same[missing] = missing[0]
+        codes = same[codes]
+    codes = codes[order]
+    present, first = np.unique(codes, return_index=True)
+    seen = present[np.argsort(first, kind="stable")]  # codes in order of first appearance
+    position = np.zeros(len(uniques), dtype=np.int32)
+    position[seen] = np.arange(len(seen), dtype=np.int32)
+    labels = [None if pd.isna(u) else u for u in uniques[seen]]
+    return pa.DictionaryArray.from_arrays(
+        pa.array(position[codes], pa.int32()), pa.array(labels, pa.string())
+    )
 
 
 def _fsync_dir(folder: Path) -> None:

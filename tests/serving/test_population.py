@@ -465,3 +465,32 @@ def test_page_data_of_another_population_is_never_read_and_is_rebuilt_once(
         assert again.counts.page_data_read == 1 and again.counts.page_data_built == 0
     finally:
         scorer.close()
+
+
+def test_stored_text_columns_equal_arrows_own_dictionary_encoding() -> None:
+    """Text columns are encoded from the codes of their distinct values: the same dictionary
+    (order of first appearance in the stored rows, one null entry) as Arrow's encoder."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from retentio.serving.population import _encode
+
+    rng = np.random.default_rng(3)
+    labels = np.array(["high", "low", None, np.nan, "medium"], dtype=object)
+    values = pd.Series(labels[rng.integers(0, len(labels), 5_000)], name="risk_band")
+    order = rng.permutation(len(values))
+    stored = _encode(values, order)
+    taken = values.to_numpy(dtype=object)[order]
+    expected = pc.dictionary_encode(
+        pa.array([None if pd.isna(v) else v for v in taken], pa.string()),
+        null_encoding="encode",
+    )
+    assert stored.equals(expected)
+    assert stored.dictionary.null_count == 1
+    dates = pd.Series(pd.to_datetime(["2025-01-02", None, "2025-03-04"]), name="as_of")
+    assert _encode(dates, np.array([2, 0, 1])).to_pylist() == [
+        pd.Timestamp("2025-03-04").value,
+        pd.Timestamp("2025-01-02").value,
+        np.iinfo(np.int64).min,
+    ]
+    assert _encode(values.iloc[:0], np.array([], dtype=np.int64)).equals(expected.slice(0, 0))
