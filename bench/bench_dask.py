@@ -90,6 +90,11 @@ def main() -> None:
     parser.add_argument("--config", type=Path, required=True, help="a trained project's config")
     parser.add_argument("--local", action="store_true", help="also the local engine")
     parser.add_argument("--train", action="store_true", help="training stages instead")
+    parser.add_argument(
+        "--stages",
+        default="synth,features,score,at-risk",
+        help="comma-separated subset of synth, features, score, at-risk (default: all)",
+    )
     ns = parser.parse_args()
     if ns.train:
         return train_stages(ns)
@@ -117,7 +122,10 @@ def main() -> None:
             ("score (local)", ["score", "--data", str(folder), *local,
                                "--out", str(OUT / f"local_scores_{ns.customers}.parquet")]),
         ]  # fmt: skip
+    wanted = {s.strip() for s in ns.stages.split(",")}
     for name, args in stages:
+        if name.split(" (")[0].split(" top")[0] not in wanted:
+            continue
         figures = {"customers": ns.customers, "partitions": ns.partitions, **run_stage(name, args)}
         figures.pop("output")
         du = subprocess.run(["du", "-sb", str(OUT)], capture_output=True, text=True).stdout

@@ -109,11 +109,21 @@ def dask_client(
             threads_per_worker=1,
             processes=True,
             memory_limit=memory_limit,
-            dashboard_address=None,
+            # the scheduler's HTTP server always starts (``None`` does not stop it): on a free
+            # loopback port, not 8787, so that two jobs on one machine never compete for it
+            dashboard_address="127.0.0.1:0",
+            scheduler_kwargs={"dashboard": False},
         ) as cluster,
         Client(cluster) as client,
     ):
         yield client
+        # the workers' heartbeats race the scheduler's close and log a traceback per worker
+        # (dask/distributed#7105): the work is done, keep their shutdown quiet
+        client.run(_quiet_shutdown)
+
+
+def _quiet_shutdown() -> None:
+    logging.getLogger("distributed.worker").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)

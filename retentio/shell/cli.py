@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -111,6 +112,12 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("mlflow", "alembic", "urllib3", "bentoml", "evidently", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Dask sets its loggers' levels from its config when it is imported (in this process and in
+    # every worker it starts): warnings only, unless the user's environment says otherwise
+    if not verbose:
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+        if "distributed" in sys.modules:  # imported already: its levels are set
+            logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def _run(fn: Callable[[], T]) -> T:

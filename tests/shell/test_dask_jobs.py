@@ -74,6 +74,8 @@ def test_cli_runs_the_dask_engine(trained, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "top.csv")) == 5
+    # the cluster's own start-up and shutdown chatter stays out of the user's terminal
+    assert "Scheduler at" not in result.output and "Traceback" not in result.output
     # a folder that is not a partitioned dataset: a clear message, exit 2
     result = runner.invoke(
         app, ["features", "build", "--engine", "dask", "--data", str(root / "folder"),
