@@ -64,6 +64,24 @@ def main() -> None:
         "--drift-dates", nargs="+", default=["2025-03-01", "2025-06-01", "2025-09-01"]
     )
     parser.add_argument("--quick", action="store_true", help="2 cycles, 1 drift: a smoke run")
+    parser.add_argument(
+        "--kinds", nargs="+", default=list(SIZES), choices=list(SIZES), help="drifts to inject"
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["new", "old"],
+        choices=["new", "old"],
+        help="stationary runs: new (the shipped monitoring) and/or old (before)",
+    )
+    parser.add_argument(
+        "--no-stationary", action="store_true", help="injected drifts only (no stationary year)"
+    )
+    parser.add_argument(
+        "--key-features",
+        nargs="+",
+        help="with --summarise: re-decide with these key features instead of the default's",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "monitoring.jsonl")
     parser.add_argument(
         "--summarise",
@@ -74,7 +92,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.summarise:
-        summarise(redecide(args.summarise))
+        summarise(redecide(args.summarise, key_features=args.key_features))
         return
 
     import logging
@@ -128,7 +146,7 @@ def run_seed(seed: int, args: argparse.Namespace, settings: Any, old: Any) -> li
     rows = []
     clean_effect: dict[Any, dict] = {}
     dates = args.drift_dates[:1] if args.quick else args.drift_dates
-    kinds = list(SIZES.items())[:1] if args.quick else list(SIZES.items())
+    kinds = [(k, SIZES[k]) for k in args.kinds][: 1 if args.quick else None]
     for date in dates:
         cutoff = _month_end(date)
         if cutoff not in clean_effect:
@@ -163,9 +181,11 @@ def run_seed(seed: int, args: argparse.Namespace, settings: Any, old: Any) -> li
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     months = range(1, 3) if args.quick else range(1, 13)
-    for month in months:
+    for month in [] if args.no_stationary else months:
         cutoff = _month_end(f"2025-{month:02d}-01")
         for variant, cfg in (("new", settings), ("old", old)):
+            if variant not in args.variants:
+                continue
             row = cycle(clean, cfg, champion, cutoff)
             row.update(seed=seed, scenario="stationary", variant=variant)
             print(json.dumps(row), flush=True)
@@ -229,9 +249,10 @@ def effect(tables: Any, settings: Any, champion: dict, cutoff: Any) -> dict[str,
     return realised_performance(scores, labels)
 
 
-def redecide(paths: list[Path]) -> list[dict[str, Any]]:
+def redecide(paths: list[Path], key_features: list[str] | None = None) -> list[dict[str, Any]]:
     """The cycles printed in ``paths`` (JSON lines; ``# seed`` lines give the champion's AUC),
-    each decided again by the current default policy on its recorded measurements."""
+    each decided again by the current default policy (with ``key_features`` when given) on its
+    recorded measurements."""
     import re
 
     from retentio.configs.settings import load_settings
@@ -239,6 +260,8 @@ def redecide(paths: list[Path]) -> list[dict[str, Any]]:
     from retentio.monitoring.policy import should_retrain
 
     policy = load_settings().monitoring.policy
+    if key_features:
+        policy = policy.model_copy(update={"key_features": key_features})
     rows = []
     for path in paths:
         auc = None
