@@ -1,8 +1,10 @@
 """What the Models page shows: the champions, their metrics beside the baselines, monitoring.
 
-Read from the MLflow registry (the ``@champion`` of each task and its training run's metrics)
-and from the files the CLI writes (HTML reports under ``<paths.artifacts>/reports``, monitoring
-summaries under ``<paths.artifacts>/monitoring``). Cached for :data:`CACHE_SECONDS` so the page
+Read from the MLflow registry (the ``@champion`` of each task and its training run's metrics:
+straight from its tables when it is a local SQLite file, so the page never waits for MLflow's
+import, else through MLflow's client) and from the files the CLI writes (HTML reports under
+``<paths.artifacts>/reports``, monitoring summaries under ``<paths.artifacts>/monitoring``).
+Cached for :data:`CACHE_SECONDS` so the page
 stays fast; a promotion shows up within that delay.
 """
 
@@ -12,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -61,36 +64,35 @@ _cache: dict[str, tuple[float, ModelsStatus]] = {}
 _lock = threading.Lock()
 
 
-def _champion(client: Any, task: str, served_version: str | None, settings: Any) -> Champion:
-    from retentio.training.registry import registered_model_name
-
-    name = registered_model_name(task, settings)
-    try:
-        mv = client.get_model_version_by_alias(name, "champion")
-    except Exception as exc:  # no alias yet, or the store is unreachable: say so on the page
-        return Champion(task, served_version, error=f"no champion in the registry ({exc})")
-    tags = dict(mv.tags or {})
+def _champion_of(
+    task: str,
+    version: str,
+    created_ms: int,
+    tags: dict[str, str],
+    run: tuple[dict[str, str], dict[str, str], dict[str, float]] | None,
+) -> Champion:
+    """A champion from its registry record: version tags, and its run's params, tags and
+    latest metrics (None without a run)."""
     champ = Champion(
         task,
-        str(mv.version),
-        trained_at=dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).strftime(
+        version,
+        trained_at=dt.datetime.fromtimestamp(created_ms / 1000, dt.UTC).strftime(
             "%Y-%m-%d %H:%M UTC"
         ),
         eval_cutoff=tags.get("eval_cutoff"),
         protocol=tags.get("protocol"),
         served=tags.get("candidate"),
     )
-    if mv.run_id:
-        run = client.get_run(mv.run_id)
-        params = run.data.params
+    if run is not None:
+        params, run_tags, metrics = run
         champ.served = champ.served or params.get(f"served.{task}")
         champ.protocol = (
             champ.protocol
-            or run.data.tags.get(f"protocol.{task}")
+            or run_tags.get(f"protocol.{task}")
             or params.get(f"protocol.{task}")
             or params.get("protocol")
         )
-        for key, value in run.data.metrics.items():
+        for key, value in metrics.items():
             t, _, rest = key.partition(".")
             cand, _, metric = rest.partition(".")
             if t == task and metric:
@@ -98,6 +100,87 @@ def _champion(client: Any, task: str, served_version: str | None, settings: Any)
     seen = {m for by in champ.candidates.values() for m in by}
     champ.metrics = [m for m in KEY_METRICS.get(task, ()) if m in seen] or sorted(seen)[:6]
     return champ
+
+
+def _champion(client: Any, task: str, served_version: str | None, settings: Any) -> Champion:
+    """One task's champion through MLflow's client."""
+    from retentio.training.registry import registered_model_name
+
+    name = registered_model_name(task, settings)
+    try:
+        mv = client.get_model_version_by_alias(name, "champion")
+    except Exception as exc:  # no alias yet, or the store is unreachable: say so on the page
+        return Champion(task, served_version, error=f"no champion in the registry ({exc})")
+    run = None
+    if mv.run_id:
+        data = client.get_run(mv.run_id).data
+        run = (dict(data.params), dict(data.tags), dict(data.metrics))
+    return _champion_of(task, str(mv.version), mv.creation_timestamp, dict(mv.tags or {}), run)
+
+
+def _champions_in_store(settings: Any, versions: dict[str, str]) -> list[Champion] | None:
+    """The champions read straight from a local SQLite registry (MLflow's tables), without
+    importing MLflow (seconds); None when this cannot answer for sure (another store, a schema
+    not known here): the caller then asks MLflow."""
+    from retentio.training.registry_store import (
+        champion_versions_in_store,
+        registered_model_name,
+        sqlite_registry_path,
+    )
+
+    champions = champion_versions_in_store(settings)
+    path = sqlite_registry_path(settings.mlflow.tracking_uri)
+    if champions is None or path is None:
+        return None
+    out = []
+    try:
+        con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error:
+        return None
+    try:
+        for task in TASKS:
+            name = registered_model_name(task, settings)
+            version = champions.get(task)
+            if version is None:
+                why = f"no champion in the registry (no alias 'champion' on {name})"
+                out.append(Champion(task, versions.get(task), error=why))
+                continue
+            key = (name, int(version))
+            rows = con.execute(
+                "SELECT creation_time, run_id FROM model_versions WHERE name = ? AND version = ?",
+                key,
+            ).fetchall()
+            if len(rows) != 1:
+                return None
+            created, run_id = rows[0]
+            tags = dict(
+                con.execute(
+                    "SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?",
+                    key,
+                ).fetchall()
+            )
+            run = None
+            if run_id:
+                params = dict(
+                    con.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,))
+                )
+                run_tags = dict(
+                    con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,))
+                )
+                metrics = {
+                    k: float("nan") if is_nan else float(v)
+                    for k, v, is_nan in con.execute(
+                        "SELECT key, value, is_nan FROM latest_metrics WHERE run_uuid = ?",
+                        (run_id,),
+                    )
+                }
+                run = (params, run_tags, metrics)
+            out.append(_champion_of(task, str(version), int(created), tags, run))
+    except (sqlite3.Error, TypeError, ValueError):
+        return None
+    finally:
+        con.close()
+    return out
 
 
 def _monitoring(artifacts: Path) -> dict[str, Any] | None:
@@ -140,10 +223,12 @@ def models_status(settings: Any, versions: dict[str, str]) -> ModelsStatus:
         hit = _cache.get(key)
         if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
             return hit[1]
-    from mlflow.tracking import MlflowClient
+    champions = _champions_in_store(settings, versions)
+    if champions is None:
+        from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
-    champions = [_champion(client, task, versions.get(task), settings) for task in TASKS]
+        client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
+        champions = [_champion(client, task, versions.get(task), settings) for task in TASKS]
     artifacts = Path(settings.paths.artifacts)
     status = ModelsStatus(
         champions=champions,
