@@ -685,7 +685,7 @@ def score(
             f"{scored.path} (Parquet dataset)"
         )
         return
-    from retentio.shell.jobs import score_job
+    from retentio.shell.scoring_jobs import score_job
 
     tables = _load(settings, data)
     t = _cutoff(tables, cutoff)
@@ -817,7 +817,7 @@ def _at_risk_local(
         logger.info("reading the persisted scores %s", path)
         return _run(lambda: at_risk_from_population(path, settings, top=top, filters=filters))
     logger.info("%s: scoring now (the scores are persisted for the next call)", why)
-    from retentio.shell.jobs import at_risk_job
+    from retentio.shell.scoring_jobs import at_risk_job
 
     tables = _load(settings, data)
     t = _cutoff(tables, cutoff)

@@ -38,3 +38,17 @@ def test_the_champion_probe_imports_no_model_code() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "", f"imported with the registry: {out}"
+
+
+def test_the_scoring_jobs_import_no_mlflow() -> None:
+    """`retentio score` loads the kept champions without MLflow when the registry still names
+    them (serving.champion_cache); importing its jobs must not pull MLflow in either."""
+    code = (
+        "import sys\n"
+        "import retentio.shell.cli, retentio.shell.scoring_jobs\n"
+        "print(','.join(m for m in ('mlflow', 'sqlalchemy') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "", f"imported with the scoring jobs: {out}"
