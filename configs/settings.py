@@ -380,6 +380,12 @@ class ServingConfig(_Section):
         "with the largest value at risk; the others' reasons are computed when a request "
         "returns them",
     )
+    background_reasons: bool = Field(
+        True,
+        description="once a population is served, one worker computes every customer's reason "
+        "candidates (TreeSHAP) in a low-priority thread and keeps them beside the population "
+        "file, so requests (and later starts) compute no TreeSHAP",
+    )
 
 
 class DriftPolicy(_Section):

@@ -69,6 +69,8 @@ __all__ = [
     "latest_meta",
     "population_dir",
     "population_lock",
+    "read_candidates",
+    "write_candidates",
     "select_population",
     "write_population",
 ]
@@ -203,17 +205,27 @@ class ReasonExplainer:
         """The phrased top reasons of each row of ``x`` (risk-raising contributions only)."""
         if len(x) == 0:
             return []
+        return self.phrase(x, self.candidates(x))
+
+    def candidates(self, x: np.ndarray) -> np.ndarray:
+        """Each row's strongest risk-raising columns (positions, strongest first, -1 after the
+        last), from which :meth:`phrase` words the reasons: what a row's reasons need from
+        TreeSHAP, small enough to keep for every customer (:class:`ReasonCandidates`)."""
         contrib = self.contributions(x)
         k = min(self.n_reasons * 3, contrib.shape[1])  # room for merged phrases
         order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
         positive = np.take_along_axis(contrib, order, axis=1) >= MIN_CONTRIBUTION
+        return np.where(positive, order, -1).astype(np.int16)
+
+    def phrase(self, x: np.ndarray, candidates: np.ndarray) -> list[list[str]]:
+        """The phrased reasons of rows ``x`` from their :meth:`candidates` (no TreeSHAP)."""
         return [  # formatting of the returned rows only
             phrase_reasons(
                 _XRow(self, row),
-                [self.columns[j] for j, ok in zip(pos, keep, strict=True) if ok],
+                [self.columns[j] for j in pos if j >= 0],
                 n_reasons=self.n_reasons,
             )
-            for row, pos, keep in zip(x, order, positive, strict=True)
+            for row, pos in zip(x, candidates, strict=True)
         ]
 
     def explain(
@@ -570,6 +582,73 @@ def latest_meta(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
+def candidates_path(population: PersistedPopulation) -> Path:
+    """``<population file stem>.reasons-<stamp>.npy``: the stamp is that of the file's
+    ``written_at``, so candidates of a file since rewritten under the same name are not its."""
+    written = str(population.meta.get("written_at", ""))
+    stamp = hashlib.blake2b(written.encode(), digest_size=4).hexdigest()
+    return population.path.with_name(f"{population.path.stem}.reasons-{stamp}.npy")
+
+
+def read_candidates(population: PersistedPopulation) -> np.ndarray | None:
+    """The kept reason candidates of ``population`` (memory-mapped), or None."""
+    path = candidates_path(population)
+    if not path.is_file():
+        return None
+    try:
+        values = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable reason candidates %s: %s", path, exc)
+        return None
+    if values.ndim != 2 or len(values) != len(population) or values.dtype != np.int16:
+        logger.warning("ignoring reason candidates %s: not this population's shape", path)
+        return None
+    return values
+
+
+def write_candidates(
+    population: PersistedPopulation,
+    explainer: ReasonExplainer,
+    *,
+    chunk: int = 2_000,
+    stop: Callable[[], bool] | None = None,
+) -> Path | None:
+    """Compute every row's reason candidates (:meth:`ReasonExplainer.candidates`) and keep
+    them beside the population file (:func:`candidates_path`; written then renamed).
+
+    Chunk by chunk on one thread, so it can run beside requests; ``stop()`` true between two
+    chunks abandons the work (None returned). Candidates of other files (gone or rewritten)
+    are deleted.
+    """
+    x = population.x
+    if x is None:
+        return None
+    path = candidates_path(population)
+    out = np.full((len(x), min(explainer.n_reasons * 3, x.shape[1])), -1, dtype=np.int16)
+    for start in range(0, len(x), chunk):
+        if stop is not None and stop():
+            return None
+        out[start : start + chunk] = explainer.candidates(x[start : start + chunk])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            np.save(fh, out)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    for old in path.parent.glob("population_*.reasons-*.npy"):  # of a rewritten or gone file
+        stem = old.name.split(".reasons-")[0]
+        if old != path and (
+            stem == population.path.stem or not (old.parent / f"{stem}.arrow").exists()
+        ):
+            old.unlink(missing_ok=True)
+    logger.info("reason candidates of %d customers kept in %s", len(out), path)
+    return path
+
+
 def _array(column: pa.ChunkedArray) -> pa.Array:
     """One array of a column: its only chunk as it is (a view of the mapped file; a file is
     written as one record batch), else the chunks concatenated (a copy)."""
@@ -666,6 +745,15 @@ class PersistedPopulation:
             col = _array(self.table.column("_x"))
             width = col.type.list_size
             self.x = _view(col.flatten()).reshape(-1, width)
+        self.candidates: np.ndarray | None = None  # every row's reason candidates, once kept
+        self.refresh_candidates()
+
+    def refresh_candidates(self) -> np.ndarray | None:
+        """Map the kept reason candidates of this file when they exist (see
+        :func:`write_candidates`); the array, or None while there are none."""
+        if self.candidates is None:
+            self.candidates = read_candidates(self)
+        return self.candidates
 
     def _numpy(self, name: str) -> np.ndarray:
         return _view(_array(self.table.column(name)))

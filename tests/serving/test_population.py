@@ -62,7 +62,7 @@ def features(tables: Any) -> pd.DataFrame:
 def _settings(root: Path, **serving: Any) -> Settings:
     return load_settings(
         paths={"artifacts": str(root / "artifacts"), "data": str(root / "data")},
-        serving={"precomputed_reasons": 50, **serving},
+        serving={"precomputed_reasons": 50, "background_reasons": False, **serving},
     )
 
 
@@ -494,3 +494,46 @@ def test_stored_text_columns_equal_arrows_own_dictionary_encoding() -> None:
         np.iinfo(np.int64).min,
     ]
     assert _encode(values.iloc[:0], np.array([], dtype=np.int64)).equals(expected.slice(0, 0))
+
+
+def test_every_customers_reasons_kept_off_the_request_path_are_those_computed_on_demand(
+    tmp_path: Path, tables: Any, models: dict[str, Any], features: pd.DataFrame
+) -> None:
+    settings = _settings(tmp_path)
+    _store(tmp_path, tables, features)
+    ids = list(features[ENTITY].iloc[::37])
+    first = _scorer(settings, models, VERSIONS)  # background_reasons off: reasons on demand
+    on_demand = first.score(ids)
+    computed = first.counts.reasons_computed
+    assert computed > 0 and first._bundle.population.candidates is None
+    first.close()
+
+    on = _settings(tmp_path, background_reasons=True)
+    again = _scorer(on, models, VERSIONS)
+    try:
+        thread = again._reasons_thread
+        assert thread is not None
+        thread.join(timeout=300)
+        pop = again._bundle.population
+        assert again.counts.reasons_kept == len(pop) and pop.candidates is not None
+        explainer = again._bundle.explainer
+        assert explainer is not None and pop.x is not None
+        rows = np.arange(0, len(pop), 7)
+        assert explainer.phrase(pop.x[rows], pop.candidates[rows]) == explainer.reasons(pop.x[rows])
+        assert again.score(ids) == on_demand
+        assert again.counts.reasons_computed == 0  # no TreeSHAP on the request path
+    finally:
+        again.close()
+
+    third = _scorer(on, models, VERSIONS)  # a restart maps the kept candidates
+    try:
+        assert third._reasons_thread is None and third._bundle.population.candidates is not None
+        assert third.score(ids) == on_demand and third.counts.reasons_computed == 0
+    finally:
+        third.close()
+
+    # the population rewritten under the same name: the old candidates are not its own
+    pop = PersistedPopulation(third._bundle.population.path)
+    rebuilt = build_population(models, VERSIONS, features, on, feature_date=pop.feature_date)
+    path = write_population(rebuilt.table, population_dir(on))
+    assert path == pop.path and PersistedPopulation(path).candidates is None
