@@ -2,9 +2,10 @@
 
 Candidates (one class each): ``lightgbm`` (all features + BTYD outputs as
 features, calibrated), ``logistic_rfm`` (logistic regression on log1p RFM, standardised,
-calibrated; baseline), ``bgnbd`` (BG/NBD P(no purchase in the horizon), as is; baseline) and
+calibrated; baseline), ``bgnbd`` (BG/NBD P(no purchase in the horizon), as is; baseline),
 ``blend`` (a logistic regression on the logits of the three, fitted on the calibration
-snapshot: stacking and calibration in one; it costs one LightGBM pass like ``lightgbm``).
+snapshot: stacking and calibration in one; it costs one LightGBM pass like ``lightgbm``) and
+``blend_rfm`` (the same stack of the logistic-RFM and BG/NBD logits only, without trees).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "CHURN_MONOTONE",
     "BgnbdChurn",
     "BlendChurn",
+    "BlendRfmChurn",
     "ChurnModel",
     "LightgbmChurn",
     "LogisticRfmChurn",
@@ -197,13 +199,52 @@ class BlendChurn(LightgbmChurn):
         self.metadata["blend_weights"] = _weights(self.stacker)
 
 
+class BlendRfmChurn(ChurnModel):
+    """Logistic stack of the logistic-RFM and BG/NBD logits (no trees).
+
+    BG/NBD models how a population ages; the RFM regression ranks what the labelled snapshots
+    saw. Where the trees have little to add to recency and frequency (purchase dates only), the
+    two together are the calibrated candidate. It has no LightGBM to explain it (no
+    contributions, like ``logistic_rfm``); its weights are in ``metadata["blend_weights"]``.
+    """
+
+    candidate = "blend_rfm"
+
+    def __init__(
+        self, *, rfm_estimator: Pipeline, stacker: LogisticRegression, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.rfm_estimator = rfm_estimator
+        self.stacker = stacker
+
+    def _members(self, X: pd.DataFrame) -> np.ndarray:
+        rfm = lgbm.predict_p(self.rfm_estimator, X[list(RFM_COLUMNS)])
+        return np.column_stack([rfm, _bgnbd_churn(X)])
+
+    def raw(self, X: pd.DataFrame) -> np.ndarray:
+        return self.stacker.predict_proba(_blend_input(*self._members(X).T))[:, 1]
+
+    def raw_scores(self, features: pd.DataFrame) -> np.ndarray | None:
+        """The two members' probabilities, one column each (what the stacker combines)."""
+        return self._members(self.model_input(features))
+
+    def recalibrate(self, raw: np.ndarray, frame: pd.DataFrame, *, seed: int) -> None:
+        """Refit the stacker on the members' probabilities ``raw`` and ``churned``."""
+        y = frame["churned"].to_numpy(float)
+        self.stacker = LogisticRegression(C=1.0).fit(_blend_input(*raw.T), y)
+        self.metadata["blend_weights"] = _weights(self.stacker, _RFM_MEMBERS)
+
+
 def _bgnbd_churn(X: pd.DataFrame) -> np.ndarray:
     """BG/NBD P(no purchase in the horizon); never-purchased customers (NaN) -> 1."""
     return np.nan_to_num(X["btyd_p_churn"].to_numpy(dtype=float), nan=1.0)
 
 
-def _weights(stacker: LogisticRegression) -> dict[str, float]:
-    names = ("lightgbm", "logistic_rfm", "bgnbd")
+_MEMBERS = ("lightgbm", "logistic_rfm", "bgnbd")
+_RFM_MEMBERS = ("logistic_rfm", "bgnbd")
+
+
+def _weights(stacker: LogisticRegression, names: Sequence[str] = _MEMBERS) -> dict[str, float]:
     return dict(zip(names, stacker.coef_[0].tolist(), strict=True))
 
 
@@ -255,7 +296,7 @@ def fit_churn_candidates(
     Returns
     -------
     dict[str, ChurnModel]
-        ``lightgbm``, ``logistic_rfm``, ``bgnbd``, ``blend``.
+        ``lightgbm``, ``logistic_rfm``, ``bgnbd``, ``blend``, ``blend_rfm``.
     """
     seed = settings.training.random_state
     tr = lgbm.subsample(train[train["is_active"]], lgbm.MAX_ROWS_PER_SNAPSHOT, seed)
@@ -286,6 +327,7 @@ def fit_churn_candidates(
     raw_ca_l = lgbm.predict_p(logit_rfm, ca[list(RFM_COLUMNS)])
     cal_l = Calibrator(seed).fit(raw_ca_l, y_ca)
     stacker = LogisticRegression(C=1.0).fit(_blend_input(raw_ca, raw_ca_l, _bgnbd_churn(ca)), y_ca)
+    stacker_rfm = LogisticRegression(C=1.0).fit(_blend_input(raw_ca_l, _bgnbd_churn(ca)), y_ca)
     models: dict[str, ChurnModel] = {
         "lightgbm": LightgbmChurn(
             estimator=trees,
@@ -315,6 +357,16 @@ def fit_churn_candidates(
                 "n_trees": best_iter,
                 "iterations": {"trees": best_iter},
                 "blend_weights": _weights(stacker),
+            },
+            **common,
+        ),
+        "blend_rfm": BlendRfmChurn(
+            rfm_estimator=logit_rfm,
+            stacker=stacker_rfm,
+            metadata={
+                **meta,
+                "calibration": "stacked",
+                "blend_weights": _weights(stacker_rfm, _RFM_MEMBERS),
             },
             **common,
         ),

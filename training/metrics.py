@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import rankdata
+from scipy.stats import norm, rankdata
 from sklearn.metrics import average_precision_score
 
 from retentio.errors import ContractError
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "aggregate_bias_pct",
     "auc",
+    "auc_difference",
     "bootstrap_interval",
     "brier",
     "classification_metrics",
@@ -154,6 +155,58 @@ def auc(y: ArrayLike, p: ArrayLike) -> float:
     """
     y_arr, p_arr = _binary(y, p)
     return float(_auc_rows(y_arr[None, :], p_arr[None, :])[0])
+
+
+def auc_difference(
+    y: ArrayLike, p_a: ArrayLike, p_b: ArrayLike, *, level: float = 0.95
+) -> dict[str, float]:
+    """DeLong's interval of ``auc(y, p_a) - auc(y, p_b)`` (paired: same rows, both models).
+
+    The variance of the difference comes from the structural components of the two AUCs
+    (DeLong, DeLong & Clarke-Pearson 1988, with the midrank algorithm of Sun & Xu 2014):
+    ``O(n log n)``, exact for the AUC's U statistic, no resampling.
+
+    Parameters
+    ----------
+    y
+        0/1 labels.
+    p_a, p_b
+        Probabilities of the two models, aligned with ``y``.
+    level
+        Coverage of the normal interval, in (0, 1).
+
+    Returns
+    -------
+    dict[str, float]
+        ``a`` and ``b`` (the AUCs), ``diff`` (``a - b``), ``se`` (its standard error), ``lo``
+        and ``hi``; NaN when ``y`` has a single class.
+    """
+    y_arr, a_arr = _binary(y, p_a)
+    _, b_arr = _binary(y, p_b)
+    pos, neg = y_arr == 1, y_arr == 0
+    m, n = int(pos.sum()), int(neg.sum())
+    if m == 0 or n == 0:
+        nan = float("nan")
+        return {"a": nan, "b": nan, "diff": nan, "se": nan, "lo": nan, "hi": nan}
+    scores = np.vstack([a_arr, b_arr])
+    all_ranks = rankdata(scores, axis=1)
+    v10 = (all_ranks[:, pos] - rankdata(scores[:, pos], axis=1)) / n  # (2, m)
+    v01 = 1.0 - (all_ranks[:, neg] - rankdata(scores[:, neg], axis=1)) / m  # (2, n)
+    aucs = v10.mean(axis=1)
+    contrast = np.array([1.0, -1.0])
+    var = contrast @ np.atleast_2d(np.cov(v10)) @ contrast / m
+    var += contrast @ np.atleast_2d(np.cov(v01)) @ contrast / n
+    se = float(np.sqrt(max(var, 0.0)))
+    diff = float(aucs[0] - aucs[1])
+    z = float(norm.ppf(0.5 + level / 2))
+    return {
+        "a": float(aucs[0]),
+        "b": float(aucs[1]),
+        "diff": diff,
+        "se": se,
+        "lo": diff - z * se,
+        "hi": diff + z * se,
+    }
 
 
 def pr_auc(y: ArrayLike, p: ArrayLike) -> float:

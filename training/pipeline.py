@@ -10,10 +10,12 @@ candidates train on snapshots ``1..K-2``; early stopping, probability calibratio
 blend's stack and the LTV scale are fitted on snapshot ``K-1``; every candidate is evaluated on
 snapshot ``K``, which no model saw. With ``K = 2`` the calibration rows are a seeded 25 % of the
 customers of snapshot 1, held out from training. The served model per task is the best candidate
-on snapshot ``K`` (churn: AUC, tie-break Brier; next purchase: Brier at 60 days, or at 30 days
-for horizons under 60; LTV: normalised Gini) and it is served *as evaluated*, so the metrics
-recorded in MLflow describe the very model that scores; ``training.refit`` instead serves the
-same candidate refitted one snapshot later (see :func:`_refit_served`).
+on snapshot ``K`` (churn: AUC, where candidates whose 95 % DeLong interval of the paired AUC
+difference to the best reaches 0 tie with it, and the lowest Brier among them wins; next
+purchase: Brier at 60 days, or at 30 days for horizons under 60; LTV: normalised Gini) and it
+is served *as evaluated*, so the metrics recorded in MLflow describe the very model that
+scores; ``training.refit`` instead serves the same candidate refitted one snapshot later (see
+:func:`_refit_served`).
 
 Prediction columns of ``TrainingResult.eval_frame`` are named ``<task>__<candidate>__<output>``
 (see :func:`prediction_column`), e.g. ``churn__lightgbm__churn_probability``.
@@ -298,7 +300,7 @@ def _evaluate_predictions(
             y_s, p_s = _bootstrap_rows(seed, y, p)
             lo, hi = evaluation.bootstrap_interval(y_s, p_s, "bias_pct", n_boot=N_BOOT, seed=seed)
             scores[name].update(bias_pct_lo=lo, bias_pct_hi=hi)
-    best = min(scores, key=lambda n: _rank_key(task, scores[n]))
+    best = _best_within_noise(task, scores, pairs, seed)
     baselines = [n for n in scores if n in BASELINES[task]]
     learned = [n for n in scores if n not in BASELINES[task]]
     boot: dict[str, Any] = {}
@@ -311,6 +313,57 @@ def _evaluate_predictions(
         )
         boot.update({"a_name": a, "b_name": b, "n_rows": len(y)})
     return scores, boot, best
+
+
+def _best_within_noise(
+    task: str,
+    scores: dict[str, dict[str, float]],
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]],
+    seed: int,
+) -> str:
+    """The served candidate: the best by the task's rule, where noise ties candidates.
+
+    Under a rule with ``tie_within_interval`` (churn), a candidate whose primary metric is not
+    below the best's by more than the 95 % interval of their paired difference (the interval
+    reaches 0; DeLong's for the AUC, else the paired bootstrap) is tied with the best, and the
+    lowest tie-break (Brier) among the tied is served: a better calibrated candidate the AUC
+    cannot tell apart wins.
+    """
+    best = min(scores, key=lambda n: _rank_key(task, scores[n]))
+    rule = PRIMARY_METRICS[task]
+    metric = rule.metric_for(scores[best])
+    if not rule.tie_within_interval or rule.tie_break is None or np.isnan(scores[best][metric]):
+        return best
+    tied = [best]
+    for name in scores:
+        if name == best or np.isnan(scores[name].get(metric, np.nan)):
+            continue
+        y, p_name, p_best = pairs[name][0], pairs[name][1], pairs[best][1]
+        if metric == "auc":  # DeLong: exact variance of the paired difference, no resampling
+            diff = evaluation.auc_difference(y, p_name, p_best)
+        else:
+            y, p_name, p_best = _bootstrap_rows(seed, y, p_name, p_best)
+            diff = evaluation.paired_bootstrap(y, p_name, p_best, metric, n_boot=N_BOOT, seed=seed)
+        if diff["hi"] >= 0 if rule.higher_is_better else diff["lo"] <= 0:
+            tied.append(name)
+
+    def tie_key(name: str) -> float:
+        value = scores[name].get(rule.tie_break, np.nan)
+        value = -value if rule.tie_break_higher_is_better else value
+        return np.inf if np.isnan(value) else value
+
+    chosen = min(tied, key=tie_key)
+    if chosen != best:
+        logger.info(
+            "%s: %s ties %s on %s (95 %% paired bootstrap) with a better %s; serving %s",
+            task,
+            chosen,
+            best,
+            metric,
+            rule.tie_break,
+            chosen,
+        )
+    return chosen
 
 
 def _task_settings(settings: Settings, plan: TaskPlan) -> Settings:

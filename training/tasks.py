@@ -60,6 +60,11 @@ class MetricRule:
     fallback
         Compared instead of ``name`` when a model has no ``name`` (e.g. ``brier_60d`` does not
         exist for a next-purchase horizon under 60 days).
+    tie_within_interval
+        When the pipeline picks the served candidate, every candidate whose primary metric the
+        95 % interval of its paired difference to the best (DeLong's for the AUC) cannot tell
+        from the best's ties with it, and the tie-break decides among them (the promotion gate still
+        compares the primary metric itself).
     """
 
     name: str
@@ -67,6 +72,7 @@ class MetricRule:
     tie_break: str | None = None
     tie_break_higher_is_better: bool = False
     fallback: str | None = None
+    tie_within_interval: bool = False
 
     def metric_for(self, available: Collection[str]) -> str:
         """The metric compared for a model whose metrics are ``available``."""
@@ -76,7 +82,7 @@ class MetricRule:
 
 
 PRIMARY_METRICS: dict[str, MetricRule] = {
-    "churn": MetricRule("auc", higher_is_better=True, tie_break="brier"),
+    "churn": MetricRule("auc", higher_is_better=True, tie_break="brier", tie_within_interval=True),
     "next-purchase": MetricRule("brier_60d", higher_is_better=False, fallback="brier_30d"),
     "ltv": MetricRule("gini", higher_is_better=True),
 }

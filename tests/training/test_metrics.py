@@ -251,3 +251,24 @@ def test_bootstrap_interval_of_the_aggregate_bias() -> None:
     assert hi4 - lo4 < hi - lo
     with pytest.raises(ContractError, match="unknown metric"):
         tm.bootstrap_interval(y, noisy, "bias", n_boot=10)
+
+
+def test_auc_difference_is_delong_s_paired_interval() -> None:
+    rng = np.random.default_rng(3)
+    n = 3000
+    s = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-2 * s))).astype(float)
+    a = 1 / (1 + np.exp(-(s + rng.normal(0, 0.5, n))))
+    b = 1 / (1 + np.exp(-(s + rng.normal(0, 0.9, n))))
+    out = tm.auc_difference(y, a, b)
+    assert out["a"] == pytest.approx(skm.roc_auc_score(y, a))
+    assert out["b"] == pytest.approx(skm.roc_auc_score(y, b))
+    assert out["diff"] == pytest.approx(out["a"] - out["b"])
+    assert out["lo"] < out["diff"] < out["hi"] and out["lo"] > 0  # a ranks better, clearly
+    # the same width as the paired bootstrap's (which resamples; DeLong does not)
+    boot = tm.paired_bootstrap(y, a, b, "auc", n_boot=1000, seed=0)
+    assert out["hi"] - out["lo"] == pytest.approx(boot["hi"] - boot["lo"], rel=0.15)
+    # a model against itself: no difference, no spread; one class: undefined
+    same = tm.auc_difference(y, a, a)
+    assert same["diff"] == 0 and same["se"] == pytest.approx(0.0, abs=1e-12)
+    assert np.isnan(tm.auc_difference(np.ones(n), a, b)["hi"])

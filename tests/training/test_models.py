@@ -139,7 +139,7 @@ def _check_common(model, frame: pd.DataFrame) -> pd.DataFrame:
 
 def test_churn_candidates_are_calibrated_and_beat_a_coin(frames, settings) -> None:
     models = _fit(fit_churn_candidates, frames, settings)
-    assert set(models) == {"lightgbm", "logistic_rfm", "bgnbd", "blend"}
+    assert set(models) == {"lightgbm", "logistic_rfm", "bgnbd", "blend", "blend_rfm"}
     evaluation = frames[2]
     active = evaluation["is_active"].to_numpy()
     y = evaluation.loc[active, "churned"].to_numpy()
@@ -169,6 +169,14 @@ def test_churn_candidates_are_calibrated_and_beat_a_coin(frames, settings) -> No
     np.testing.assert_allclose(blend.predict_frame(evaluation)["churn_probability"], expected)
     assert set(blend.metadata["blend_weights"]) == {"lightgbm", "logistic_rfm", "bgnbd"}
     pd.testing.assert_frame_equal(blend.contributions(evaluation), contrib)
+    # blend_rfm: the same stack of the logistic-RFM and BG/NBD logits, without the trees
+    two = models["blend_rfm"]
+    z = np.column_stack([_logit(rfm), _logit(bg)]) @ two.stacker.coef_[0]
+    expected = 1 / (1 + np.exp(-(z + two.stacker.intercept_[0])))
+    np.testing.assert_allclose(two.predict_frame(evaluation)["churn_probability"], expected)
+    assert set(two.metadata["blend_weights"]) == {"logistic_rfm", "bgnbd"}
+    assert two.contributions(evaluation) is None
+    np.testing.assert_allclose(two.raw_scores(evaluation), np.column_stack([rfm, bg]))
 
 
 def test_next_purchase_outputs_are_ordered_and_in_range(frames, settings) -> None:

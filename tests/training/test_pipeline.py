@@ -59,8 +59,18 @@ def test_train_all_reports_every_candidate_and_serves_the_best(result, settings)
         for candidate in result.metrics[task]:
             for output in OUTPUTS[task]:
                 assert prediction_column(task, candidate, output) in result.eval_frame.columns
+    # churn: the lowest Brier among the candidates whose AUC DeLong cannot tell from the best's
     churn = result.metrics["churn"]
-    assert max(churn, key=lambda c: churn[c]["auc"]) == result.served["churn"]
+    best = max(churn, key=lambda c: churn[c]["auc"])
+    frame = result.eval_frame[result.eval_frame["is_active"]]
+    y = frame["churned"].to_numpy(float)
+
+    def p(c: str) -> np.ndarray:
+        return frame[prediction_column("churn", c, "churn_probability")].to_numpy(float)
+
+    tied = [c for c in churn if metrics.auc_difference(y, p(c), p(best))["hi"] >= 0]
+    assert best in tied
+    assert min(tied, key=lambda c: churn[c]["brier"]) == result.served["churn"]
     ltv = result.metrics["ltv"]
     assert max(ltv, key=lambda c: ltv[c]["gini"]) == result.served["ltv"]
     npm = result.metrics["next-purchase"]
@@ -237,3 +247,30 @@ def test_single_customers_scored_with_population_thresholds(result, tables, sett
     alone = score_all(result.models, few, settings, thresholds=limits)
     expected = batch.iloc[[3, 10, 500]].reset_index(drop=True)
     pd.testing.assert_frame_equal(alone, expected, check_exact=False, rtol=1e-9)
+
+
+def test_churn_serves_the_best_calibrated_of_the_candidates_the_auc_cannot_tell_apart() -> None:
+    from retentio.training.pipeline import _best_within_noise
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    s = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-2 * s))).astype(float)
+    preds = {
+        "sharp": 1 / (1 + np.exp(-0.1 * s)),  # the best ranking, far too timid: a poor Brier
+        "tied": 1 / (1 + np.exp(-2 * (s + rng.normal(0, 0.05, n)))),  # a hair worse, calibrated
+        "weak": 1 / (1 + np.exp(-2 * (s + rng.normal(0, 0.7, n)))),  # clearly worse ranking
+    }
+    scores = {k: metrics.classification_metrics(y, p) for k, p in preds.items()}
+    pairs = {k: (y, p) for k, p in preds.items()}
+    assert scores["sharp"]["auc"] > scores["tied"]["auc"] > scores["weak"]["auc"]
+    assert scores["weak"]["brier"] < scores["sharp"]["brier"]
+    assert metrics.auc_difference(y, preds["tied"], preds["sharp"])["hi"] >= 0
+    assert metrics.auc_difference(y, preds["weak"], preds["sharp"])["hi"] < 0
+    assert _best_within_noise("churn", scores, pairs, seed=0) == "tied"
+    # the weak candidate's better Brier does not buy it a clearly lower AUC
+    del scores["tied"], pairs["tied"]
+    assert _best_within_noise("churn", scores, pairs, seed=0) == "sharp"
+    # LTV ranks by its primary metric only
+    ltv = {"a": {"gini": 0.6}, "b": {"gini": 0.59}}
+    assert _best_within_noise("ltv", ltv, {"a": (y, y), "b": (y, y)}, seed=0) == "a"
