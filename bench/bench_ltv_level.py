@@ -11,7 +11,8 @@ with several ways of setting the level of the same learned model:
 
 - ``served``: the served model (``time_split``: the two-part model scaled on the calibration
   snapshot; ``customer_split``: refitted on every labelled row, its level fitted on the
-  out-of-fold predictions);
+  out-of-fold predictions), times the calendar factor of ``training.seasonal``;
+- ``served_without_season``: the same without the calendar factor (the served model before it);
 - ``fold_mean`` (``customer_split`` only): the mean of the fold models, each scaled on its own
   calibration fold (the served model before the refit);
 - ``served_x_newest``: the served model times the level of the newest labelled snapshot
@@ -116,6 +117,10 @@ def main() -> None:
         level_new /= y_ev.sum() / oof[two].sum()
     weights = poisson_stack(np.column_stack([oof[two], oof[base]]), y_ev)
     methods = {"served": served}
+    season = result.models["ltv"].metadata.get("seasonal_level")
+    base_model = getattr(result.models["ltv"], "base", None)
+    if season is not None and base_model is not None:
+        methods["served_without_season"] = ltv(base_model)
     if plan.protocol == "customer_split":
         methods["fold_mean"] = held[two]
     methods["served_x_newest"] = served * level_new
@@ -127,7 +132,7 @@ def main() -> None:
         f"\n{tables.name}: cut {cut.date()}, LTV window {horizon} d, {len(ids):,} customers, "
         f"{plan.protocol}, served {result.served['ltv']}, train {train_s:.0f} s, "
         f"load {load[0]:.1f}; newest-snapshot level {level_new:.3f}, stack weights "
-        f"two-part {weights[0]:.3f} / BG/NBD x GG {weights[1]:.3f}"
+        f"two-part {weights[0]:.3f} / BG/NBD x GG {weights[1]:.3f}; seasonal level {season}"
     )
     rows = []
     for name, pred in methods.items():
@@ -154,6 +159,7 @@ def main() -> None:
         "served": result.served["ltv"],
         "newest_level": float(level_new),
         "stack_weights": weights.tolist(),
+        "seasonal_level": season,
         "rows": rows,
         "train_s": train_s,
         "load": load,
