@@ -512,6 +512,7 @@ class Retentio:
             )
 
     def _reload_loop(self) -> None:
+        self._warm_pages()
         interval = self.settings.serving.reload_interval_s
         while not self._stop.wait(interval):
             try:
@@ -522,6 +523,16 @@ class Retentio:
                     logger.info("hot reload: now serving %s", self.scorer.versions)
             except Exception:  # the loop must survive anything; the old models keep serving
                 logger.exception("hot reload failed; the current models keep serving")
+
+    def _warm_pages(self) -> None:
+        """Read the workspace pages' data once the models are loaded (the reload thread, off
+        the request path), so the first page after a start does not."""
+        if self.scorer is None or not self.scorer.ready:
+            return
+        try:
+            ui_app.state.workspace.view(self.scorer)  # the service is not current yet
+        except Exception:  # the pages say what is wrong when asked; the API keeps serving
+            logger.exception("reading the workspace pages' data failed")
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:

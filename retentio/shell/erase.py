@@ -114,9 +114,12 @@ def erase_from_table_files(artifacts: Path, customer_ids: set[str]) -> dict[str,
             if not n_hit:
                 continue
             if "_rank" in table.column_names:  # a scored population: ranks move with the rows
+                from retentio.serving.page_data import pages_path
                 from retentio.serving.population import filter_population
 
                 kept_table = filter_population(table, pc.invert(hit_arrow))
+                # its page data (totals, orders by row) no longer match: the service remakes it
+                pages_path(path).unlink(missing_ok=True)
             else:
                 kept_table = table.filter(pc.invert(hit_arrow))
             _replace_with(path, lambda tmp, t=kept_table: _write_ipc(t, tmp))

@@ -175,9 +175,10 @@ class Workspace:
             raise NotReadyError("the models are loading; this page refreshes when they are")
         return scorer
 
-    def view(self) -> PopulationView:
-        """The current scored population (made once per scoring, then cached)."""
-        scorer = self.scorer()
+    def view(self, scorer: Any = None) -> PopulationView:
+        """The current scored population (made once per scoring, then cached); ``scorer``: the
+        one to read (default: the service's current one)."""
+        scorer = scorer if scorer is not None else self.scorer()
         bundle = scorer._bundle  # the one place that reads the scorer's scored population
         with self._lock:
             if self._key != id(bundle) or self._view is None:

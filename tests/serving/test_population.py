@@ -448,10 +448,13 @@ def test_page_data_of_another_population_is_never_read_and_is_rebuilt_once(
     job = population_job(models, VERSIONS, features, settings, cutoff=date)
     written = pages_path(job.population).read_bytes()
     buyer = str(features.loc[features["recency_days"].notna(), ENTITY].iloc[0])
+    stale = pages_path(job.population).with_name("stale.arrow")
+    stale.write_bytes(written)  # the page data as it was before the erasure
     removed = erase_from_table_files(tmp_path / "artifacts", {buyer})
     assert job.population.name in " ".join(removed)  # the population lost a row
-    assert pages_path(job.population).read_bytes() == written  # its page data did not
-    assert read_page_data(PersistedPopulation(job.population)) is None  # ... so it is stale
+    assert not pages_path(job.population).exists()  # and its page data went with it
+    stale.rename(pages_path(job.population))  # were it still there, it would not be read
+    assert read_page_data(PersistedPopulation(job.population)) is None
 
     scorer = _scorer(settings, models, VERSIONS)
     try:
