@@ -614,39 +614,66 @@ def write_candidates(
     stop: Callable[[], bool] | None = None,
 ) -> Path | None:
     """Compute every row's reason candidates (:meth:`ReasonExplainer.candidates`) and keep
-    them beside the population file (:func:`candidates_path`; written then renamed).
+    them beside the population file (:func:`candidates_path`).
 
-    Chunk by chunk on one thread, so it can run beside requests; ``stop()`` true between two
-    chunks abandons the work (None returned). Candidates of other files (gone or rewritten)
+    Chunk by chunk on one thread, so it can run beside requests, into a partial file beside the
+    final one (``.<name>.partial``, rows not computed yet marked -2, synced after each chunk);
+    ``stop()`` true between two chunks leaves it there (None returned) and the next call goes
+    on from its first row not computed, so a service stopped midway loses at most one chunk.
+    The complete file is renamed into place. Candidates of other files (gone or rewritten)
     are deleted.
+
+    Returns
+    -------
+    Path or None
+        The candidates file, or None when stopped (or the population has no reason inputs).
     """
     x = population.x
     if x is None:
         return None
     path = candidates_path(population)
-    out = np.full((len(x), min(explainer.n_reasons * 3, x.shape[1])), -1, dtype=np.int16)
-    for start in range(0, len(x), chunk):
+    partial = path.with_name(f".{path.name}.partial")
+    shape = (len(x), min(explainer.n_reasons * 3, x.shape[1]))
+    out = _partial_candidates(partial, shape)
+    todo = np.flatnonzero(out[:, 0] == _NOT_COMPUTED) if len(out) else np.array([], dtype=int)
+    first = int(todo[0]) if len(todo) else len(out)
+    for start in range(first, len(x), chunk):
         if stop is not None and stop():
+            out.flush()
             return None
         out[start : start + chunk] = explainer.candidates(x[start : start + chunk])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as fh:
-            np.save(fh, out)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    for old in path.parent.glob("population_*.reasons-*.npy"):  # of a rewritten or gone file
-        stem = old.name.split(".reasons-")[0]
+        out.flush()
+    del out
+    os.replace(partial, path)
+    _fsync_dir(path.parent)
+    for old in [*path.parent.glob("population_*.reasons-*.npy"), *path.parent.glob(".*.partial")]:
+        stem = old.name.lstrip(".").split(".reasons-")[0]  # candidates of a rewritten or gone file
         if old != path and (
             stem == population.path.stem or not (old.parent / f"{stem}.arrow").exists()
         ):
             old.unlink(missing_ok=True)
-    logger.info("reason candidates of %d customers kept in %s", len(out), path)
+    logger.info("reason candidates of %d customers kept in %s", len(x), path)
     return path
+
+
+_NOT_COMPUTED = -2  # a row of a partial candidates file not computed yet
+
+
+def _partial_candidates(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """The partial candidates file (memory-mapped for writing): the one left by a stopped
+    computation when it has this shape, else a new one with every row not computed."""
+    if path.is_file():
+        try:
+            out = np.load(path, mmap_mode="r+")
+            if out.shape == shape and out.dtype == np.int16:
+                return out
+        except (OSError, ValueError):
+            pass
+        path.unlink(missing_ok=True)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.int16, shape=shape)
+    out[:] = _NOT_COMPUTED
+    out.flush()
+    return out
 
 
 def _array(column: pa.ChunkedArray) -> pa.Array:

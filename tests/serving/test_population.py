@@ -540,3 +540,34 @@ def test_every_customers_reasons_kept_off_the_request_path_are_those_computed_on
     rebuilt = build_population(models, VERSIONS, features, on, feature_date=pop.feature_date)
     path = write_population(rebuilt.table, population_dir(on))
     assert path == pop.path and PersistedPopulation(path).candidates is None
+
+
+def test_a_stopped_candidates_computation_goes_on_where_it_stopped(
+    tmp_path: Path, models: dict[str, Any], features: pd.DataFrame
+) -> None:
+    from retentio.serving.population import candidates_path, write_candidates
+
+    settings = _settings(tmp_path)
+    date = features["as_of"].iloc[0]
+    built = build_population(models, VERSIONS, features, settings, feature_date=date)
+    pop = PersistedPopulation(write_population(built.table, population_dir(settings)))
+    explainer = ReasonExplainer.from_model(models["churn"])
+    assert explainer is not None and pop.x is not None
+    rows: list[int] = []
+    compute = explainer.candidates
+
+    def counted(x: np.ndarray) -> np.ndarray:
+        rows.append(len(x))
+        return compute(x)
+
+    explainer.candidates = counted  # type: ignore[method-assign]
+    chunks = iter(range(10**6))
+    assert write_candidates(pop, explainer, chunk=100, stop=lambda: next(chunks) >= 3) is None
+    assert sum(rows) == 300 and not candidates_path(pop).exists()  # stopped: nothing served
+    rows.clear()
+    path = write_candidates(pop, explainer, chunk=100)  # goes on from row 300
+    assert path == candidates_path(pop) and sum(rows) == len(pop) - 300
+    assert not list(path.parent.glob(".*.partial"))
+    kept = PersistedPopulation(pop.path).candidates
+    assert kept is not None
+    np.testing.assert_array_equal(kept, compute(pop.x))
