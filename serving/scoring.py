@@ -238,9 +238,9 @@ def score_all(
     n = len(features)
     cols: dict[str, Any] = {ENTITY: features[ENTITY].to_numpy()}
     as_of = (
-        pd.to_datetime(features[AS_OF]).to_numpy(dtype="datetime64[ns]")
+        pd.to_datetime(features[AS_OF]).to_numpy()
         if AS_OF in features
-        else np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+        else np.full(n, np.datetime64("NaT", "ns"))
     )
     cols[AS_OF] = as_of
     step = progress or (lambda _: None)
@@ -267,7 +267,9 @@ def score_all(
     days = np.asarray(cols["expected_next_purchase_days"], dtype=float)
     within = np.isfinite(days) & (days <= horizon)
     whole = np.where(within, np.round(days), 0).astype(np.int64)
-    dates = as_of + whole.astype("timedelta64[D]").astype("timedelta64[ns]")
+    dates = as_of.astype("datetime64[ns]") + whole.astype("timedelta64[D]").astype(
+        "timedelta64[ns]"
+    )
     dates[~within] = np.datetime64("NaT")
     cols["expected_next_purchase_date"] = dates
     cols["value_at_risk"] = np.asarray(cols["churn_probability"]) * np.asarray(

@@ -53,3 +53,28 @@ def test_filters_apply_before_the_top() -> None:
 def test_a_ranked_table_keeps_its_order() -> None:
     table = _scores().set_index("customer_id").loc[["d", "b", "c", "a"]]
     assert rank_at_risk(table, top=3, filters=ALL).index.tolist() == ["d", "b", "c"]
+
+
+def test_score_all_without_models_keeps_the_date_unit_and_needs_no_date() -> None:
+    """Missing models leave their columns NaN; ``as_of`` keeps its unit, and a frame without
+    ``as_of`` scores with NaT dates instead of failing."""
+    from retentio.configs.settings import load_settings
+    from retentio.serving.scoring import SCORE_COLUMNS, score_all
+
+    features = pd.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "as_of": pd.to_datetime(["2025-06-30"] * 2).astype("datetime64[us]"),
+            "total_revenue": [10.0, 0.0],
+            "rfm_segment": ["champions", "lost"],
+            "abc_class": ["A", "C"],
+            "lifecycle_stage": ["active", "lost"],
+        }
+    )
+    out = score_all({}, features, load_settings())
+    assert list(out.columns) == list(SCORE_COLUMNS)
+    assert out["as_of"].dtype == "datetime64[us]"
+    assert out["expected_next_purchase_date"].isna().all()
+    assert out["churn_probability"].isna().all()
+    undated = score_all({}, features.drop(columns="as_of"), load_settings())
+    assert undated["as_of"].isna().all() and undated["customer_id"].tolist() == ["a", "b"]
