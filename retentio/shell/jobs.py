@@ -118,6 +118,9 @@ def record_training(
         "training": settings.training.model_dump(),
         "features.windows_days": settings.features.windows_days,
     }
+    season = result.models["ltv"].metadata.get("seasonal_level") if "ltv" in result.models else None
+    if season:
+        params["ltv.seasonal_level"] = season
     if result.sample:  # the Dask engine's snapshots: a sample of each snapshot's customers
         sample = result.sample.items()
         params["snapshot_sample"] = {day: f"{n} of {total}" for day, (n, total) in sample}
@@ -159,6 +162,13 @@ def protocol_notes(result: TrainingResult) -> dict[str, str]:
         if plan.protocol == "customer_split":
             text += "; drift over time was not measured"
         notes[f"protocol: {task}"] = text
+    season = result.models["ltv"].metadata.get("seasonal_level") if "ltv" in result.models else None
+    if season:
+        notes["seasonal level: ltv"] = (
+            f"x{season['factor']:.3f} on {season['as_of']}: {season['covered_days']} of the "
+            f"{season['horizon_days']} days of the window were seen a year earlier in the history "
+            "(their calendar revenue index over the labelled windows'; an unseen day counts 1)"
+        )
     if result.sample:
         day = max(result.sample)
         n, total = result.sample[day]

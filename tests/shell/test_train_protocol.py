@@ -62,6 +62,11 @@ def test_customer_split_report_says_drift_over_time_was_not_measured(
         f"Aggregate bias of {served} (predicted total over actual, minus 1): "
         f"<b>{ltv['bias_pct']:+.1f} %</b>, 95 % bootstrap interval [{ltv['bias_pct_lo']:+.1f} %"
     ) in html
+    # the LTV's seasonal level: its factor in MLflow and in the report
+    season = job.result.models["ltv"].metadata["seasonal_level"]
+    params = configure_mlflow(settings.mlflow).get_run(job.run_id).data.params
+    assert float(params["ltv.seasonal_level.factor"]) == pytest.approx(season["factor"])
+    assert f"x{season['factor']:.3f} on {season['as_of']}: {season['covered_days']} of the" in html
     tags = version_tags("churn", "candidate", settings=settings)
     assert (tags["protocol"], tags["horizon_days"]) == ("customer_split", "181")
     assert (
