@@ -320,16 +320,21 @@ def create_app(
                 res = scorer.at_risk(top=ALL, page=page, page_size=size, **kwargs)
             return {**ctx, "total": res["total"], "items": res["items"], "page": page}
         view = workspace.view()
-        kept = {"sort": sort, "ascending": order == "asc", "loyalty": loyalty}
+
+        def kept(n: int | None) -> tuple[Any, int]:
+            return view.ordered_positions(
+                filters, sort=sort, ascending=order == "asc", loyalty=loyalty, n=n
+            )
+
         if page is None:
-            ordered, total = view.ordered_positions(filters, **kept)
+            ordered, total = kept(None)
         else:
             size = size or 1
-            ordered, total = view.ordered_positions(filters, n=page * size, **kept)
+            ordered, total = kept(page * size)
             last = max(math.ceil(total / size), 1)
             if page > last:  # past the end: the last page
                 page = last
-                ordered, total = view.ordered_positions(filters, n=page * size, **kept)
+                ordered, total = kept(page * size)
             ordered = ordered[(page - 1) * size : page * size]
         ids = view.ids(ordered)
         limit = settings().serving.max_batch
