@@ -27,8 +27,14 @@ workers share one copy. Only when there is none (other versions, another date, o
 before the online store was built) does it score the store's population itself, write the
 file (one worker builds it under a file lock, the others then read it) and say so in the log.
 A request for a store customer is then a lookup in that file; the top reasons of rows the
-file does not hold precomputed are computed for the rows returned (one-row TreeSHAP).
-:attr:`Scorer.counts` counts the work done (rows scored, reasons computed, files read).
+file does not hold precomputed are computed for the rows returned (one-row TreeSHAP) until
+every row's reason candidates are kept beside the file: with ``serving.background_reasons``
+one worker computes them in a low-priority thread (:func:`serving.population.write_candidates`,
+resumed after a stop) and every worker maps them once written, so requests only phrase them.
+The champions themselves are kept in ``artifacts/champions`` after a load through MLflow
+(:mod:`serving.champion_cache`): a restart unpickles them when the registry still names
+those versions. :attr:`Scorer.counts` counts the work done (rows scored, reasons computed,
+files read).
 
 Live customers
 --------------

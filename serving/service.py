@@ -567,6 +567,7 @@ class Retentio:
             ("reasons_computed", "Rows whose top reasons (TreeSHAP) were computed."),
             ("populations_read", "Persisted scored populations served without scoring."),
             ("live_scored", "Rows of customers with events scored."),
+            ("reasons_kept", "Rows whose reason candidates were computed in the background."),
         ):
             metric = f"retentio_{'population_' if name == 'rows_scored' else ''}{name}_total"
             value = getattr(counts, name) if counts is not None else 0
