@@ -180,11 +180,16 @@ class ReasonExplainer:
 
     def matrix(self, features: pd.DataFrame) -> np.ndarray:
         """The model's input as LightGBM reads it: floats, categories as codes (NaN = none)."""
-        X = self.model.model_input(features)[self.columns]
-        cast = self.model.estimator.named_steps["cast"].transform(X)  # type: ignore[attr-defined]
-        out = np.empty((len(cast), len(self.columns)), dtype=np.float64)
+        caster = self.model.estimator.named_steps["cast"]  # type: ignore[attr-defined]
+        # the model's input columns read where they are (the btyd_* columns computed when
+        # missing); only the category columns are cast, not a copy of the whole input
+        have = all(c in features.columns for c in self.columns)
+        source = features if have else self.model.model_input(features)
+        cast_columns = list(caster.categories_)
+        cast = caster.transform(source[cast_columns])
+        out = np.empty((len(source), len(self.columns)), dtype=np.float64)
         for j, col in enumerate(self.columns):
-            values = cast[col]
+            values = cast[col] if col in caster.categories_ else source[col]
             if isinstance(values.dtype, pd.CategoricalDtype):
                 codes = values.cat.codes.to_numpy().astype(np.float64)
                 codes[codes < 0] = np.nan
