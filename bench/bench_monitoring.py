@@ -197,8 +197,7 @@ def cycle(tables: Any, settings: Any, champion: dict, cutoff: Any) -> dict[str, 
     """One monitoring decision at ``cutoff``, as the cycle takes it (model age left out)."""
     import pandas as pd
 
-    from retentio.monitoring.policy import should_retrain
-    from retentio.shell.cycle import drift_check, prediction_check
+    from retentio.shell.cycle import decide, drift_check, prediction_check
 
     t0 = time.perf_counter()
     reference, drift, ref_active, cur_active = drift_check(
@@ -208,9 +207,10 @@ def cycle(tables: Any, settings: Any, champion: dict, cutoff: Any) -> dict[str, 
         champion["models"], settings, reference_active=ref_active, current_active=cur_active
     )
     realised = effect(tables, settings, champion, cutoff - pd.Timedelta(days=90))
-    decision = should_retrain(
+    decision = decide(
         drift,
-        settings.monitoring.policy,
+        reference,
+        settings,
         reference_auc=champion["auc"],
         current_auc=realised["auc"],
         model_age_days=None,

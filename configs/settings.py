@@ -391,7 +391,21 @@ class ServingConfig(_Section):
 class DriftPolicy(_Section):
     max_drift_share: float = Field(0.3, gt=0, le=1)
     key_features: list[str] = Field(
-        default_factory=lambda: ["recency_days", "monetary_value", "n_orders_365d", "revenue_365d"]
+        default_factory=lambda: [
+            "recency_days",
+            "monetary_value",
+            "n_orders_30d",
+            "revenue_30d",
+            "n_orders_365d",
+            "revenue_365d",
+        ]
+    )
+    short_window_min_active: int = Field(
+        1500,
+        ge=0,
+        description="key features over windows shorter than a year (n_orders_30d, ...) decide "
+        "only against the same season a year earlier and when both snapshots hold at least "
+        "this many active customers",
     )
     max_auc_drop: float = Field(0.05, ge=0)
     max_model_age_days: int = Field(

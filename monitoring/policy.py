@@ -8,6 +8,7 @@ build every case by hand.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -164,3 +165,49 @@ def should_retrain(
         model_age_days=age,
         drifted_scores=drifted_scores,
     )
+
+
+_WINDOW = re.compile(r"_(\d+)d$")
+
+
+def deciding_key_features(
+    key_features: list[str],
+    *,
+    season_adjusted: bool,
+    n_active: int,
+    min_active: int,
+    min_window_days: int = 365,
+) -> list[str]:
+    """The key features that may decide a retrain in this comparison.
+
+    A feature over a window shorter than a year (a name ending ``_<N>d`` with ``N`` below
+    ``min_window_days``, e.g. ``n_orders_30d``) moves with the season and, on a small base, with
+    chance: it decides only against the same season a year earlier (``season_adjusted``) and
+    when both snapshots hold at least ``min_active`` active customers. Otherwise it is still
+    measured and reported, but it does not trigger a retrain by itself.
+
+    Parameters
+    ----------
+    key_features
+        ``monitoring.policy.key_features``.
+    season_adjusted
+        Whether the drift reference is the same season a year earlier.
+    n_active
+        Active customers of the smaller of the two compared snapshots.
+    min_active
+        ``monitoring.policy.short_window_min_active``.
+    min_window_days
+        The shortest window that averages the season out.
+
+    Returns
+    -------
+    list of str
+        ``key_features`` in order, less the short windows when they may not decide.
+    """
+    if season_adjusted and n_active >= min_active:
+        return list(key_features)
+    return [
+        c
+        for c in key_features
+        if (m := _WINDOW.search(c)) is None or int(m.group(1)) >= min_window_days
+    ]

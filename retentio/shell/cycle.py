@@ -28,7 +28,7 @@ from retentio.features.schema import Tables
 from retentio.features.store import build_feature_store
 from retentio.monitoring.drift import DriftResult, check_drift, prediction_drift
 from retentio.monitoring.performance import append_performance_history, realised_performance
-from retentio.monitoring.policy import Decision, should_retrain
+from retentio.monitoring.policy import Decision, deciding_key_features, should_retrain
 from retentio.monitoring.population import (
     UNMONITORED_COLUMNS,
     active_customers,
@@ -293,6 +293,33 @@ def prediction_check(
     )
 
 
+def decide(drift: DriftResult, reference: Reference, settings: Settings, **inputs: Any) -> Decision:
+    """:func:`monitoring.policy.should_retrain` with the key features that may decide in this
+    comparison (:func:`monitoring.policy.deciding_key_features`: windows shorter than a year
+    only against the same season, on a base of ``short_window_min_active`` customers).
+
+    ``inputs`` are passed on (the AUCs, the model age, the prediction drift).
+    """
+    policy = settings.monitoring.policy
+    n_active = min(drift.n_reference, drift.n_current)
+    keys = deciding_key_features(
+        policy.key_features,
+        season_adjusted=reference.season_adjusted,
+        n_active=n_active,
+        min_active=policy.short_window_min_active,
+    )
+    if keys != policy.key_features:
+        logger.info(
+            "key features %s report but do not decide (%s; %d active customers, %d needed)",
+            [c for c in policy.key_features if c not in keys],
+            reference.note,
+            n_active,
+            policy.short_window_min_active,
+        )
+        policy = policy.model_copy(update={"key_features": keys})
+    return should_retrain(drift, policy, **inputs)
+
+
 def monitor_job(
     tables: Tables,
     settings: Settings,
@@ -396,9 +423,10 @@ def monitor_job(
         data_end,
         task_horizon_days(settings, TASKS),
     )
-    decision = should_retrain(
+    decision = decide(
         drift,
-        settings.monitoring.policy,
+        reference,
+        settings,
         reference_auc=ref_auc,
         current_auc=current_auc,
         model_age_days=age,

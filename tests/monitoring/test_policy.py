@@ -8,7 +8,7 @@ import pytest
 
 from retentio.configs.settings import DriftPolicy
 from retentio.monitoring.drift import DriftResult
-from retentio.monitoring.policy import Decision, should_retrain
+from retentio.monitoring.policy import Decision, deciding_key_features, should_retrain
 
 POLICY = DriftPolicy(
     max_drift_share=0.3,
@@ -164,3 +164,22 @@ def test_the_score_trigger_is_off_by_default() -> None:
     decision = should_retrain(result([]), POLICY, prediction=_scores(["churn_probability"]))
     assert not decision.retrain
     assert decision.drifted_scores == ["churn_probability"]  # still reported
+
+
+def test_short_windows_decide_only_against_the_same_season_on_a_large_enough_base() -> None:
+    keys = ["recency_days", "n_orders_30d", "revenue_90d", "n_orders_365d", "monetary_value"]
+    long_only = ["recency_days", "n_orders_365d", "monetary_value"]
+
+    def deciding(season_adjusted: bool, n_active: int) -> list[str]:
+        return deciding_key_features(
+            keys, season_adjusted=season_adjusted, n_active=n_active, min_active=1500
+        )
+
+    assert deciding(True, 1500) == keys
+    # against another season a month's or a quarter's window moves with the calendar
+    assert deciding(False, 5000) == long_only
+    # on a small base it moves with chance
+    assert deciding(True, 1499) == long_only
+    policy = POLICY.model_copy(update={"key_features": deciding(False, 5000)})
+    assert not should_retrain(result(["n_orders_30d"]), policy).retrain
+    assert should_retrain(result(["n_orders_365d"]), policy).retrain
