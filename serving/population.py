@@ -664,13 +664,13 @@ def write_candidates(
 _NOT_COMPUTED = -2  # a row of a partial candidates file not computed yet
 
 
-def _partial_candidates(path: Path, shape: tuple[int, int]) -> np.ndarray:
+def _partial_candidates(path: Path, shape: tuple[int, int]) -> np.memmap:
     """The partial candidates file (memory-mapped for writing): the one left by a stopped
     computation when it has this shape, else a new one with every row not computed."""
     if path.is_file():
         try:
             out = np.load(path, mmap_mode="r+")
-            if out.shape == shape and out.dtype == np.int16:
+            if isinstance(out, np.memmap) and out.shape == shape and out.dtype == np.int16:
                 return out
         except (OSError, ValueError):
             pass

@@ -347,8 +347,10 @@ def _best_within_noise(
         if diff["hi"] >= 0 if rule.higher_is_better else diff["lo"] <= 0:
             tied.append(name)
 
+    tie_break = rule.tie_break
+
     def tie_key(name: str) -> float:
-        value = scores[name].get(rule.tie_break, np.nan)
+        value = scores[name].get(tie_break, np.nan)
         value = -value if rule.tie_break_higher_is_better else value
         return np.inf if np.isnan(value) else value
 
