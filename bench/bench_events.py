@@ -26,9 +26,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import logging
 import os
+import pstats
 import shutil
 import subprocess
 import time
@@ -85,6 +88,12 @@ def main() -> None:
     parser.add_argument("--train-customers", type=int, default=2_000)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path("bench/out/events"))
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="write a cProfile of the restart with the live customers here (and print its top)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     root = args.out / f"c{args.customers}"
@@ -159,7 +168,16 @@ def main() -> None:
     figures["load_at_start_with_live_rebuilt"] = _uptime()
     figures["counts_with_live_rebuilt"] = asdict(scorer.counts)
     scorer.close()  # saves the live rows, as a service stopping does
+    profile = cProfile.Profile() if args.profile else None
+    if profile is not None:
+        profile.enable()
     scorer, figures["start_with_live_s"] = start()  # a restart: saved rows, ledger parsed
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(args.profile)
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(30)
+        print(text.getvalue())
     figures["load_at_start_with_live"] = _uptime()
     figures["counts_with_live"] = asdict(scorer.counts)
     assert len(scorer.live_customers) == len(live), len(scorer.live_customers)

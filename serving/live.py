@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from retentio.errors import ContractError
 from retentio.features.build import build_features
@@ -312,8 +313,10 @@ class EventLedger:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def append(self, customer_id: str, tx: list[dict[str, Any]], ix: list[dict[str, Any]]) -> None:
-        """Write one batch (flushed before returning)."""
+    def append(
+        self, customer_id: str, tx: list[dict[str, Any]], ix: list[dict[str, Any]]
+    ) -> tuple[int, bytes]:
+        """Write one batch (flushed before returning); where it starts and its bytes."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = {
             "received_at": dt.datetime.now(dt.UTC).isoformat(),
@@ -321,35 +324,84 @@ class EventLedger:
             "transactions": tx,
             "interactions": ix,
         }
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, default=_jsonable) + "\n")
+        data = (json.dumps(record, default=_jsonable) + "\n").encode()
+        with self.path.open("ab") as fh:
+            fh.write(data)
             fh.flush()
+            end = fh.tell()
+        return end - len(data), data
 
     def read(self, *, since: str = "") -> Iterable[tuple[str, list[dict], list[dict]]]:
         """Batches received after ``since`` (ISO time; '' = all): (customer, transactions,
         interactions), timestamps as ``Timestamp`` and keys filled in for older lines."""
+        batches, _ = self.read_from(0, since=since)
+        return batches
+
+    def read_from(
+        self, start: int, *, since: str = ""
+    ) -> tuple[list[tuple[str, list[dict], list[dict]]], bytes]:
+        """The batches of the ledger's complete lines from byte ``start`` (see :meth:`read`),
+        and those lines' bytes (a line still being written is left for later)."""
         if not self.path.exists():
-            return
-        with self.path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, start=1):
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    logger.warning("%s line %d is not JSON; skipped", self.path, n)
-                    continue
-                if since and rec.get("received_at", "") <= since:
-                    continue
-                cid = str(rec["customer_id"])
-                batch = []
-                for kind in KINDS:
-                    events = []
-                    for e in rec.get(kind, []):
-                        ev = dict(e, timestamp=pd.Timestamp(e["timestamp"]))
-                        if "key" not in ev:  # written before events had keys
-                            ev["key"] = event_key(cid, kind, ev)
-                        events.append(ev)
-                    batch.append(events)
-                yield cid, batch[0], batch[1]
+            return [], b""
+        with self.path.open("rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+        data = data[: data.rfind(b"\n") + 1]
+        out = []
+        for n, line in enumerate(data.splitlines(), start=1):
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                logger.warning("%s line %d after byte %d is not JSON; skipped", self.path, n, start)
+                continue
+            if since and rec.get("received_at", "") <= since:
+                continue
+            cid = str(rec["customer_id"])
+            batch = [[_event(e, cid, kind) for e in rec.get(kind, [])] for kind in KINDS]
+            out.append((cid, batch[0], batch[1]))
+        return out, data
+
+
+def _event(e: Mapping[str, Any], cid: str, kind: str) -> dict[str, Any]:
+    """An event as the ledger keeps it, read back: a ``Timestamp``, and its key."""
+    ev = dict(e, timestamp=pd.Timestamp(e["timestamp"]))
+    if "key" not in ev:  # written before events had keys
+        ev["key"] = event_key(cid, kind, ev)
+    return ev
+
+
+EVENTS_SCHEMA = pa.schema([(ENTITY, pa.string()), ("kind", pa.string()), ("event", pa.string())])
+
+
+def events_table(customers: Mapping[str, LiveCustomer]) -> pa.Table:
+    """Customers' events column-wise: one row per event (customer, kind, the event as JSON)."""
+    ids, kinds, texts = [], [], []
+    for cid, live in customers.items():
+        for kind in KINDS:
+            for e in getattr(live, kind):
+                ids.append(cid)
+                kinds.append(kind)
+                texts.append(json.dumps(e, default=_jsonable))
+    return pa.table([ids, kinds, texts], schema=EVENTS_SCHEMA)
+
+
+def customers_of(table: pa.Table) -> dict[str, LiveCustomer]:
+    """Customers' :class:`LiveCustomer` from their rows of :func:`events_table`."""
+    out: dict[str, LiveCustomer] = {}
+    for cid, kind, text in zip(
+        table.column(ENTITY).to_pylist(),
+        table.column("kind").to_pylist(),
+        table.column("event").to_pylist(),
+        strict=True,
+    ):
+        live = out.get(cid)
+        if live is None:
+            live = out[cid] = LiveCustomer()
+        ev = _event(json.loads(text), cid, kind)
+        getattr(live, kind).append(ev)
+        live.keys.add(ev["key"])
+    return out
 
 
 def _jsonable(value: Any) -> Any:

@@ -95,11 +95,21 @@ from retentio.serving.live import (
     LiveCustomer,
     build_rows,
     check_event,
+    customers_of,
     event_window,
+    events_table,
     first_event,
     histories,
     in_store_history,
     stored_duplicates,
+)
+from retentio.serving.live_state import (
+    LedgerMark,
+    Overlay,
+    SavedState,
+    features_digest,
+    read_state,
+    write_state,
 )
 from retentio.serving.page_data import write_page_data
 from retentio.serving.population import (
@@ -291,6 +301,8 @@ class ScoringCounts:
     populations_built: int = 0  # populations scored and written by this scorer
     live_scored: int = 0  # live customers' rows scored
     live_rows_built: int = 0  # live customers' rows built from their history and events
+    events_replayed: int = 0  # ledger events parsed and applied at start (not in the saved state)
+    live_read: int = 0  # customers' events, rows or scores read from the saved live state
     reasons_kept: int = 0  # rows whose reason candidates were computed in the background
 
 
@@ -305,23 +317,44 @@ class LiveScore:
     quoted: dict[str, Any]  # the values reasons quote: those features' and the recency's
 
 
-@dataclass(frozen=True)
 class Settled:
-    """Live customers scored with a bundle and gathered off the request path (for lists)."""
+    """Live customers scored with a bundle and gathered off the request path (for lists).
 
-    scores: Mapping[str, LiveScore]
-    table: pd.DataFrame  # their score rows, index customer_id
-    stale: np.ndarray  # their positions in the bundle's population (superseded rows)
+    ``scores`` may be an :class:`~serving.live_state.Overlay` over saved scores: then nothing
+    is materialised until asked; :attr:`table` and :attr:`stale` are made on first need.
+    """
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        scores: Mapping[str, LiveScore],
+        saved: Callable[[], pd.DataFrame] | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.scores = scores
+        self._saved = saved  # the score rows of the saved part, as a frame (one read)
 
     @classmethod
     def gather(cls, bundle: ModelBundle, scores: Mapping[str, LiveScore]) -> Settled:
-        if scores:
-            table = pd.DataFrame.from_records([s.record for s in scores.values()])
-            table = table.set_index(ENTITY)
-        else:
-            table = pd.DataFrame(columns=list(SCORE_COLUMNS)).set_index(ENTITY)
-        pos = bundle.population.positions(list(scores))
-        return cls(dict(scores), table, pos[pos >= 0])
+        if isinstance(scores, Overlay):
+            return cls(bundle, scores, lambda: _score_frame_of(scores))
+        return cls(bundle, dict(scores))
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        """Their score rows, index customer_id."""
+        if self._saved is not None:
+            return self._saved()
+        if self.scores:
+            table = pd.DataFrame.from_records([s.record for s in self.scores.values()])
+            return table.set_index(ENTITY)
+        return pd.DataFrame(columns=list(SCORE_COLUMNS)).set_index(ENTITY)
+
+    @cached_property
+    def stale(self) -> np.ndarray:
+        """Their positions in the bundle's population (superseded rows)."""
+        pos = self.bundle.population.positions([str(c) for c in self.table.index])
+        return pos[pos >= 0]
 
 
 @dataclass(frozen=True)
@@ -465,14 +498,16 @@ class _State:
     built_at: str
     base: _Base  # the store's population at store_date (read on first need)
     columns: list[str]  # the store's feature columns
-    live: dict[str, LiveCustomer]
-    rows: dict[str, dict[str, Any]]  # live customers' placed feature rows (own as_of)
+    live: Overlay[LiveCustomer]  # their events (saved ones read when asked)
+    rows: Overlay[dict[str, Any]]  # live customers' placed feature rows (own as_of)
     clock: pd.Timestamp  # store date moved on to the latest event's day
     view: View | None = None
     changed: dict[str, int] = field(default_factory=dict)  # customer -> change number
     n_changes: int = 0
     n_batches: int = 0  # event batches applied (replayed and received)
-    saved: str = ""  # fingerprint of the live rows last saved
+    saved: str = ""  # mark of the live state last saved
+    ledger: LedgerMark | None = None  # the ledger's part the state reflects (None: unknown)
+    saved_state: SavedState | None = None  # the saved live state read at start
     thresholds: dict[tuple[tuple[str, str], ...], dict[str, float]] = field(default_factory=dict)
 
 
@@ -556,6 +591,80 @@ def _plain(value: Any) -> Any:
 def _unplain(values: dict[str, Any]) -> dict[str, Any]:
     """Quoted values read back: None as NaN, as the scored row had them."""
     return {k: (np.nan if v is None else v) for k, v in values.items()}
+
+
+_SCORE_EXTRAS = ("_reasons", "_digest", "_names", "_quoted")
+"""Columns of the saved live scores beside the score row (see :class:`LiveScore`)."""
+
+
+def _scores_table(scores: Mapping[str, LiveScore]) -> pa.Table:
+    """Live scores column-wise: the score rows plus :data:`_SCORE_EXTRAS` (the saved part of
+    an :class:`Overlay` as it is, the others from their objects)."""
+    parts = []
+    if isinstance(scores, Overlay):
+        rest = scores.saved_rest()
+        if rest is not None and rest.num_rows:
+            parts.append(rest.to_pandas())
+        scores = scores.changed()
+    if scores or not parts:
+        table = pd.DataFrame.from_records([sc.record for sc in scores.values()])
+        table["_reasons"] = [list(sc.reasons) for sc in scores.values()]
+        table["_digest"] = [sc.digest for sc in scores.values()]
+        table["_names"] = [list(sc.names) for sc in scores.values()]
+        table["_quoted"] = [
+            json.dumps({k: _plain(v) for k, v in sc.quoted.items()}) for sc in scores.values()
+        ]
+        parts.append(table)
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _live_scores_of(table: pa.Table) -> dict[str, LiveScore]:
+    """Saved live scores (rows of :func:`_scores_table`) as :class:`LiveScore` objects."""
+    frame = table.to_pandas()
+    reasons = [list(r) for r in frame.pop("_reasons")]
+    digests = frame.pop("_digest").tolist()
+    names = [list(n) for n in frame.pop("_names")]
+    quoted = [_unplain(json.loads(q)) for q in frame.pop("_quoted")]
+    return {
+        str(rec[ENTITY]): LiveScore(rec, why, digest, strongest, values)
+        for rec, why, digest, strongest, values in zip(
+            _records(frame), reasons, digests, names, quoted, strict=True
+        )
+    }
+
+
+def _mark(
+    ledger: LedgerMark | None, date: str, n_changes: int, scored: dict[str, Any] | None
+) -> str:
+    """The mark of a saved live state (see ``Scorer._save_mark``)."""
+    where = None if ledger is None else [ledger.pos, ledger.hexdigest()]
+    return json.dumps([where, date, n_changes, scored], sort_keys=True)
+
+
+def _with_fresh(
+    settled: Mapping[str, LiveScore], fresh: Mapping[str, LiveScore]
+) -> Mapping[str, LiveScore]:
+    """``settled`` with ``fresh`` over it (nothing saved is read)."""
+    if isinstance(settled, Overlay):
+        return settled.merged(fresh)
+    return {**settled, **fresh}
+
+
+def _score_frame_of(scores: Overlay[LiveScore]) -> pd.DataFrame:
+    """The score rows of live scores over saved ones, index customer_id (vectorised for the
+    saved part)."""
+    parts = []
+    rest = scores.saved_rest()
+    if rest is not None and rest.num_rows:
+        parts.append(rest.drop_columns(list(_SCORE_EXTRAS)).to_pandas())
+    changed = scores.changed()
+    if changed:
+        parts.append(pd.DataFrame.from_records([sc.record for sc in changed.values()]))
+    if not parts:
+        return pd.DataFrame(columns=list(SCORE_COLUMNS)).set_index(ENTITY)
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return frame.set_index(ENTITY)
 
 
 class _RowView(Mapping[str, Any]):
@@ -675,8 +784,6 @@ class Scorer:
             id_key=id_hash_key(artifacts),
         )
         self.ledger = EventLedger(artifacts / "events.jsonl")
-        self._live_rows_path = artifacts / "live_rows.parquet"
-        self._live_scores_path = artifacts / "live_scores.parquet"
         self._lock = threading.RLock()  # live customers, clock, view swaps, state swaps
         self._reload_lock = threading.Lock()
         self._recent: list[tuple[int, str, list[dict], list[dict]]] = []  # batches in a reload
@@ -764,20 +871,26 @@ class Scorer:
                 self.settings.features.abc.window_days,
             ),
             columns=list(store.columns),
-            live={},
-            rows={},
+            live=Overlay(),
+            rows=Overlay(),
             clock=store_date,
         )
         with self._lock:
             seen = self._n_received
-        self._replay(state)
+        replayed = self._replay(state)
         state.n_batches = seen
         date = self._date_of(state)
         bundle = self._prepare(models, versions, state, date)
-        scores = self._load_live_scores(state, bundle) if state.rows else None
-        if scores is None:
-            scores = self._score_live(bundle, state.rows, state)
+        saved = self._load_live_scores(state, bundle)
+        if saved is None:
+            scores: Mapping[str, LiveScore] = self._score_live(bundle, state.rows, state)
+        else:  # the saved scores, and those of customers whose events were replayed
+            again = {c: state.rows[c] for c in replayed if c in state.rows}
+            scores = saved.merged(self._score_live(bundle, again, state))
         state.view = View.of(bundle, scores)
+        kept = state.saved_state
+        if kept is not None and not replayed:  # what is saved already
+            state.saved = _mark(state.ledger, kept.date, 0, kept.meta.get("scores"))
         return state
 
     def _read_population_features(self, store: OnlineStore, date: pd.Timestamp) -> pd.DataFrame:
@@ -1068,9 +1181,12 @@ class Scorer:
         self, state: _State, models: dict[str, TaskModel], versions: dict[str, str]
     ) -> None:
         date = self._date_of(state)
+        with self._lock:  # every row is rescored: read the saved ones in one go
+            state.rows.load_all()
+            state.live.load_all()
         self._refresh_rows(state, list(state.rows), date)
         with self._lock:
-            rows = dict(state.rows)
+            rows = dict(state.rows.items())
             mark = state.n_changes
         bundle = self._prepare(models, versions, state, date)
         scored = self._score_live(bundle, rows, state)
@@ -1079,126 +1195,92 @@ class Scorer:
             scored.update(self._score_live(bundle, later, state))
             state.view = View.of(bundle, scored)
 
-    def _live_fingerprint(self, state: _State) -> str:
-        """What live rows depend on: the store, the date, the features config, every event."""
-        keys = sorted(k for live in state.live.values() for k in live.keys)
-        text = "\n".join(
-            [
-                state.built_at,
-                self._date_of(state).isoformat(),
-                self.settings.features.model_dump_json(),
-                *keys,
-            ]
-        )
-        return hashlib.sha256(text.encode()).hexdigest()
+    def _save_mark(self, state: _State) -> str:
+        """What the saved live state must reflect: the ledger's part, the date, the rows'
+        changes and the scores' bundle (versions, date; None while it is not the date's)."""
+        view = state.view
+        date = self._date_of(state)
+        scored = None
+        if view is not None and view.bundle.date == date:
+            scored = {"model_versions": dict(view.bundle.versions), "date": date.isoformat()}
+        return _mark(state.ledger, date.isoformat(), state.n_changes, scored)
 
     def _save_live_rows(self, state: _State) -> None:
-        """Write the live rows and their scores so a restart neither rebuilds nor scores them.
+        """Save the live state so a restart neither replays, rebuilds nor scores it.
 
-        ``artifacts/live_rows.parquet`` holds the feature rows, ``live_scores.parquet`` beside
-        it their scores with the view's bundle (score row, phrased reasons, features hash),
-        and ``live_rows.json`` what both are valid for (the events, the store, the date, the
-        features config; the scores also the model versions). Off the request path (reload
-        thread, close); each file atomic (temporary file, rename), the JSON last.
+        The customers' events, feature rows and (when the view's bundle scored them all at the
+        scoring date) scores, column-wise, with what they are valid for (see
+        :mod:`serving.live_state`). Off the request path (reload thread, close); the saved
+        part is written again as it is (vectorised), the customers changed since as new rows.
+        Not saved while the state may lack ledger lines (another process appended to it).
         """
         with self._lock:
-            if not state.rows:
+            if not state.rows or state.ledger is None:
                 return
-            fingerprint = self._live_fingerprint(state)
+            mark = self._save_mark(state)
+            if mark == state.saved:
+                return
             view = state.view
-            scores: dict[str, LiveScore] = {}
+            date = self._date_of(state)
+            scores: Mapping[str, LiveScore] = {}
             scored: dict[str, Any] | None = None
-            if view is not None and view.bundle.date == self._date_of(state):
-                scores = {**view.settled.scores, **view.fresh}
+            if view is not None and view.bundle.date == date:
+                scores = _with_fresh(view.settled.scores, view.fresh)
                 if set(scores) == set(state.rows):
                     scored = {
                         "model_versions": dict(view.bundle.versions),
                         "date": view.bundle.date.isoformat(),
                     }
-            mark = f"{fingerprint} {json.dumps(scored, sort_keys=True)}"
-            if mark == state.saved:
-                return
-            rows = [state.rows[c] for c in state.live if c in state.rows]
-        frame = self._live_frame(state, rows)
-        tmp = self._live_rows_path.with_suffix(".parquet.tmp")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, self._live_rows_path)
-        if scored is not None:
-            table = pd.DataFrame.from_records([sc.record for sc in scores.values()])
-            table["_reasons"] = [list(sc.reasons) for sc in scores.values()]
-            table["_digest"] = [sc.digest for sc in scores.values()]
-            table["_names"] = [list(sc.names) for sc in scores.values()]
-            table["_quoted"] = [
-                json.dumps({k: _plain(v) for k, v in sc.quoted.items()}) for sc in scores.values()
-            ]
-            tmp = self._live_scores_path.with_suffix(".parquet.tmp")
-            table.to_parquet(tmp, index=False)
-            os.replace(tmp, self._live_scores_path)
-        meta = {"fingerprint": fingerprint, "n_customers": len(rows), "scores": scored}
-        tmp = self._live_rows_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, self._live_rows_path.with_suffix(".json"))
+            rows = (state.rows.saved_rest(), state.rows.changed())
+            live = (state.live.saved_rest(), state.live.changed())
+            meta = {
+                "built_at": state.built_at,
+                "features": self._features_digest(),
+                "date": date.isoformat(),
+                "clock": state.clock.isoformat(),
+                "ledger_bytes": state.ledger.pos,
+                "ledger_digest": state.ledger.hexdigest(),
+                "n_customers": len(state.rows),
+                "scores": scored,
+            }
+        parts = [typed_features(rows[0].to_pandas())] if rows[0] is not None else []
+        if rows[1] or not parts:
+            parts.append(self._live_frame(state, rows[1].values()))
+        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        events = [t for t in (live[0], events_table(live[1])) if t is not None]
+        write_state(
+            Path(self.settings.paths.artifacts),
+            meta=meta,
+            events=pa.concat_tables(events) if len(events) > 1 else events[0],
+            rows=pa.Table.from_pandas(frame.reindex(columns=state.columns), preserve_index=False),
+            scores=None if scored is None else _scores_table(scores),
+        )
         state.saved = mark
 
-    def _live_meta(self, state: _State) -> dict[str, Any] | None:
-        """The saved live rows' metadata if they reflect exactly the replayed events."""
-        meta_path = self._live_rows_path.with_suffix(".json")
-        if not (meta_path.exists() and self._live_rows_path.exists()):
-            return None
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            logger.warning("saved live rows unreadable (%s); rebuilding them", exc)
-            return None
-        if not isinstance(meta, dict) or meta.get("fingerprint") != self._live_fingerprint(state):
-            return None
-        return meta
+    def _features_digest(self) -> str:
+        return features_digest(self.settings.features.model_dump_json())
 
-    def _load_live_rows(self, state: _State) -> dict[str, dict[str, Any]] | None:
-        """The saved live rows if they reflect exactly the replayed events at this date."""
-        meta = self._live_meta(state)
-        if meta is None:
-            return None
-        try:
-            frame = typed_features(pd.read_parquet(self._live_rows_path))
-        except (OSError, ValueError) as exc:
-            logger.warning("saved live rows unreadable (%s); rebuilding them", exc)
-            return None
-        frame = frame.reindex(columns=state.columns)
-        state.saved = f"{meta['fingerprint']} {json.dumps(meta.get('scores'), sort_keys=True)}"
-        return {str(rec[ENTITY]): rec for rec in _records(frame)}
+    def _count_read(self, n: int) -> None:
+        self.counts.live_read += n
 
-    def _load_live_scores(self, state: _State, bundle: ModelBundle) -> dict[str, LiveScore] | None:
-        """The saved scores of the live rows if they are those ``bundle`` gives, else None.
+    def _rows_of(self, state: _State) -> Callable[[pa.Table], dict[str, dict[str, Any]]]:
+        """Saved feature rows -> the rows the state keeps (typed, the store's columns)."""
+        columns = state.columns
 
-        Valid when the saved rows were read back (same events, store, date, features config),
-        and the scores were made with the bundle's model versions at its date for exactly
-        these customers.
-        """
-        meta = self._live_meta(state)
-        scored = (meta or {}).get("scores")
-        wanted = {"model_versions": dict(bundle.versions), "date": bundle.date.isoformat()}
-        if not scored or scored != wanted or not self._live_scores_path.exists():
+        def make(table: pa.Table) -> dict[str, dict[str, Any]]:
+            frame = typed_features(table.to_pandas()).reindex(columns=columns)
+            return {str(rec[ENTITY]): rec for rec in _records(frame)}
+
+        return make
+
+    def _load_live_scores(self, state: _State, bundle: ModelBundle) -> Overlay[LiveScore] | None:
+        """The saved scores of the live customers if ``bundle`` gives them (same model versions
+        at the same date), read lazily; else None."""
+        saved = state.saved_state
+        table = saved.scores_for(bundle.versions, bundle.date) if saved is not None else None
+        if table is None:
             return None
-        try:
-            table = pd.read_parquet(self._live_scores_path)
-        except (OSError, ValueError) as exc:
-            logger.warning("saved live scores unreadable (%s); scoring the live rows", exc)
-            return None
-        ids = table[ENTITY].astype(str)
-        if len(ids) != len(state.rows) or set(ids) != set(state.rows):
-            return None
-        reasons = [list(r) for r in table.pop("_reasons")]
-        digests = table.pop("_digest").tolist()
-        names = [list(n) for n in table.pop("_names")]
-        quoted = [_unplain(json.loads(q)) for q in table.pop("_quoted")]
-        records = _records(table)
-        return {
-            str(rec[ENTITY]): LiveScore(rec, why, digest, strongest, values)
-            for rec, why, digest, strongest, values in zip(
-                records, reasons, digests, names, quoted, strict=True
-            )
-        }
+        return Overlay(table, _live_scores_of, self._count_read)
 
     def _settle(self, state: _State) -> None:
         """Gather the fresh live scores into the settled frame (off the request path)."""
@@ -1209,7 +1291,7 @@ class Scorer:
         view = state.view
         if view is None or not view.fresh:
             return
-        settled = Settled.gather(view.bundle, {**view.settled.scores, **view.fresh})
+        settled = Settled.gather(view.bundle, _with_fresh(view.settled.scores, view.fresh))
         with self._lock:  # scores that arrived meanwhile stay fresh
             now = state.view
             if now is None or now.bundle is not view.bundle:
@@ -1225,7 +1307,11 @@ class Scorer:
         try:
             new = self._open_state(store, models, versions)
             with self._lock:  # batches received while it was built: apply them to the new state
-                for _, cid, tx, ix in [b for b in self._recent if b[0] > new.n_batches]:
+                recent = [b for b in self._recent if b[0] > new.n_batches]
+                size = self.ledger.path.stat().st_size if self.ledger.path.exists() else 0
+                if recent and (new.ledger is None or new.ledger.pos != size):
+                    new.ledger = None  # lines it did not read: not saved until a restart
+                for _, cid, tx, ix in recent:
                     try:
                         self._apply(new, cid, tx, ix, write=False)
                     except RetentioError as exc:  # the new store disagrees: say so, go on
@@ -1239,34 +1325,64 @@ class Scorer:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def _replay(self, state: _State) -> None:
-        """Re-apply the events received since the store was built, in one vectorised build."""
-        n = 0
-        for cid, tx, ix in self.ledger.read(since=state.built_at):
+    def _replay(self, state: _State) -> list[str]:
+        """The live state at start: the saved one (read lazily) plus the ledger's lines after
+        it, or, without a valid saved state, every event replayed in one vectorised build.
+
+        Returns the customers whose events were applied here (their rows were built).
+        """
+        found = read_state(
+            Path(self.settings.paths.artifacts),
+            built_at=state.built_at,
+            features=self._features_digest(),
+            ledger=self.ledger.path,
+        )
+        saved: SavedState | None = None
+        mark = LedgerMark()
+        batches, data = [], b""
+        if found is not None:
+            saved, mark = found
+            batches, data = self.ledger.read_from(mark.pos, since=state.built_at)
+            clock = saved.clock
+            days = [e["timestamp"] for _, tx, ix in batches for e in tx + ix]
+            if days and self.settings.serving.clock == "data":
+                clock = max(clock, max(days).normalize())
+            if self._date_of(state, clock).isoformat() != saved.date:  # rows of another day
+                saved, mark = None, LedgerMark()
+            else:
+                state.clock = clock
+        if saved is None:
+            batches, data = self.ledger.read_from(0, since=state.built_at)
+        mark.add(data)
+        state.ledger = mark
+        state.saved_state = saved
+        state.live = Overlay(saved.events if saved else None, customers_of, self._count_read)
+        state.rows = Overlay(saved.rows if saved else None, self._rows_of(state), self._count_read)
+        touched: dict[str, None] = {}
+        for cid, tx, ix in batches:
             state.live[cid] = state.live.get(cid, LiveCustomer()).with_events(tx, ix)
-            n += 1
-        if not state.live:
-            return
-        if self.settings.serving.clock == "data":
+            touched[cid] = None
+            self.counts.events_replayed += len(tx) + len(ix)
+        if not touched:
+            return []
+        if saved is None and self.settings.serving.clock == "data":
             state.clock = max(state.clock, max(c.latest_day() for c in state.live.values()))
-        saved = self._load_live_rows(state)
-        if saved is not None:  # the rows of exactly these events at this date: no rebuild
-            state.rows.update(saved)
-            state.live = {c: live for c, live in state.live.items() if c in saved}
-        else:
-            with state.lease.hold() as store:
-                frame, missing = build_rows(
-                    state.live, store=store, date=self._date_of(state), cfg=self.settings.features
-                )
-            for cid in missing:  # e.g. written by an older version: skip, say so
-                logger.warning("skipping the stored events of %s: no purchase", cid)
-                del state.live[cid]
-            self._keep_rows(state, frame)
+        todo = {c: state.live[c] for c in touched}
+        with state.lease.hold() as store:
+            frame, missing = build_rows(
+                todo, store=store, date=self._date_of(state), cfg=self.settings.features
+            )
+        for cid in missing:  # e.g. written by an older version: skip, say so
+            logger.warning("skipping the stored events of %s: no purchase", cid)
+            del state.live[cid]
+        self._keep_rows(state, frame)
         logger.info(
-            "replayed %d event batches of %d customers received since the store was built",
-            n,
+            "replayed %d event batches of %d customers (%d customers with events in all)",
+            len(batches),
+            len(touched),
             len(state.live),
         )
+        return [c for c in touched if c not in missing]
 
     def _refresh_rows(self, state: _State, ids: list[str], date: pd.Timestamp) -> None:
         """Rebuild live rows built at another date, in one vectorised build.
@@ -1404,7 +1520,11 @@ class Scorer:
                 f"customer {cid!r} has no purchases; send a transaction event first"
             )
         if write:
-            self.ledger.append(cid, new_tx, new_ix)
+            start, data = self.ledger.append(cid, new_tx, new_ix)
+            if state.ledger is not None and state.ledger.pos == start:
+                state.ledger.add(data)
+            else:  # another process wrote to the ledger: this state lacks its lines
+                state.ledger = None
             self._n_received += 1
             if self._rebuilding:  # a new state is being built: it takes these after its replay
                 self._recent.append((self._n_received, cid, new_tx, new_ix))

@@ -30,6 +30,7 @@ from retentio.features.cutoff import history
 from retentio.features.schema import ENTITY, Tables
 from retentio.features.store import OnlineStore, build_feature_store, read_offline
 from retentio.features.synth import generate_crm
+from retentio.serving.live import EventLedger, check_event, event_window
 from retentio.serving.scorer import Population, Scorer, shift_to, typed_features
 from retentio.serving.scoring import score_all, score_thresholds
 from retentio.training.pipeline import train_all
@@ -486,7 +487,7 @@ def test_saved_live_rows_are_used_only_for_the_same_events(
     first = {"timestamp": "2025-07-04T10:00:00", "amount": 11.0}
     s.current.add_events(a, transactions=[first])
     restarted = s.restart()  # a clean stop saves the live rows; the restart reads them back
-    saved = Path(s.settings.paths.artifacts) / "live_rows.parquet"
+    saved = Path(s.settings.paths.artifacts) / "live_state.json"
     assert saved.exists() and restarted._state.saved
     later = {"timestamp": "2025-07-05T10:00:00", "amount": 4.0}
     restarted.add_events(b, transactions=[later])
@@ -582,3 +583,50 @@ def test_a_restart_with_events_rebuilds_and_scores_nothing(
     assert other.counts.live_rows_built == 0 and other.counts.live_scored == 5
     for cid in before:
         _same(other.score([cid])[0], expected.score(cid), pd.Timestamp("2025-07-05"))
+
+
+def test_a_start_reads_no_customer_of_the_saved_live_state(
+    world: World, scorers: Callable[..., Scorers]
+) -> None:
+    """10,000 customers with events: a restart parses no event and makes no customer's row or
+    score; they are read one by one when asked, and events written after the last save (a
+    crash) are the only ones replayed."""
+    s = scorers()
+    ids = _buyers(world, 40)
+    live = [*ids[:20], *(f"NEW{i:05d}" for i in range(10_000 - 20))]
+    window = event_window(STORE_DATE, s.settings.serving.event_max_age_days)
+    ledger = EventLedger(Path(s.settings.paths.artifacts) / "events.jsonl")
+    sent: dict[str, dict[str, Any]] = {}
+    for i, cid in enumerate(live):
+        when = STORE_DATE + pd.Timedelta(days=1 + i % 5, hours=10)
+        sent[cid] = {"timestamp": when.isoformat(), "amount": 5.0 + i % 50, "order_id": f"T{i}"}
+        event = check_event(sent[cid], "transactions", 0, customer_id=cid, window=window)
+        ledger.append(cid, [event], [])
+    first = s.restart()  # nothing saved yet: every event replayed, rows built and scored once
+    assert first.counts.events_replayed == len(live) == first.counts.live_rows_built
+    asked = [ids[0], ids[25], "NEW00007", "NEW09000"]
+    before = {c: first.score([c])[0] for c in asked}
+    again = s.restart()  # a clean stop saved the live state
+    counts = again.counts
+    assert counts.events_replayed == 0 and counts.live_read == 0
+    assert counts.live_rows_built == 0 and counts.live_scored == 0 and counts.rows_scored == 0
+    assert len(again.live_customers) == len(live)
+    assert {c: again.score([c])[0] for c in asked} == before
+    assert again.counts.live_read == 3  # the scores of the three asked live customers only
+    page = again.at_risk(top=20, page_size=20)
+    assert again.counts.live_read <= 3 + 20 and len(page["items"]) == 20
+    # events after the last save (no clean stop): only they are replayed and rebuilt
+    late = {"timestamp": "2025-07-02T09:00:00", "amount": 33.0}
+    again.add_events(ids[30], transactions=[late])
+    again.add_events("NEW00011", transactions=[late])
+    crashed = s._new()
+    s.current = crashed
+    assert crashed.counts.events_replayed == 2 == crashed.counts.live_rows_built
+    assert crashed.counts.live_scored == 2 and crashed.counts.live_read == 1  # NEW00011's events
+    expected = Expected(world, s.settings)
+    expected.add(ids[30], "transactions", late)
+    expected.add(ids[4], "transactions", sent[ids[4]])  # dated 2025-07-05, the latest day
+    for cid in (ids[30], ids[31], ids[4]):
+        _same(crashed.score([cid])[0], expected.score(cid), pd.Timestamp("2025-07-05"))
+    assert crashed.score(["NEW00007"])[0] == before["NEW00007"]
+    again.close()
