@@ -42,10 +42,12 @@ Events received through :meth:`Scorer.add_events` (see :mod:`serving.live`: chec
 ledger) rebuild the customer's row once, when they arrive, from its stored history plus every
 event received for it; the row is scored at once and kept. A request never rebuilds anything:
 a customer with events is a lookup like any other, and new customers from events are in every
-list. At start, the ledger is replayed: the live rows saved at the last stop (or by the reload
-thread; ``artifacts/live_rows.parquet``, valid only for exactly the same events, store, date
-and features config) are read back, otherwise all live customers are rebuilt in one vectorised
-build; their rows are then scored with the population's models.
+list. At start, the live state saved at the last stop or by the reload thread (the customers'
+events, rows and scores column-wise, see :mod:`serving.live_state`; valid for one store, date,
+features config and part of the ledger) is memory-mapped, and a customer's events, row or
+score is read only when a request asks for it; only the ledger's lines written after that part
+are replayed (those customers rebuilt and scored). Without a valid saved state every event is
+replayed and all live customers rebuilt in one vectorised build, then scored.
 
 State and reloads
 -----------------
@@ -1339,7 +1341,8 @@ class Scorer:
         )
         saved: SavedState | None = None
         mark = LedgerMark()
-        batches, data = [], b""
+        batches: list[tuple[str, list[dict], list[dict]]] = []
+        data = b""
         if found is not None:
             saved, mark = found
             batches, data = self.ledger.read_from(mark.pos, since=state.built_at)
