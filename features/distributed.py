@@ -211,10 +211,18 @@ def load_partition(part_dir: str, data_cfg: DataConfig) -> Tables | None:
 
 
 def _partial_task(
-    part_dir: str, data_cfg: DataConfig, cfg: FeaturesConfig, cutoff: pd.Timestamp
+    part_dir: str,
+    data_cfg: DataConfig,
+    cfg: FeaturesConfig,
+    cutoff: pd.Timestamp,
+    restrict: Callable[[Tables, pd.Timestamp], Tables] | None = None,
 ) -> PartialFeatures | None:
     tables = load_partition(part_dir, data_cfg)
-    return None if tables is None else build_partial_features(tables, cutoff, cfg)
+    if tables is None:
+        return None
+    if restrict is not None:
+        tables = restrict(tables, cutoff)
+    return build_partial_features(tables, cutoff, cfg)
 
 
 def _summary_task(partial: PartialFeatures | None, cfg: FeaturesConfig) -> Any:
@@ -246,6 +254,7 @@ def build_features_dask(
     *,
     cutoff: Any | None = None,
     progress: Callable[[str], None] | None = None,
+    restrict: Callable[[Tables, pd.Timestamp], Tables] | None = None,
 ) -> DistributedFeatures:
     """Build the feature frame of a partitioned dataset on a Dask cluster.
 
@@ -263,6 +272,9 @@ def build_features_dask(
         The cutoff (default: the dataset's newest transaction day).
     progress
         Called with a short description before each stage.
+    restrict
+        ``restrict(tables, cutoff)`` narrows each partition's tables before its features are
+        built (e.g. to a window of history); a picklable module-level function or partial.
 
     Returns
     -------
@@ -286,7 +298,9 @@ def build_features_dask(
     dirs = [str(d) for d in dataset.partition_dirs()]
     try:
         step("per-customer features, partition by partition")
-        partials = client.map(_partial_task, dirs, data_cfg=data_cfg, cfg=cfg, cutoff=cut)
+        partials = client.map(
+            _partial_task, dirs, data_cfg=data_cfg, cfg=cfg, cutoff=cut, restrict=restrict
+        )
         summaries = client.gather(client.map(_summary_task, partials, cfg=cfg))
         step("population statistics (quintiles, ABC, medians, categories)")
         present = [s for s in summaries if s is not None]

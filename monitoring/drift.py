@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -509,6 +510,51 @@ def _run_check(
         "%s: %d of %d columns drifted (share %.3f)", what, len(drifted), len(tested), drift_share
     )
     return result
+
+
+def with_population(
+    result: DriftResult,
+    *,
+    n_reference: int,
+    n_current: int,
+    missing_share_current: Mapping[str, float],
+    new_categories: Mapping[str, Collection[str]],
+) -> DriftResult:
+    """``result`` of a check run on samples, with the figures of the whole populations.
+
+    The column scores and thresholds stay those of the samples; the row counts, the current
+    missing shares and the new categories are replaced by the populations' (measured
+    elsewhere, e.g. partition by partition), and the JSON summary is rewritten.
+
+    Parameters
+    ----------
+    result
+        What :func:`check_drift` found on the samples.
+    n_reference, n_current
+        Rows of the reference and current populations.
+    missing_share_current
+        Column -> share of missing values in the current population (the result's columns).
+    new_categories
+        Categorical column -> values of the current population never seen in the reference.
+
+    Returns
+    -------
+    DriftResult
+    """
+    values = {k: getattr(result, k) for k in result.__dataclass_fields__}
+    values.update(
+        n_reference=int(n_reference),
+        n_current=int(n_current),
+        missing_share_current={
+            c: float(missing_share_current.get(c, share))
+            for c, share in result.missing_share_current.items()
+        },
+        new_categories={c: sorted(v) for c, v in new_categories.items() if v},
+    )
+    out = DriftResult(**values)
+    if out.json_path is not None:
+        out.json_path.write_text(json.dumps(_finite(out.to_dict()), indent=2, allow_nan=False))
+    return out
 
 
 def _with_paths(result: DriftResult, html_path: Path, json_path: Path) -> DriftResult:

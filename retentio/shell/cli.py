@@ -970,16 +970,20 @@ def cycle(
             "with (horizons, protocol, snapshots); config: with the config file's."
         ),
     ] = "champion",
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Refresh features -> monitor -> retrain if needed -> promote only a better candidate.
 
     A file lock (``<paths.artifacts>/cycle.lock``) keeps two cycles from overlapping: a cycle
-    that finds it taken names the holder and exits with code 75.
+    that finds it taken names the holder and exits with code 75. On the Dask engine every step
+    runs partition by partition and Evidently compares random samples of the active customers
+    (the summary says their size).
     """
     _setup_logging(verbose)
-    settings = _settings(config)
+    settings = _settings(config, _engine_options(engine, scheduler))
     from retentio.shell.schedule import CycleLock, StopFlag, lock_path, parse_period, run_every
 
     if train_settings not in ("champion", "config"):
@@ -1037,25 +1041,35 @@ def _cycle_once(
     how: dict[str, Any],
 ) -> None:
     """One cycle: load, monitor, retrain if needed; print the outcome."""
-    from retentio.shell.cycle import cycle_job
+    if settings.engine.kind == "dask":
+        from retentio.shell.dask_cycle import cycle_dask
 
-    tables = _load(settings, data)
-    source = _data_source(settings, data, tables)
-    with progress_steps(None, "cycle") as step:
-        result = _run(
-            lambda: cycle_job(
-                tables,
-                settings,
-                cutoff=cutoff,
-                force_retrain=force_retrain,
-                progress=step,
-                source=source,
-                **how,
+        result = _on_dask(
+            cycle_dask, settings, data, None, "cycle", cutoff=cutoff,
+            force_retrain=force_retrain, **how,
+        )  # fmt: skip
+    else:
+        from retentio.shell.cycle import cycle_job
+
+        tables = _load(settings, data)
+        source = _data_source(settings, data, tables)
+        with progress_steps(None, "cycle") as step:
+            result = _run(
+                lambda: cycle_job(
+                    tables,
+                    settings,
+                    cutoff=cutoff,
+                    force_retrain=force_retrain,
+                    progress=step,
+                    source=source,
+                    **how,
+                )
             )
-        )
     if result.monitor is not None:
         if result.monitor.reference is not None:
             out.print(f"compared with: {result.monitor.reference.note}")
+        if result.monitor.sample:
+            out.print(f"sample: {result.monitor.sample}")
         _print_decision(result.monitor.decision)
     for key, (config_value, used) in result.retrain_settings.items():
         out.print(f"  champion's {key} = {used} (config: {config_value})")
@@ -1064,7 +1078,10 @@ def _cycle_once(
     for d in result.promotions:
         out.print(f"{d.task}: {'promoted' if d.promoted else 'kept champion'} - {d.reason}")
     out.print(f"cycle recorded in MLflow run {result.run_id}")
-    out.print(f"persisted population (read by at-risk and the service): {result.population}")
+    if settings.engine.kind == "dask":
+        out.print(f"scored dataset (Parquet, one file per partition): {result.population}")
+    else:
+        out.print(f"persisted population (read by at-risk and the service): {result.population}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -84,6 +84,9 @@ class MonitorResult:
         The MLflow run recording this check, when logged.
     reference
         What the snapshot was compared with (same season a year earlier, or the champion's).
+    sample
+        How the populations were sampled for Evidently and the realised performance (the Dask
+        engine; empty when every active customer was compared).
     """
 
     cutoff: pd.Timestamp
@@ -98,6 +101,7 @@ class MonitorResult:
     run_id: str | None = None
     population: str = ""
     reference: Reference | None = None
+    sample: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable summary.
@@ -114,6 +118,7 @@ class MonitorResult:
             else self.reference_cutoff.date().isoformat(),
             "population": self.population,
             "reference": None if self.reference is None else self.reference.to_dict(),
+            "sample": self.sample or None,
             "unmonitored_columns": UNMONITORED_COLUMNS,
             "model_age_days": self.model_age_days,
             "drift": self.drift.to_dict(),
@@ -163,6 +168,38 @@ def _matured_performance(
     return out
 
 
+def pick_reference(
+    settings: Settings,
+    cutoff: pd.Timestamp,
+    *,
+    data_start: pd.Timestamp,
+    champion_cutoff: pd.Timestamp | None,
+) -> Reference:
+    """What the snapshot at ``cutoff`` is compared with (``monitoring.reference``).
+
+    ``same_season``: the same day a year earlier when the history allows it
+    (:func:`monitoring.reference.choose_reference`); ``champion``: the champion's evaluation
+    snapshot (``cutoff`` itself when there is none).
+    """
+    f = settings.features
+    if settings.monitoring.reference == "same_season":
+        return choose_reference(
+            cutoff,
+            data_start=data_start,
+            champion_cutoff=champion_cutoff,
+            min_history_days=max(max(f.windows_days), settings.labels.active_days),
+            max_history_days=feature_lookback_days(f.windows_days, f.rfm_note.window_months),
+        )
+    fallback = as_cutoff(champion_cutoff if champion_cutoff is not None else cutoff)
+    return Reference(
+        fallback,
+        "champion",
+        None,
+        f"the champion's evaluation snapshot ({fallback.date()}), "
+        "monitoring.reference: champion (not season-adjusted)",
+    )
+
+
 def drift_check(
     tables: Tables,
     settings: Settings,
@@ -204,26 +241,13 @@ def drift_check(
     tuple
         (the reference, the drift result, the reference's active rows, the current active rows).
     """
-    cfg = settings.monitoring
     f = settings.features
-    lookback = feature_lookback_days(f.windows_days, f.rfm_note.window_months)
-    if cfg.reference == "same_season":
-        reference = choose_reference(
-            cutoff,
-            data_start=tables.transactions["timestamp"].min(),
-            champion_cutoff=champion_cutoff,
-            min_history_days=max(max(f.windows_days), settings.labels.active_days),
-            max_history_days=lookback,
-        )
-    else:
-        fallback = champion_cutoff if champion_cutoff is not None else cutoff
-        reference = Reference(
-            as_cutoff(fallback),
-            "champion",
-            None,
-            f"the champion's evaluation snapshot ({as_cutoff(fallback).date()}), "
-            "monitoring.reference: champion (not season-adjusted)",
-        )
+    reference = pick_reference(
+        settings,
+        cutoff,
+        data_start=tables.transactions["timestamp"].min(),
+        champion_cutoff=champion_cutoff,
+    )
     if reference.season_adjusted:
         depth = reference.history_days
         current = build_features(history_window(tables, cutoff, depth), cutoff, f)
@@ -238,6 +262,7 @@ def drift_check(
     reference_active = active_customers(ref_frame, settings.labels.active_days)
     columns = [c for c in monitored_columns(current) if c in ref_frame.columns]
     logger.info("drift reference: %s", reference.note)
+    cfg = settings.monitoring
     drift = check_drift(
         reference_active,
         current_active,
@@ -379,14 +404,7 @@ def monitor_job(
     champion_cutoff = tags["churn"].get("eval_cutoff")
     if current is None:
         current = build_features(tables, cutoff, settings.features)
-    unwatched = [c for c in settings.monitoring.policy.key_features if c in UNMONITORED_COLUMNS]
-    if unwatched:
-        logger.warning(
-            "key features %s are not tested for drift (%s); use windowed features in "
-            "monitoring.policy.key_features",
-            unwatched,
-            "; ".join(f"{c}: {UNMONITORED_COLUMNS[c]}" for c in unwatched),
-        )
+    warn_unwatched(settings)
     reference, drift, reference_active, current_active = drift_check(
         tables,
         settings,
@@ -397,7 +415,6 @@ def monitor_job(
         sample_size=sample_size,
         quality=quality,
     )
-    ref_cutoff = reference.cutoff
     current_scores = score_all(models, current, settings)
     current_scores.to_parquet(root / _PREDICTIONS.format(cutoff.date().isoformat()), index=False)
     # prediction drift on the same two populations and histories as the feature drift
@@ -416,6 +433,79 @@ def monitor_job(
         history_path=root / "performance_history.csv",
         data_end=data_end,
     )
+    return conclude_monitor(
+        settings,
+        dataset=tables.name,
+        cutoff=cutoff,
+        data_end=data_end,
+        tags=tags,
+        reference=reference,
+        drift=drift,
+        prediction=pdrift,
+        performance=performance,
+        out_dir=out_dir,
+        log=log,
+    )
+
+
+def warn_unwatched(settings: Settings) -> None:
+    """Warn about key features that are never tested for drift (:data:`UNMONITORED_COLUMNS`)."""
+    unwatched = [c for c in settings.monitoring.policy.key_features if c in UNMONITORED_COLUMNS]
+    if unwatched:
+        logger.warning(
+            "key features %s are not tested for drift (%s); use windowed features in "
+            "monitoring.policy.key_features",
+            unwatched,
+            "; ".join(f"{c}: {UNMONITORED_COLUMNS[c]}" for c in unwatched),
+        )
+
+
+def conclude_monitor(
+    settings: Settings,
+    *,
+    dataset: str,
+    cutoff: pd.Timestamp,
+    data_end: pd.Timestamp,
+    tags: dict[str, dict[str, str]],
+    reference: Reference,
+    drift: DriftResult,
+    prediction: DriftResult,
+    performance: list[dict[str, Any]],
+    out_dir: Path,
+    log: bool,
+    sample: str = "",
+) -> MonitorResult:
+    """The retrain decision from what a monitoring run measured, written and recorded.
+
+    Both engines end their monitoring here: :func:`decide` on the drift, the champion's
+    recorded and realised AUC, its age and the prediction drift; the summary JSON in
+    ``out_dir``; the MLflow run when ``log``.
+
+    Parameters
+    ----------
+    settings
+        Full settings (monitoring policy, labels, MLflow).
+    dataset
+        The dataset's name (MLflow namespace).
+    cutoff, data_end
+        The monitored snapshot's cutoff; the last day of data the run may see.
+    tags
+        Task -> the champion's version tags (``eval_cutoff``, ``metric.auc``).
+    reference, drift, prediction, performance
+        What was compared and measured.
+    out_dir
+        The folder of the reports and the summary.
+    log
+        Record the run in MLflow.
+    sample
+        How the figures were sampled, when a sample of the population was compared.
+
+    Returns
+    -------
+    MonitorResult
+    """
+    ref_cutoff = reference.cutoff
+    pdrift = prediction
     ref_auc = _float(tags["churn"].get("metric.auc"))
     current_auc = next((p["auc"] for p in reversed(performance) if p.get("auc") is not None), None)
     age = model_age_days(
@@ -445,6 +535,7 @@ def monitor_job(
         model_age_days=age,
         population=population_rule(settings.labels.active_days),
         reference=reference,
+        sample=sample,
     )
     summary_path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
     logger.info(
@@ -457,7 +548,7 @@ def monitor_job(
     if log:
         result.run_id = log_run(
             settings=settings,
-            dataset_name=tables.name,
+            dataset_name=dataset,
             run_name=f"monitor {cutoff.date()}",
             params={
                 "cutoff": cutoff.date(),
@@ -467,6 +558,7 @@ def monitor_job(
                 "n_columns": drift.n_columns,
                 "drifted_columns": ", ".join(drift.drifted_columns) or "none",
                 "reasons": "; ".join(decision.reasons) or "none",
+                **({"sample": sample} if sample else {}),
             },
             metrics={
                 "drift_share": drift.drift_share,
@@ -512,6 +604,83 @@ class CycleResult:
     trainings: list[TrainJob] = field(default_factory=list)
 
 
+class CycleEngine(Protocol):
+    """What :func:`run_cycle` needs of an engine (the local tables, or a Dask cluster).
+
+    ``name`` is the dataset's name; each method runs one step of the cycle on the engine's
+    data with the settings it is given.
+    """
+
+    name: str
+
+    def last_day(self) -> pd.Timestamp:
+        """The newest event's day (the default cutoff)."""
+        ...
+
+    def refresh(self, settings: Settings, cutoff: pd.Timestamp) -> None:
+        """Build the feature snapshot at ``cutoff`` (kept for the steps after it)."""
+        ...
+
+    def monitor(self, settings: Settings, cutoff: pd.Timestamp, *, quality: bool) -> MonitorResult:
+        """Monitor the snapshot against the champion's reference (:func:`conclude_monitor`)."""
+        ...
+
+    def retrain(
+        self, settings: Settings, tasks: list[str], cutoff: pd.Timestamp, progress: Progress
+    ) -> tuple[TrainJob, list[PromotionDecision]]:
+        """Train ``tasks``, then the promotion gate on the candidate's evaluation data."""
+        ...
+
+    def persist(
+        self, settings: Settings, cutoff: pd.Timestamp, *, retrained: bool, progress: Progress
+    ) -> Path:
+        """Score every customer with the champions after the gate, on the features
+        :meth:`refresh` built; where the scores are."""
+        ...
+
+
+class LocalCycle:
+    """The cycle's steps on tables loaded in this process (:class:`CycleEngine`)."""
+
+    def __init__(self, tables: Tables, source: dict[str, Any] | None = None) -> None:
+        self.tables, self.source = tables, source or {}
+        self.name = tables.name
+        self.current: pd.DataFrame | None = None
+
+    def last_day(self) -> pd.Timestamp:
+        return as_cutoff(self.tables.last_timestamp)
+
+    def refresh(self, settings: Settings, cutoff: pd.Timestamp) -> None:
+        artifacts = Path(settings.paths.artifacts)
+        self.current, _ = build_feature_store(self.tables, cutoff, settings.features, artifacts)
+
+    def monitor(self, settings: Settings, cutoff: pd.Timestamp, *, quality: bool) -> MonitorResult:
+        return monitor_job(
+            self.tables, settings, cutoff=cutoff, quality=quality, current=self.current
+        )
+
+    def retrain(
+        self, settings: Settings, tasks: list[str], cutoff: pd.Timestamp, progress: Progress
+    ) -> tuple[TrainJob, list[PromotionDecision]]:
+        job = train_job(self.tables, settings, tasks=tasks, cutoff=cutoff, progress=progress)
+        return job, promote_job(tasks, settings, tables=self.tables)
+
+    def persist(
+        self, settings: Settings, cutoff: pd.Timestamp, *, retrained: bool, progress: Progress
+    ) -> Path:
+        assert self.current is not None, "refresh() first"
+        models, versions = load_champions(settings)  # the champions after the promotion gate
+        return population_job(
+            models,
+            versions,
+            self.current,
+            settings,
+            cutoff=cutoff,
+            source={"dataset": self.name, **self.source},
+            progress=progress,
+        ).population
+
+
 def cycle_job(
     tables: Tables,
     settings: Settings,
@@ -524,7 +693,36 @@ def cycle_job(
     like_champion: bool = True,
     overrides: dict[str, dict[str, Any]] | None = None,
 ) -> CycleResult:
-    """Refresh features -> monitor -> retrain if the decision says so -> promotion gate.
+    """Refresh features -> monitor -> retrain if the decision says so -> promotion gate, on
+    tables loaded in this process (:func:`run_cycle` with :class:`LocalCycle`).
+
+    ``source`` says what the tables came from (recorded with the persisted population); the
+    other parameters are :func:`run_cycle`'s.
+    """
+    return run_cycle(
+        LocalCycle(tables, source),
+        settings,
+        cutoff=cutoff,
+        force_retrain=force_retrain,
+        progress=progress,
+        quality=quality,
+        like_champion=like_champion,
+        overrides=overrides,
+    )
+
+
+def run_cycle(
+    engine: CycleEngine,
+    settings: Settings,
+    *,
+    cutoff: Any = None,
+    force_retrain: bool = False,
+    progress: Progress | None = None,
+    quality: bool = True,
+    like_champion: bool = True,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> CycleResult:
+    """Refresh features -> monitor -> retrain if the decision says so -> promotion gate -> score.
 
     The cycle works with the settings the champions were trained with (horizons, protocol,
     snapshots, feature windows: the ``labels``, ``training`` and ``features`` params of each
@@ -539,8 +737,9 @@ def cycle_job(
 
     Parameters
     ----------
-    tables
-        The input tables.
+    engine
+        Where the steps run (:class:`LocalCycle`, or the Dask engine's
+        :class:`retentio.shell.dask_cycle.DaskCycle`).
     settings
         Full settings.
     cutoff
@@ -550,9 +749,7 @@ def cycle_job(
     progress
         Called with a short description after each step.
     quality
-        Passed to :func:`monitor_job`.
-    source
-        What the tables came from, recorded with the persisted population.
+        Add Evidently's data-quality summary to the drift report.
     like_champion
         Take the training settings from the champions' runs (off: the config's).
     overrides
@@ -570,19 +767,17 @@ def cycle_job(
         Training or the promotion gate failed (the cause is chained).
     """
     step = progress or (lambda _: None)
-    cutoff = as_cutoff(cutoff if cutoff is not None else tables.last_timestamp)
+    cutoff = as_cutoff(cutoff if cutoff is not None else engine.last_day())
     params = champion_run_params(settings) if like_champion else {}
     plan = retrain_plan(settings, params, overrides=overrides)
     watch = next(used for used, tasks, _ in plan if "churn" in tasks)
     changed = {k: v for _, _, diff in plan for k, v in diff.items()}
     for key, (config_value, used) in changed.items():
         logger.info("cycle uses the champion's %s = %s (config: %s)", key, used, config_value)
-    current, _ = build_feature_store(tables, cutoff, watch.features, Path(settings.paths.artifacts))
+    engine.refresh(watch, cutoff)
     step("features refreshed")
     try:
-        monitor: MonitorResult | None = monitor_job(
-            tables, watch, cutoff=cutoff, quality=quality, current=current
-        )
+        monitor: MonitorResult | None = engine.monitor(watch, cutoff, quality=quality)
         reasons = list(monitor.decision.reasons) if monitor is not None else []
         retrain = monitor.decision.retrain if monitor is not None else True
     except ModelNotFoundError:
@@ -594,34 +789,25 @@ def cycle_job(
     result = CycleResult(cutoff, monitor, retrain, reasons, retrain_settings=changed)
     try:
         for used, tasks, _ in plan if retrain else []:
-            job = train_job(tables, used, tasks=tasks, cutoff=cutoff, progress=step)
+            job, decisions = engine.retrain(used, tasks, cutoff, step)
             result.trainings.append(job)
-            result.promotions += promote_job(tasks, used, tables=tables)
+            result.promotions += decisions
         result.training = result.trainings[-1] if result.trainings else None
         if retrain:
             step("promotion gate")
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         logger.error("cycle stopped while retraining: %s; champions unchanged", result.error)
-        result.run_id = _record(result, tables, settings)
+        result.run_id = _record(result, engine.name, settings)
         kept = ", ".join(f"{t} v{v}" for t, v in _champion_versions(settings).items()) or "none"
         raise RetrainFailedError(
             f"the cycle decided to retrain ({'; '.join(reasons)}) and retraining failed: "
             f"{result.error}. The champions are unchanged ({kept}); the decision and the error "
             f"are recorded in MLflow run {result.run_id}"
         ) from exc
-    models, versions = load_champions(settings)  # the champions after the promotion gate
-    result.population = population_job(
-        models,
-        versions,
-        current,
-        settings,
-        cutoff=cutoff,
-        source={"dataset": tables.name, **(source or {})},
-        progress=step,
-    ).population
+    result.population = engine.persist(settings, cutoff, retrained=retrain, progress=step)
     step("scored population persisted")
-    result.run_id = _record(result, tables, settings)
+    result.run_id = _record(result, engine.name, settings)
     return result
 
 
@@ -632,7 +818,7 @@ def _champion_versions(settings: Settings) -> dict[str, str]:
         return {}
 
 
-def _record(result: CycleResult, tables: Tables, settings: Settings) -> str:
+def _record(result: CycleResult, dataset: str, settings: Settings) -> str:
     promoted = {d.task: d.promoted for d in result.promotions}
     artifacts: dict[str, Path | None] = {}
     if result.monitor is not None:
@@ -644,7 +830,7 @@ def _record(result: CycleResult, tables: Tables, settings: Settings) -> str:
         artifacts[f"report_{i}" if i else "report"] = job.report_path
     return log_run(
         settings=settings,
-        dataset_name=tables.name,
+        dataset_name=dataset,
         run_name=f"cycle {result.cutoff.date()}",
         params={
             "cutoff": result.cutoff.date(),

@@ -264,8 +264,12 @@ def train_dask(
     tasks: Sequence[str] = TASKS,
     cutoff: Any = None,
     progress: Callable[[str], None] | None = None,
+    source: DaskSnapshots | None = None,
 ) -> TrainingResult:
     """:func:`training.pipeline.train_all` with the snapshots built on a Dask cluster.
+
+    ``source``, when given, is the snapshot source to train from (the caller keeps it to
+    evaluate other models on the same sampled snapshots, e.g. the promotion gate).
 
     Raises
     ------
@@ -274,9 +278,10 @@ def train_dask(
     InsufficientDataError
         As for the local engine.
     """
-    source = DaskSnapshots(
-        client, dataset, settings, cutoff=cutoff, step=progress or (lambda _: None)
-    )
+    if source is None:
+        source = DaskSnapshots(
+            client, dataset, settings, cutoff=cutoff, step=progress or (lambda _: None)
+        )
     result = train_from_source(source, settings, tasks=tasks, progress=progress)
     result.sample = {
         str(cut.date()): (len(frame), source.population[cut])

@@ -189,19 +189,35 @@ def evaluate_on_snapshot(
 
 
 def promote_job(
-    tasks: Sequence[str], settings: Settings, *, tables: Tables | None, force: bool = False
+    tasks: Sequence[str],
+    settings: Settings,
+    *,
+    tables: Tables | None,
+    force: bool = False,
+    evaluate_at: Callable[[Any, Any], dict[str, float]] | None = None,
 ) -> list[PromotionDecision]:
-    """Run the promotion gate for each task (champion moves only if the candidate is as good)."""
+    """Run the promotion gate for each task (champion moves only if the candidate is as good).
+
+    The champion is re-scored, when the gate needs it, on the candidate's evaluation snapshot:
+    ``evaluate_at(model, eval_cutoff)`` when given (the Dask engine's sampled snapshot), else
+    :func:`evaluate_on_snapshot` on ``tables``.
+    """
+    if evaluate_at is None and tables is not None:
+
+        def evaluate_at(model: Any, cutoff: Any) -> dict[str, float]:
+            return evaluate_on_snapshot(model, tables, cutoff, settings)
+
     decisions = []
     for task in tasks:
         evaluate = None
-        if tables is not None:
+        if evaluate_at is not None:
             candidate, _ = load_task_model(task, "candidate", settings=settings)
             eval_cutoff = (getattr(candidate, "metadata", {}) or {}).get("eval_cutoff")
             if eval_cutoff is not None:
 
                 def evaluate(model: Any, _c: Any = eval_cutoff) -> dict[str, float]:
-                    return evaluate_on_snapshot(model, tables, _c, settings)
+                    assert evaluate_at is not None
+                    return evaluate_at(model, _c)
 
         decisions.append(promote(task, settings=settings, evaluate=evaluate, force=force))
     return decisions
