@@ -32,7 +32,14 @@ import pandas as pd
 from retentio.features.schema import AS_OF
 from retentio.training.task_model import ModelParams, TaskModel
 
-__all__ = ["SeasonalLevel", "SeasonalLtvModel", "calendar_index", "daily_revenue"]
+__all__ = [
+    "SeasonalLevel",
+    "SeasonalLtvModel",
+    "calendar_index",
+    "combine_daily_revenue",
+    "daily_revenue",
+    "revenue_by_day",
+]
 
 LAG_DAYS = 364
 """Days back to the same calendar day one year earlier (52 weeks: the same weekday)."""
@@ -42,10 +49,25 @@ FACTOR_BOUNDS = (0.5, 2.0)
 
 def daily_revenue(transactions: pd.DataFrame) -> pd.Series:
     """Total ``amount`` per calendar day (days without a purchase are 0), oldest first."""
+    return combine_daily_revenue([revenue_by_day(transactions)])
+
+
+def revenue_by_day(transactions: pd.DataFrame) -> pd.Series:
+    """Total ``amount`` per calendar day with a purchase: the part of one set of customers
+    (e.g. one partition of a dataset) that :func:`combine_daily_revenue` adds up."""
     if transactions.empty:
         return pd.Series(dtype=float)
     day = pd.to_datetime(transactions["timestamp"]).dt.normalize()
-    rev = transactions["amount"].astype(float).groupby(day.to_numpy()).sum()
+    return transactions["amount"].astype(float).groupby(day.to_numpy()).sum()
+
+
+def combine_daily_revenue(parts: Sequence[pd.Series]) -> pd.Series:
+    """The daily revenue of disjoint sets of customers together (:func:`revenue_by_day` of
+    each): summed per day, every day from the first to the last purchase (0 when none)."""
+    present = [p for p in parts if len(p)]
+    if not present:
+        return pd.Series(dtype=float)
+    rev = present[0] if len(present) == 1 else pd.concat(present).groupby(level=0).sum()
     full = pd.date_range(rev.index.min(), rev.index.max(), freq="D")
     return rev.reindex(full, fill_value=0.0)
 

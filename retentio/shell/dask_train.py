@@ -47,6 +47,7 @@ from retentio.training.pipeline import (
     with_btyd_columns,
 )
 from retentio.training.protocol import require_repeat_customers
+from retentio.training.seasonal import combine_daily_revenue, revenue_by_day
 from retentio.training.snapshots import build_snapshot, history_tables
 from retentio.training.tasks import TASKS
 
@@ -56,17 +57,24 @@ __all__ = ["DaskSnapshots", "train_dask"]
 
 
 def _summaries_task(
-    part_dir: str, data_cfg: DataConfig, cfg: FeaturesConfig, cutoffs: list[pd.Timestamp]
-) -> dict[pd.Timestamp, Any]:
-    """Per cutoff: the partition's population summary and its number of customers."""
+    part_dir: str,
+    data_cfg: DataConfig,
+    cfg: FeaturesConfig,
+    cutoffs: list[pd.Timestamp],
+    revenue_until: pd.Timestamp | None = None,
+) -> tuple[dict[pd.Timestamp, Any], pd.Series | None]:
+    """Per cutoff: the partition's population summary and its number of customers; with
+    ``revenue_until``, also the partition's revenue per day of the history up to that day."""
     tables = load_partition(part_dir, data_cfg)
     out: dict[pd.Timestamp, Any] = {}
     if tables is None:
-        return out
+        return out, None
     for cut in cutoffs:
         partial = build_partial_features(history_tables(tables, cut), cut, cfg)
         out[cut] = (*partition_summary(partial, cfg), len(partial.rfm))
-    return out
+    if revenue_until is None:
+        return out, None
+    return out, revenue_by_day(history_tables(tables, revenue_until).transactions)
 
 
 def _sample_task(
@@ -154,6 +162,7 @@ class DaskSnapshots(BtydPerSnapshot):
         self.population: dict[pd.Timestamp, int] = {}
         self._sampled: dict[pd.Timestamp, list[Any]] = {}  # futures: per partition, per cutoff
         self._repeat: dict[pd.Timestamp, int] = {}
+        self._revenue: list[pd.Series] | None = None  # per partition, up to the last day
         newest = last_timestamp(dataset, settings.data)
         self.last = as_cutoff(cutoff) if cutoff is not None else newest
         self.first = first_timestamp(dataset, settings.data)
@@ -186,9 +195,17 @@ class DaskSnapshots(BtydPerSnapshot):
         days = ", ".join(str(m.date()) for m in missing)
         try:
             self.step(f"population statistics at {days} (Dask)")
-            parts = c.gather(
-                c.map(_summaries_task, self.dirs, data_cfg=s.data, cfg=s.features, cutoffs=missing)
-            )
+            last = as_cutoff(self.last)
+            revenue_until = last if self._revenue is None and last in missing else None
+            passes = c.gather(
+                c.map(
+                    _summaries_task, self.dirs, data_cfg=s.data, cfg=s.features, cutoffs=missing,
+                    revenue_until=revenue_until,
+                )
+            )  # fmt: skip
+            parts = [summary for summary, _ in passes]
+            if revenue_until is not None:
+                self._revenue = [rev for _, rev in passes if rev is not None]
             context: dict[pd.Timestamp, Any] = {}
             for cut in missing:
                 present = [p[cut] for p in parts if cut in p]
@@ -223,6 +240,13 @@ class DaskSnapshots(BtydPerSnapshot):
                 len(self.features[cut]),
                 self.population[cut],
             )
+
+    def daily_revenue(self) -> pd.Series:
+        """Revenue per day of the history up to the last day, summed over the partitions on
+        this process (the calendar index of the seasonal LTV level, as the local engine's);
+        gathered in the first pass over the last day's snapshot."""
+        self._ensure([as_cutoff(self.last)])
+        return combine_daily_revenue(self._revenue or [])
 
     def features_at(self, cutoff: pd.Timestamp) -> pd.DataFrame:
         self._ensure([cutoff])

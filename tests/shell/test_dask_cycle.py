@@ -18,6 +18,7 @@ import pytest
 
 from retentio.configs.settings import Settings, load_settings
 from retentio.features.build import build_features
+from retentio.features.cutoff import as_cutoff
 from retentio.features.distributed import build_features_dask, dask_client
 from retentio.features.io import load_and_validate
 from retentio.features.partition import partition_dataset
@@ -26,8 +27,11 @@ from retentio.monitoring.population import active_customers
 from retentio.serving.population import read_meta
 from retentio.shell.cycle import cycle_job
 from retentio.shell.dask_cycle import active_population, cycle_dask
+from retentio.shell.dask_train import DaskSnapshots
 from retentio.shell.jobs import promote_job, train_job
 from retentio.training.registry import champion_version
+from retentio.training.seasonal import daily_revenue
+from retentio.training.snapshots import history_tables
 from retentio.training.tasks import TASKS
 
 pytestmark = pytest.mark.slow
@@ -108,6 +112,15 @@ def test_the_dask_cycle_decides_and_promotes_as_the_local_cycle(world) -> None:
         assert d.candidate_metric == pytest.approx(o.candidate_metric, rel=1e-9)
         assert d.champion_metric == pytest.approx(o.champion_metric, rel=1e-9)
         assert "champion re-scored on snapshot" in d.reason
+    # the seasonal LTV level: the same daily revenue (summed over the partitions on Dask),
+    # the same factor
+    season, expected = (
+        dict(c.training.result.models["ltv"].metadata["seasonal_level"]) for c in (dask, local)
+    )
+    assert expected["covered_days"] > 0 and expected["factor"] != 1.0
+    assert season.pop("factor") == pytest.approx(expected.pop("factor"), rel=1e-9)
+    assert season.pop("reference") == pytest.approx(expected.pop("reference"), rel=1e-9)
+    assert season == expected  # the day, the covered days, the horizon, the window
     assert {t: champion_version(t, dask_settings) for t in TASKS} == {
         t: champion_version(t, local_settings) for t in TASKS
     }
@@ -120,12 +133,14 @@ def test_the_dask_cycle_decides_and_promotes_as_the_local_cycle(world) -> None:
 
 def test_the_monitoring_sample_is_the_same_whatever_the_partitioning(world) -> None:
     """Below the population's size the sample has exactly the size asked, the same customers
-    for any number of partitions; the counts and missing values are the whole population's."""
+    for any number of partitions; the counts and missing values are the whole population's.
+    The daily revenue of the seasonal LTV level, summed over the partitions, is the local
+    engine's."""
     root, _, dataset = world
     settings = _copy(world, "sample")
     cutoff = "2025-03-31"
-    local = build_features(load_and_validate(root / "drifted", settings.data), cutoff,
-                           settings.features)  # fmt: skip
+    tables = load_and_validate(root / "drifted", settings.data)
+    local = build_features(tables, cutoff, settings.features)
     active = active_customers(local, settings.labels.active_days)
     other = partition_dataset(root / "drifted", settings.data, root / "ds2", n_partitions=2)
     samples = []
@@ -142,6 +157,10 @@ def test_the_monitoring_sample_is_the_same_whatever_the_partitioning(world) -> N
             assert len(pop.sample) == 250
             assert pop.sample["customer_id"].is_monotonic_increasing
             samples.append(pop.sample)
+        revenue = DaskSnapshots(client, dataset, settings, cutoff=cutoff).daily_revenue()
+    whole = daily_revenue(history_tables(tables, as_cutoff(cutoff)).transactions)
+    assert revenue.index.equals(whole.index) and len(whole) > 700
+    np.testing.assert_allclose(revenue.to_numpy(), whole.to_numpy(), rtol=1e-12)
     assert list(samples[0]["customer_id"]) == list(samples[1]["customer_id"])
     assert set(samples[0]["customer_id"]) <= set(active["customer_id"])
     # a sample, not the first customers: ids drawn across the whole range

@@ -12,7 +12,9 @@ from retentio.training.seasonal import (
     SeasonalLevel,
     SeasonalLtvModel,
     calendar_index,
+    combine_daily_revenue,
     daily_revenue,
+    revenue_by_day,
 )
 from retentio.training.task_model import ModelParams, TaskModel
 
@@ -44,6 +46,28 @@ def test_daily_revenue_sums_each_day_and_fills_days_without_purchases() -> None:
     rev = daily_revenue(tx)
     assert rev.index.tolist() == list(pd.date_range("2024-01-01", "2024-01-03"))
     assert rev.tolist() == [4.0, 0.0, 2.0]
+
+
+def test_partial_daily_revenues_add_up_to_the_whole() -> None:
+    """Disjoint sets of customers (partitions) summed per day give the whole history's
+    revenue, days between their purchases filled with 0, whatever the split."""
+    rng = np.random.default_rng(3)
+    n = 500
+    tx = pd.DataFrame(
+        {
+            "customer_id": rng.integers(0, 60, n),
+            "timestamp": pd.Timestamp("2024-01-01")
+            + pd.to_timedelta(rng.integers(0, 90 * 24, n), unit="h"),
+            "amount": rng.gamma(2.0, 20.0, n).round(2),
+        }
+    )
+    whole = daily_revenue(tx)
+    for k in (2, 5):
+        parts = [revenue_by_day(tx[tx["customer_id"] % k == i]) for i in range(k)]
+        split = combine_daily_revenue([*parts, pd.Series(dtype=float)])  # an empty partition
+        assert split.index.equals(whole.index)
+        np.testing.assert_allclose(split.to_numpy(), whole.to_numpy(), rtol=1e-12)
+    assert combine_daily_revenue([]).empty
 
 
 def test_calendar_index_is_one_on_a_flat_history_and_follows_a_local_peak() -> None:
