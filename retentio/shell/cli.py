@@ -585,7 +585,8 @@ def train(
     out.print(f"MLflow run {job.run_id}; @candidate versions: {job.versions}")
     if promote_now:
         for d in _run(lambda: promote_job(tasks, settings, tables=tables)):
-            out.print(f"{d.task}: {'promoted' if d.promoted else 'kept champion'} ({d.reason})")
+            verdict = "promoted" if d.promoted else "kept champion"
+            out.print(f"{d.task}: {verdict} ({d.reason})", markup=False)
     else:
         out.print("next: retentio models promote all")
 
@@ -612,7 +613,7 @@ def models_promote(
     failed = False
     for d in _run(lambda: promote_job(tasks, settings, tables=tables, force=force)):
         verdict = "promoted" if d.promoted else "kept champion"
-        out.print(f"{d.task}: {verdict} - {d.reason}")
+        out.print(f"{d.task}: {verdict} - {d.reason}", markup=False)
         failed |= not d.promoted
     if failed and not force:
         raise typer.Exit(1)
@@ -1076,7 +1077,8 @@ def _cycle_once(
     if not result.retrained:
         out.print("no retraining needed; champions unchanged")
     for d in result.promotions:
-        out.print(f"{d.task}: {'promoted' if d.promoted else 'kept champion'} - {d.reason}")
+        verdict = "promoted" if d.promoted else "kept champion"
+        out.print(f"{d.task}: {verdict} - {d.reason}", markup=False)
     out.print(f"cycle recorded in MLflow run {result.run_id}")
     if settings.engine.kind == "dask":
         out.print(f"scored dataset (Parquet, one file per partition): {result.population}")
