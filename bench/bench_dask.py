@@ -3,8 +3,10 @@
 Each stage runs as its own ``retentio`` command (a fresh process, as a user runs it) while a
 sampler records the peak RSS of every process of the tree (the CLI, the LocalCluster's
 scheduler and workers). Models come from a registry trained beforehand (``--config`` of a
-trained project), at a smaller size. With ``--local`` the same stages run on the local engine
-on a folder of the same data, for the Dask overhead ratio.
+trained project), at a smaller size. The features and scores go to the config's
+``paths.artifacts``, where ``score`` reuses the current features and ``at-risk`` the current
+scores, as a user's commands do. With ``--local`` the same stages run on the local engine on a
+folder of the same data, for the Dask overhead ratio.
 
     python bench/bench_dask.py --customers 1000000 --partitions 16 --config path/config.yaml
 
@@ -104,10 +106,8 @@ def main() -> None:
     stages = [
         ("synth (partitioned)", ["data", "synth", "--customers", str(ns.customers),
                                  "--partitions", str(ns.partitions), "--out", str(ds)]),
-        ("features (dask)", ["features", "build", "--data", str(ds), *engine,
-                             "--out", str(OUT / f"dask_features_{ns.customers}")]),
-        ("score (dask)", ["score", "--data", str(ds), *engine,
-                          "--out", str(OUT / f"dask_scores_{ns.customers}")]),
+        ("features (dask)", ["features", "build", "--data", str(ds), *engine]),
+        ("score (dask)", ["score", "--data", str(ds), *engine]),
         ("at-risk top 1000 (dask)", ["at-risk", "--top", "1000", "--data", str(ds), *engine,
                                      "--out", str(OUT / f"dask_at_risk_{ns.customers}.csv")]),
     ]  # fmt: skip

@@ -9,11 +9,20 @@ partition's quadrant and action set (``serving.scoring.assign_actions``). Output
 datasets written to a temporary folder and renamed when complete. The at-risk list is a
 distributed top-k: each partition's best ``k`` rows (with their reasons), then the best ``k``
 of those.
+
+Each output folder gets a stamp (``_retentio.json``) naming what it was computed from: the
+dataset's fingerprint (file names, sizes, modification times), the cutoff, the settings that
+shape it and, for scores, the champion versions. ``score`` reuses a feature dataset whose stamp
+matches and ``at-risk`` a scored dataset whose stamp matches, so a population too large for one
+process is featurised and scored once, not again by every command that reads it; any change of
+data, cutoff, settings or champion makes them compute afresh.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -27,17 +36,19 @@ import pandas as pd
 
 from retentio.configs.settings import Settings
 from retentio.errors import RetentioError
+from retentio.features.cutoff import as_cutoff
 from retentio.features.distributed import (
     DistributedError,
     DistributedFeatures,
     build_features_dask,
     dask_client,
+    last_timestamp,
 )
-from retentio.features.partition import read_manifest
+from retentio.features.partition import PartitionedDataset, read_manifest
 from retentio.features.schema import ENTITY
 from retentio.serving.scoring import assign_actions, score_all
 from retentio.shell.jobs import TrainJob, record_training
-from retentio.training.registry import load_champions
+from retentio.shell.persisted import data_fingerprint
 from retentio.training.tasks import TASKS
 
 logger = logging.getLogger(__name__)
@@ -65,6 +76,49 @@ def _client(settings: Settings, client: Any) -> Any:
     return contextlib.nullcontext(client) if client is not None else client_for(settings)
 
 
+STAMP = "_retentio.json"
+
+
+def _digest(*parts: Any) -> str:
+    """A short hash of settings sections (pydantic models) or plain values."""
+    text = "\x1f".join(
+        p.model_dump_json() if hasattr(p, "model_dump_json") else json.dumps(p, sort_keys=True)
+        for p in parts
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_stamp(folder: Path) -> dict[str, Any] | None:
+    """The stamp of an output folder (what it was computed from), or None."""
+    try:
+        return json.loads((Path(folder) / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_stamp(folder: Path, stamp: dict[str, Any]) -> None:
+    tmp = Path(folder) / f"{STAMP}.tmp"
+    tmp.write_text(json.dumps(stamp, indent=1))
+    tmp.replace(Path(folder) / STAMP)
+
+
+def _feature_key(
+    settings: Settings, dataset: PartitionedDataset, cutoff: Any, previous: dict | None
+) -> dict[str, Any]:
+    """What a feature dataset of ``dataset`` at ``cutoff`` (None: the data's last day) depends
+    on. The last day is read from the data unless ``previous`` was stamped on the same data."""
+    key: dict[str, Any] = {
+        "data": data_fingerprint(dataset.root),
+        "settings": _digest(settings.data, settings.features),
+    }
+    if previous and all(previous.get(k) == v for k, v in key.items()):
+        data_end = previous["data_end"]
+    else:
+        data_end = last_timestamp(dataset, settings.data).isoformat()
+    cut = as_cutoff(cutoff if cutoff is not None else data_end)
+    return {**key, "data_end": data_end, "cutoff": cut.isoformat()}
+
+
 def features_dask(
     settings: Settings,
     data: Path,
@@ -73,18 +127,32 @@ def features_dask(
     out: Path | None = None,
     client: Any = None,
     progress: Progress | None = None,
+    reuse: bool = False,
 ) -> DistributedFeatures:
     """Build the feature dataset of the partitioned dataset ``data``.
 
     The default output is ``<paths.artifacts>/features/<dataset>/`` (one Parquet file per
-    partition).
+    partition, and its stamp). With ``reuse``, a dataset already there whose stamp matches the
+    data, the cutoff and the settings is returned without recomputing it.
     """
     dataset = read_manifest(data)
-    target = out or Path(settings.paths.artifacts) / "features" / dataset.name
+    target = Path(out or Path(settings.paths.artifacts) / "features" / dataset.name)
+    previous = read_stamp(target)
+    key = _feature_key(settings, dataset, cutoff, previous)
+    files = sorted(target.glob("part-*.parquet"))
+    if reuse and previous is not None and files and previous == {**previous, **key}:
+        logger.info("features at %s are current: reused from %s", key["cutoff"][:10], target)
+        return DistributedFeatures(
+            path=target, cutoff=as_cutoff(key["cutoff"]),
+            n_customers=int(previous["n_customers"]), files=files,
+        )  # fmt: skip
     with _client(settings, client) as c:
-        return build_features_dask(
-            c, dataset, settings.data, settings.features, target, cutoff=cutoff, progress=progress
-        )
+        built = build_features_dask(
+            c, dataset, settings.data, settings.features, target, cutoff=key["cutoff"],
+            progress=progress,
+        )  # fmt: skip
+    _write_stamp(target, {**key, "n_customers": built.n_customers})
+    return built
 
 
 def train_dask_job(
@@ -156,6 +224,20 @@ def _quantile(parts: list[np.ndarray], q: float) -> float:
     return float(np.quantile(values, q)) if len(values) else 0.0
 
 
+def _load_champions(settings: Settings) -> tuple[dict, dict[str, str]]:
+    from retentio.serving.scorer import load_champions  # kept files, else the registry
+
+    return load_champions(settings)
+
+
+def _score_key(settings: Settings, features: dict[str, Any], versions: dict) -> dict[str, Any]:
+    return {
+        "features": {k: v for k, v in features.items() if k != "n_customers"},
+        "versions": dict(versions),
+        "settings": _digest(settings.actions, settings.labels),
+    }
+
+
 def score_dask(
     settings: Settings,
     data: Path,
@@ -168,7 +250,9 @@ def score_dask(
     """Features, then scores of every customer of the partitioned dataset ``data``.
 
     Writes ``<paths.artifacts>/scores/<dataset>/part-NNNNN.parquet`` (default) with the columns
-    of ``serving.scoring.score_all``; the champions are loaded once and broadcast.
+    of ``serving.scoring.score_all``, and its stamp; the champions are loaded once and
+    broadcast. The feature dataset at ``<paths.artifacts>/features/<dataset>/`` is reused when
+    it is current (:func:`features_dask`), else built there.
 
     Raises
     ------
@@ -179,11 +263,13 @@ def score_dask(
 
     step = progress or (lambda _: None)
     step("loading the champions")
-    models, versions = load_champions(settings)
+    models, versions = _load_champions(settings)
     dataset = read_manifest(data)
     target = Path(out or Path(settings.paths.artifacts) / "scores" / dataset.name)
     with _client(settings, client) as client:
-        feats = features_dask(settings, data, cutoff=cutoff, client=client, progress=step)
+        feats = features_dask(
+            settings, data, cutoff=cutoff, client=client, progress=step, reuse=True
+        )
         step("scoring every partition")
         files = [str(f) for f in feats.files]
         models_f = client.scatter(models, broadcast=True)
@@ -211,6 +297,9 @@ def score_dask(
                 client.map(_finish_part, scored, names, limits=limits, settings=settings)
             )
             del scored
+            stamp = _score_key(settings, read_stamp(feats.path) or {}, versions)
+            _write_stamp(tmp, {**stamp, "features_path": str(feats.path),
+                               "n_customers": int(sum(counts)), "thresholds": limits})  # fmt: skip
         except KilledWorker as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise DistributedError(
@@ -231,6 +320,39 @@ def score_dask(
         thresholds=limits,
         features=feats,
     )
+
+
+def current_scores(
+    settings: Settings, data: Path, *, cutoff: Any = None, versions: dict | None = None
+) -> ScoredDataset | None:
+    """The scored dataset at ``<paths.artifacts>/scores/<dataset>/`` when it is current: same
+    data, cutoff and settings as its features, scored by ``versions`` (default: today's
+    champions, read from the registry). None otherwise."""
+    from retentio.serving.scorer import champion_versions
+
+    dataset = read_manifest(data)
+    target = Path(settings.paths.artifacts) / "scores" / dataset.name
+    stamp = read_stamp(target)
+    if stamp is None or not (features_path := stamp.get("features_path")):
+        return None
+    feature_stamp = read_stamp(Path(features_path))
+    if feature_stamp is None:
+        return None
+    key = _feature_key(settings, dataset, cutoff, feature_stamp)
+    now = versions if versions is not None else champion_versions(settings)
+    if stamp != {**stamp, **_score_key(settings, key, now)}:
+        return None
+    if feature_stamp != {**feature_stamp, **key}:
+        return None
+    feature_files = sorted(Path(features_path).glob("part-*.parquet"))
+    features = DistributedFeatures(
+        path=Path(features_path), cutoff=as_cutoff(key["cutoff"]),
+        n_customers=int(feature_stamp["n_customers"]), files=feature_files,
+    )  # fmt: skip
+    return ScoredDataset(
+        path=target, n_customers=int(stamp["n_customers"]), versions=dict(now),
+        thresholds=dict(stamp["thresholds"]), features=features,
+    )  # fmt: skip
 
 
 def _top_part(
@@ -269,8 +391,9 @@ def at_risk_dask(
     ``filters`` (:class:`serving.atrisk.AtRiskFilters`, default: medium and high risk) are the
     rule of every at-risk list, applied in each partition.
 
-    Scores the dataset (:func:`score_dask`), then takes each partition's best ``top`` rows and
-    the best ``top`` of those (ties by customer id, as the local list).
+    Reads the scored dataset when it is current (:func:`current_scores`), else scores the
+    dataset (:func:`score_dask`); then takes each partition's best ``top`` rows and the best
+    ``top`` of those (ties by customer id, as the local list).
     """
     from retentio.serving.atrisk import AtRiskFilters
 
@@ -278,10 +401,16 @@ def at_risk_dask(
         raise RetentioError("--top must be at least 1")
     filters = filters if filters is not None else AtRiskFilters()
     step = progress or (lambda _: None)
+    step("loading the champions")
+    models, versions = _load_champions(settings)
+    scored = current_scores(settings, data, cutoff=cutoff, versions=versions)
+    if scored is not None:
+        logger.info("scores at %s are current: read from %s", scored.features.cutoff.date(),
+                    scored.path)  # fmt: skip
     with client_for(settings) as client:
-        scored = score_dask(settings, data, cutoff=cutoff, client=client, progress=progress)
+        if scored is None:
+            scored = score_dask(settings, data, cutoff=cutoff, client=client, progress=progress)
         step("ranking and reasons")
-        models, _ = load_champions(settings)
         models_f = client.scatter(models, broadcast=True)
         score_files = sorted(scored.path.glob("part-*.parquet"))
         feature_files = [scored.features.path / f.name for f in score_files]

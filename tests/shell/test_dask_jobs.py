@@ -183,3 +183,50 @@ def test_cli_trains_on_the_dask_engine(trained, tmp_path: Path) -> None:
     sample = {k: v for k, v in params.items() if k.startswith("snapshot_sample.")}
     assert sample and all(v.split(" of ")[0] == v.split(" of ")[1] for v in sample.values())
     assert max(sample.values(), key=lambda v: int(v.split()[0])) == "1200 of 1200"
+
+
+def test_current_features_and_scores_are_reused_and_stale_ones_never(
+    trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """score reuses a current feature dataset and at-risk a current scored dataset (counted);
+    another cutoff or a changed data file makes them compute afresh."""
+    import retentio.shell.dask_jobs as jobs
+
+    root, settings, dataset = trained
+    calls: dict[str, int] = {"score": 0, "features": 0}
+    real_score, real_build = jobs.score_dask, jobs.build_features_dask
+
+    def score(*args, **kwargs):
+        calls["score"] += 1
+        return real_score(*args, **kwargs)
+
+    def build(*args, **kwargs):
+        calls["features"] += 1
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "score_dask", score)
+    monkeypatch.setattr(jobs, "build_features_dask", build)
+    first = jobs.score_dask(settings, dataset.root, cutoff="2025-06-30")
+    assert calls == {"score": 1, "features": 1}
+    assert jobs.read_stamp(first.path)["versions"] == first.versions
+    again = jobs.score_dask(settings, dataset.root, cutoff="2025-06-30")
+    assert calls == {"score": 2, "features": 1}  # the features were current
+    top = at_risk_dask(settings, dataset.root, top=5, cutoff="2025-06-30")
+    assert calls == {"score": 2, "features": 1}  # the scores were current
+    assert len(top) == 5
+    assert again.n_customers == 1200
+
+    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31")  # another cutoff
+    assert calls == {"score": 3, "features": 2}
+    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31")
+    assert calls == {"score": 3, "features": 2}
+
+    changed = sorted(dataset.root.glob("part-00000/transactions/*.parquet"))[0]
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31")
+    assert calls == {"score": 4, "features": 3}
+    assert jobs.current_scores(settings, dataset.root, cutoff="2025-05-31") is not None
+    assert jobs.current_scores(settings, dataset.root, cutoff="2025-06-30") is None
+    stale = {task: "999" for task in first.versions}
+    assert jobs.current_scores(settings, dataset.root, cutoff="2025-05-31", versions=stale) is None
