@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import pstats
 import shutil
 import subprocess
@@ -82,6 +83,45 @@ def _settings(root: Path, n_estimators: int) -> Settings:
     )
 
 
+def _start(settings: Settings, models: Any, versions: dict[str, str]) -> tuple[Scorer, float]:
+    t = time.perf_counter()
+    scorer = Scorer(
+        settings,
+        OnlineStore(Path(settings.paths.artifacts) / "online.sqlite"),
+        loader=lambda _: (models, versions),
+        probe=lambda _: dict(versions),
+    )
+    return scorer, time.perf_counter() - t
+
+
+def restart_only(root: Path, label: str) -> None:
+    """Restart the scorer over ``root`` (a folder a full run kept with ``--keep``): its start
+    time and work counts, then the first ``score`` and ``at_risk`` and their p50; one JSON line.
+
+    Run it in turns with two versions of the code over copies of one folder to compare them
+    under the same load. The first start of a version that finds no saved state of its own
+    builds it (reported as such).
+    """
+    logging.basicConfig(level=logging.WARNING)
+    settings = _settings(root, 60)
+    with (root / "models.pkl").open("rb") as fh:
+        models, versions = pickle.load(fh)
+    load = _uptime()
+    scorer, start_s = _start(settings, models, versions)
+    figures: dict[str, Any] = {"label": label, "start_s": round(start_s, 3), "load": load}
+    figures["counts"] = asdict(scorer.counts)
+    live = sorted(scorer.live_customers)
+    figures["live"] = len(live)
+    figures["first_score_live_ms"] = round(
+        _timed(lambda i: scorer.score([live[-1]]), 1)[0] * 1e3, 2
+    )
+    figures["first_at_risk_ms"] = round(_timed(lambda i: scorer.at_risk(top=100), 1)[0] * 1e3, 2)
+    figures["score_live"] = _ms(_timed(lambda i: scorer.score([live[i * 97 % len(live)]]), 100))
+    figures["at_risk"] = _ms(_timed(lambda i: scorer.at_risk(top=100), 20))
+    scorer.close()
+    print(json.dumps(figures))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--customers", type=int, default=30_000)
@@ -95,7 +135,21 @@ def main() -> None:
         default=None,
         help="write a cProfile of the restart with the live customers here (and print its top)",
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the models beside the artifacts (models.pkl)"
+    )
+    parser.add_argument(
+        "--restart-only",
+        type=Path,
+        default=None,
+        metavar="ROOT",
+        help="only restart the scorer over ROOT (kept by --keep) and time it; see restart_only",
+    )
+    parser.add_argument("--label", default="", help="a label for --restart-only's line")
     args = parser.parse_args()
+    if args.restart_only is not None:
+        restart_only(args.restart_only, args.label)
+        return
     logging.basicConfig(level=logging.WARNING)
     root = args.out / f"c{args.customers}"
     if root.exists():
@@ -116,16 +170,12 @@ def main() -> None:
     models = train_all(type(tables)(**sub), settings).models
     versions = {task: "1" for task in models}
     setup_s = time.perf_counter() - t0
+    if args.keep:
+        with (root / "models.pkl").open("wb") as fh:
+            pickle.dump((models, versions), fh)
 
     def start() -> tuple[Scorer, float]:
-        t = time.perf_counter()
-        scorer = Scorer(
-            settings,
-            OnlineStore(Path(settings.paths.artifacts) / "online.sqlite"),
-            loader=lambda _: (models, versions),
-            probe=lambda _: dict(versions),
-        )
-        return scorer, time.perf_counter() - t
+        return _start(settings, models, versions)
 
     figures: dict[str, Any] = {
         "customers": args.customers,

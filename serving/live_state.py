@@ -131,6 +131,7 @@ class Overlay(MutableMapping[str, V], Generic[V]):
         self._on_read = on_read
         self._ids: np.ndarray | None = None  # the saved id column (sorted), read on first need
         self._unique: np.ndarray | None = None
+        self._where: dict[str, tuple[int, int]] | None = None  # id -> its rows, made on first need
         self._set: dict[str, V] = {}
         self._gone: set[str] = set()
         self._cache: dict[str, V] = {}
@@ -147,10 +148,17 @@ class Overlay(MutableMapping[str, V], Generic[V]):
         return self._ids
 
     def _span(self, cid: str) -> tuple[int, int]:
-        ids = self._saved_ids()
-        lo = int(np.searchsorted(ids, cid, "left"))
-        hi = int(np.searchsorted(ids, cid, "right"))
-        return lo, hi
+        if self._where is None:  # one vectorised pass over the (sorted) id column
+            ids = self._saved_ids()
+            n = len(ids)
+            first = np.ones(n, dtype=bool)
+            if n > 1:
+                first[1:] = ids[1:] != ids[:-1]
+            starts = np.flatnonzero(first)
+            ends = np.append(starts[1:], n)
+            spans = zip(starts.tolist(), ends.tolist(), strict=True)
+            self._where = dict(zip(ids[starts].tolist(), spans, strict=True))
+        return self._where.get(cid, (0, 0))
 
     def _saved_value(self, cid: str) -> V | None:
         if self._saved is None or cid in self._gone:
@@ -192,6 +200,12 @@ class Overlay(MutableMapping[str, V], Generic[V]):
             ids = self._saved_ids()
             self._unique = pd.unique(ids) if len(ids) else ids
         return self._unique
+
+    def get(self, cid: str, default: Any = None) -> Any:
+        if cid in self._set:
+            return self._set[cid]
+        value = self._saved_value(cid) if isinstance(cid, str) else None
+        return default if value is None else value
 
     # -- the mapping ----------------------------------------------------------------------------
 
@@ -257,7 +271,7 @@ class Overlay(MutableMapping[str, V], Generic[V]):
     def copy(self) -> Overlay[V]:
         """A new overlay over the same saved table with the same values set (shallow)."""
         out: Overlay[V] = Overlay(self._saved, self._make, self._on_read)
-        out._ids, out._unique = self._ids, self._unique
+        out._ids, out._unique, out._where = self._ids, self._unique, self._where
         out._set, out._gone, out._cache = dict(self._set), set(self._gone), self._cache
         return out
 

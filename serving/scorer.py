@@ -622,18 +622,14 @@ def _scores_table(scores: Mapping[str, LiveScore]) -> pa.Table:
 
 
 def _live_scores_of(table: pa.Table) -> dict[str, LiveScore]:
-    """Saved live scores (rows of :func:`_scores_table`) as :class:`LiveScore` objects."""
-    frame = table.to_pandas()
-    reasons = [list(r) for r in frame.pop("_reasons")]
-    digests = frame.pop("_digest").tolist()
-    names = [list(n) for n in frame.pop("_names")]
-    quoted = [_unplain(json.loads(q)) for q in frame.pop("_quoted")]
-    return {
-        str(rec[ENTITY]): LiveScore(rec, why, digest, strongest, values)
-        for rec, why, digest, strongest, values in zip(
-            _records(frame), reasons, digests, names, quoted, strict=True
-        )
-    }
+    """Saved live scores (rows of :func:`_scores_table`) as :class:`LiveScore` objects (row by
+    row from Arrow: a missing number is None, which the answers read as NaN)."""
+    out = {}
+    for rec in table.to_pylist():
+        why, digest = list(rec.pop("_reasons") or []), rec.pop("_digest")
+        names, quoted = list(rec.pop("_names") or []), _unplain(json.loads(rec.pop("_quoted")))
+        out[str(rec[ENTITY])] = LiveScore(rec, why, digest, names, quoted)
+    return out
 
 
 def _mark(
@@ -1270,8 +1266,11 @@ class Scorer:
         columns = state.columns
 
         def make(table: pa.Table) -> dict[str, dict[str, Any]]:
-            frame = typed_features(table.to_pandas()).reindex(columns=columns)
-            return {str(rec[ENTITY]): rec for rec in _records(frame)}
+            if table.num_rows > 1:  # many: typed like built rows, column by column
+                frame = typed_features(table.to_pandas()).reindex(columns=columns)
+                return {str(rec[ENTITY]): rec for rec in _records(frame)}
+            # one (a request): from Arrow as it is; every reader types it again
+            return {str(rec[ENTITY]): {c: rec.get(c) for c in columns} for rec in table.to_pylist()}
 
         return make
 
