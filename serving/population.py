@@ -50,6 +50,7 @@ from retentio.serving.atrisk import AtRiskFilters, keep_mask
 from retentio.serving.reasons import MIN_CONTRIBUTION, Reason, explain, phrase_reasons
 
 if TYPE_CHECKING:  # reading a population needs no model code (a light `retentio at-risk`)
+    from retentio.training.lgbm import SharedInputs
     from retentio.training.task_model import TaskModel
 
 logger = logging.getLogger(__name__)
@@ -178,12 +179,25 @@ class ReasonExplainer:
         cats = {c: list(v) for c, v in steps["cast"].categories_.items()}
         return cls(model, model.model_columns, cats, n_reasons=n_reasons)
 
-    def matrix(self, features: pd.DataFrame) -> np.ndarray:
-        """The model's input as LightGBM reads it: floats, categories as codes (NaN = none)."""
-        caster = self.model.estimator.named_steps["cast"]  # type: ignore[attr-defined]
+    def matrix(self, features: pd.DataFrame, inputs: SharedInputs | None = None) -> np.ndarray:
+        """The model's input as LightGBM reads it: floats, categories as codes (NaN = none).
+
+        ``inputs``: the shared LightGBM matrices of ``features`` the churn model was scored
+        with (batch scoring); the churn model's is this matrix, read without building it again.
+        """
+        pipe = self.model.estimator  # type: ignore[attr-defined]
+        caster = pipe.named_steps["cast"]
+        booster_cats = self.booster.pandas_categorical or []
+        same_codes = [list(v) for v in caster.categories_.values()] == [
+            list(v) for v in booster_cats
+        ]
+        have = all(c in features.columns for c in self.columns)
+        if have and inputs is not None and inputs.frame is features and same_codes:
+            shared = inputs.matrix(pipe, self.columns)
+            if shared is not None:
+                return shared
         # the model's input columns read where they are (the btyd_* columns computed when
         # missing); only the category columns are cast, not a copy of the whole input
-        have = all(c in features.columns for c in self.columns)
         source = features if have else self.model.model_input(features)
         cast_columns = list(caster.categories_)
         cast = caster.transform(source[cast_columns])
@@ -336,7 +350,12 @@ def build_population(
         features = features.reset_index(drop=True)
     features = _with_shared_btyd(models, features)
     limits = dict(thresholds) if thresholds is not None else None
-    scored = score_all(models, features, settings, progress=progress, thresholds=limits)
+    from retentio.training.lgbm import SharedInputs
+
+    inputs = SharedInputs(features)  # the churn model's matrix is also the reason matrix
+    scored = score_all(
+        models, features, settings, progress=progress, thresholds=limits, inputs=inputs
+    )
     if limits is None:
         limits = score_thresholds(features, scored, settings)
     step("population: order and reason inputs")
@@ -356,7 +375,7 @@ def build_population(
     reasons: list[Any] = [None] * len(scored)
     meta: dict[str, Any] = {}
     if explainer is not None:
-        x = explainer.matrix(features)[order]  # rows in key order, like the scores
+        x = explainer.matrix(features, inputs)[order]  # rows in key order, like the scores
         arrays["_x"] = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1])
         top = rank[: settings.serving.precomputed_reasons]
         step(f"population: reasons of the top {len(top):,}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,9 @@ from retentio.serving.actions import channels_of, coherence_notes
 from retentio.serving.atrisk import AtRiskFilters, filter_mask
 from retentio.training.task_model import BTYD_COLUMNS, TaskModel, btyd_features, risk_band
 from retentio.training.tasks import OUTPUTS, TASKS
+
+if TYPE_CHECKING:
+    from retentio.training.lgbm import SharedInputs
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +206,7 @@ def score_all(
     *,
     thresholds: dict[str, float] | None = None,
     progress: Callable[[str], None] | None = None,
+    inputs: SharedInputs | None = None,
 ) -> pd.DataFrame:
     """The batch score frame for every customer of ``features``.
 
@@ -221,6 +225,10 @@ def score_all(
         ``features`` itself.
     progress
         Called with a short description before each step (BTYD features, each task, actions).
+    inputs
+        LightGBM input matrices of ``features`` to share (:class:`training.lgbm.SharedInputs`,
+        e.g. with the population's reason inputs); default: built here, once for every model
+        that reads the same columns.
 
     Returns
     -------
@@ -246,6 +254,10 @@ def score_all(
     step = progress or (lambda _: None)
     step("BTYD features")
     features = _with_shared_btyd(models, features)
+    from retentio.training.lgbm import SharedInputs  # LightGBM is imported only to score
+
+    if inputs is None or inputs.frame is not features:
+        inputs = SharedInputs(features)
     for task in TASKS:
         model = models.get(task)
         if model is None:
@@ -254,7 +266,11 @@ def score_all(
                 cols[col] = np.full(n, np.nan)
             continue
         step(f"scoring {task}")
-        pred = model.predict_frame(features)
+        pred = (
+            model.predict_shared(features, inputs)
+            if isinstance(model, TaskModel)
+            else model.predict_frame(features)
+        )
         for col in OUTPUTS[task]:
             cols[col] = pred[col].to_numpy()
     step("value, potential and actions")

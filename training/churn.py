@@ -100,10 +100,21 @@ class ChurnModel(TaskModel):
         self.calibrator = Calibrator(seed).fit(raw, frame["churned"].to_numpy(float))
         self.metadata["calibration"] = self.calibrator.method
 
+    def raw_shared(self, X: pd.DataFrame, inputs: lgbm.SharedInputs) -> np.ndarray:
+        """:meth:`raw` of a frame holding the model's input columns, its LightGBM members
+        reading ``inputs`` (the shared matrices of ``X``)."""
+        return self.raw(X)
+
     def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame:
         """``churn_probability``, ``p_alive`` and ``risk_band`` per customer."""
-        X = self.model_input(features)
-        raw = self.raw(X)
+        return self.predict_shared(features, None)
+
+    def predict_shared(
+        self, features: pd.DataFrame, inputs: lgbm.SharedInputs | None
+    ) -> pd.DataFrame:
+        """:meth:`predict_frame` with the LightGBM input read from ``inputs``."""
+        X, shared = self._shared(features, inputs)
+        raw = self.raw_shared(X, shared)
         p = self.calibrator.predict(raw) if self.calibrator is not None else raw
         p = np.clip(p, 0.0, 1.0)
         p_alive = np.nan_to_num(X["btyd_p_alive"].to_numpy(dtype=float), nan=0.0)
@@ -132,6 +143,9 @@ class LightgbmChurn(ChurnModel):
 
     def raw(self, X: pd.DataFrame) -> np.ndarray:
         return lgbm.predict_p(self.estimator, X[self.model_columns])
+
+    def raw_shared(self, X: pd.DataFrame, inputs: lgbm.SharedInputs) -> np.ndarray:
+        return lgbm.predict_shared_p(self.estimator, inputs, self.model_columns)
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame | None:
         X = self.model_input(features)[self.model_columns]
@@ -181,7 +195,12 @@ class BlendChurn(LightgbmChurn):
         self.stacker = stacker
 
     def raw(self, X: pd.DataFrame) -> np.ndarray:
-        trees = super().raw(X)
+        return self._stack(super().raw(X), X)
+
+    def raw_shared(self, X: pd.DataFrame, inputs: lgbm.SharedInputs) -> np.ndarray:
+        return self._stack(super().raw_shared(X, inputs), X)
+
+    def _stack(self, trees: np.ndarray, X: pd.DataFrame) -> np.ndarray:
         rfm = lgbm.predict_p(self.rfm_estimator, X[list(RFM_COLUMNS)])
         return self.stacker.predict_proba(_blend_input(trees, rfm, _bgnbd_churn(X)))[:, 1]
 

@@ -3,12 +3,18 @@
 Every LightGBM model ships as a ``Pipeline([("cast", CategoricalCaster), ("model", LGBM...)])``
 (:func:`fit_lgbm`); :func:`predict`, :func:`predict_p` and :func:`contributions` score such a
 pipeline (or any scikit-learn pipeline) with the prediction thread rule of :func:`threads`.
+
+:class:`SharedInputs` builds a feature frame's LightGBM input matrix once (what LightGBM itself
+would build from the cast pandas frame, row-major ``float64``) for every pipeline of every model
+that reads the same columns with the same categories: batch scoring converts 1M rows once
+instead of once per model (:func:`predict_shared`, :func:`predict_shared_p`).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightgbm as lgb
@@ -24,12 +30,16 @@ __all__ = [
     "EARLY_STOPPING_ROUNDS",
     "MAX_ROWS_PER_SNAPSHOT",
     "PARALLEL_MIN_ROWS",
+    "SharedInputs",
     "contributions",
     "fit_lgbm",
     "lgbm_params",
     "n_trees",
     "predict",
+    "predict_matrix",
     "predict_p",
+    "predict_shared",
+    "predict_shared_p",
     "subsample",
     "threads",
 ]
@@ -151,3 +161,195 @@ def predict_p(pipe: Pipeline, X: pd.DataFrame) -> np.ndarray:
 
 def predict(pipe: Pipeline, X: pd.DataFrame) -> np.ndarray:
     return pipe.predict(X, **threads(len(X)))
+
+
+def _lgbm_steps(pipe: Any) -> tuple[CategoricalCaster, lgb.LGBMModel] | None:
+    """The caster and fitted LightGBM model of a ``cast`` + LightGBM pipeline, else None."""
+    steps = getattr(pipe, "steps", None)
+    if not steps or len(steps) != 2:
+        return None
+    caster, model = steps[0][1], steps[1][1]
+    if not isinstance(caster, CategoricalCaster) or not isinstance(model, lgb.LGBMModel):
+        return None
+    if not model.__sklearn_is_fitted__() or not hasattr(caster, "categories_"):
+        return None
+    if isinstance(model, lgb.LGBMClassifier) and model.n_classes_ != 2:
+        return None
+    return caster, model
+
+
+class SharedInputs:
+    """The LightGBM input matrices of one feature frame, each built once.
+
+    A matrix is what LightGBM builds itself from the pipeline's cast pandas frame: the columns
+    in order as ``float64`` (integers and booleans as numbers, missing as NaN), the cast
+    columns as their category codes in the booster's category lists (values the caster did not
+    see in fit, or missing: NaN). It is row-major, which LightGBM reads row by row. Predictions
+    on it equal the pipeline's on the frame bit for bit (``float64`` holds every ``float32``
+    and every ``int64`` feature value LightGBM would read).
+
+    Parameters
+    ----------
+    frame
+        The feature frame every matrix is read from (it must hold the columns asked for).
+    """
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self._cache: dict[tuple[Any, ...], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def matrix(
+        self,
+        pipe: Any,
+        columns: Sequence[str],
+        *,
+        constants: Mapping[str, float] | None = None,
+    ) -> np.ndarray | None:
+        """The input of ``pipe`` for ``frame[columns]`` (then ``constants`` columns appended).
+
+        Parameters
+        ----------
+        pipe
+            A ``cast`` + LightGBM pipeline (:func:`fit_lgbm`).
+        columns
+            Its input columns, in order, read from the frame.
+        constants
+            Columns appended after ``columns`` with one value for every row (e.g. the hazard
+            model's period); the matrix is then a new array the caller may change.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            ``(len(frame), len(columns) + len(constants))``; the cached matrix itself when
+            there are no constants (read-only: shared). None when ``pipe`` is not a cast +
+            binary or regression LightGBM pipeline, or a column the caster does not cast is not
+            numeric (the pipeline then predicts on the frame as usual).
+        """
+        steps = _lgbm_steps(pipe)
+        if steps is None:
+            return None
+        caster, model = steps
+        extra = dict(constants or {})
+        names = [*columns, *extra]
+        cast_columns = [c for c in names if c in caster.categories_]
+        booster_cats = model.booster_.pandas_categorical or []
+        if len(cast_columns) != len(booster_cats) or any(c in caster.categories_ for c in extra):
+            return None
+        cats = {
+            c: (tuple(caster.categories_[c]), tuple(b))
+            for c, b in zip(cast_columns, booster_cats, strict=True)
+        }
+        for col in columns:
+            if col not in cats and not _numeric(self.frame[col]):
+                return None
+        key = (tuple(columns), tuple(cats.items()))
+        base = self._cache.get(key)
+        if base is None:
+            base = self._build(caster, list(columns), cats)
+            base.flags.writeable = False
+            self._cache[key] = base
+        if not extra:
+            return base
+        out = np.empty((len(base), len(names)), dtype=np.float64)
+        out[:, : base.shape[1]] = base
+        for j, value in enumerate(extra.values(), start=base.shape[1]):
+            out[:, j] = value
+        return out
+
+    def _build(
+        self,
+        caster: CategoricalCaster,
+        columns: list[str],
+        cats: Mapping[str, tuple[tuple[Any, ...], tuple[Any, ...]]],
+    ) -> np.ndarray:
+        frame = self.frame
+        # only the cast columns go through the caster (it checks they are all there)
+        cast = caster.transform(frame[list(caster.categories_)]) if caster.categories_ else None
+        out = np.empty((len(frame), len(columns)), dtype=np.float64)
+        for j, col in enumerate(columns):
+            if col in cats:
+                assert cast is not None
+                values = cast[col]
+                booster_list = list(cats[col][1])
+                if list(values.cat.categories) != booster_list:  # as LightGBM recodes
+                    values = values.cat.set_categories(booster_list)
+                codes = values.cat.codes.to_numpy()
+                column = codes.astype(np.float64)
+                column[codes < 0] = np.nan
+                out[:, j] = column
+            else:
+                out[:, j] = frame[col].to_numpy(dtype=np.float64, na_value=np.nan)
+        return out
+
+
+def _numeric(values: pd.Series) -> bool:
+    return bool(
+        pd.api.types.is_bool_dtype(values)
+        or (
+            pd.api.types.is_numeric_dtype(values)
+            and not isinstance(values.dtype, pd.CategoricalDtype)
+        )
+    )
+
+
+def predict_matrix(pipe: Any, matrix: np.ndarray) -> np.ndarray:
+    """What a cast + LightGBM pipeline's ``predict`` (regression) or ``predict_proba(...)[:, 1]``
+    (binary) gives for the frame whose :meth:`SharedInputs.matrix` is ``matrix``, with the
+    thread rule of :func:`threads` (else the model's own ``n_jobs``)."""
+    model = pipe.steps[-1][1]
+    n_threads = threads(len(matrix)).get("num_threads")
+    if n_threads is None:
+        n_jobs = model.get_params().get("n_jobs")
+        n_threads = n_jobs if isinstance(n_jobs, int) and n_jobs > 0 else 0
+    return np.asarray(model.booster_.predict(matrix, num_threads=n_threads, verbose=-1))
+
+
+def predict_shared(
+    pipe: Any,
+    inputs: SharedInputs,
+    columns: Sequence[str],
+    *,
+    constants: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """:func:`predict` of ``pipe`` on ``inputs.frame[columns]`` from the shared matrix.
+
+    Parameters
+    ----------
+    pipe
+        A fitted pipeline; a cast + LightGBM one reads :meth:`SharedInputs.matrix`, any other
+        predicts on the frame.
+    inputs
+        The frame's shared matrices.
+    columns
+        The pipeline's input columns.
+    constants
+        Extra constant columns appended after ``columns`` (see :meth:`SharedInputs.matrix`).
+    """
+    matrix = inputs.matrix(pipe, columns, constants=constants)
+    if matrix is None:
+        return predict(pipe, _frame_of(inputs, columns, constants))
+    return predict_matrix(pipe, matrix)
+
+
+def predict_shared_p(
+    pipe: Any,
+    inputs: SharedInputs,
+    columns: Sequence[str],
+    *,
+    constants: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """:func:`predict_p` (the positive class's probability) from the shared matrix (see
+    :func:`predict_shared`)."""
+    matrix = inputs.matrix(pipe, columns, constants=constants)
+    if matrix is None:
+        return predict_p(pipe, _frame_of(inputs, columns, constants))
+    return predict_matrix(pipe, matrix)
+
+
+def _frame_of(
+    inputs: SharedInputs, columns: Sequence[str], constants: Mapping[str, float] | None
+) -> pd.DataFrame:
+    return inputs.frame[list(columns)].assign(**dict(constants or {}))

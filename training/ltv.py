@@ -78,16 +78,25 @@ class TwoPartLtv(LtvModel):
         self.scale = scale
 
     def _conditional_revenue(self, X: pd.DataFrame) -> np.ndarray:
-        pred = lgbm.predict(self.revenue, X)
+        return self._revenue_of(lgbm.predict(self.revenue, X))
+
+    def _revenue_of(self, pred: np.ndarray) -> np.ndarray:
         if self.revenue_target == "log1p":
             pred = np.expm1(pred) * self.smearing
         return np.maximum(pred, 0.0)
 
     def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame:
-        Xm = self.model_input(features)[self.model_columns]
-        p = lgbm.predict_p(self.p_any, Xm)
-        retained = self.scale * self._conditional_revenue(Xm)
-        orders = np.maximum(lgbm.predict(self.orders, Xm), 0.0)
+        return self.predict_shared(features, None)
+
+    def predict_shared(
+        self, features: pd.DataFrame, inputs: lgbm.SharedInputs | None
+    ) -> pd.DataFrame:
+        """:meth:`predict_frame`; the three LightGBM models read one shared input matrix."""
+        _, shared = self._shared(features, inputs)
+        cols = self.model_columns
+        p = lgbm.predict_shared_p(self.p_any, shared, cols)
+        retained = self.scale * self._revenue_of(lgbm.predict_shared(self.revenue, shared, cols))
+        orders = np.maximum(lgbm.predict_shared(self.orders, shared, cols), 0.0)
         return pd.DataFrame(
             {"predicted_ltv": p * retained, "ltv_if_retained": retained, "expected_orders": orders},
             index=index_of(features),

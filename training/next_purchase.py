@@ -137,10 +137,25 @@ class NextPurchaseModel(TaskModel):
         """``(n, m)`` survival probabilities at ``period_days * (1..m)`` days."""
         raise NotImplementedError
 
+    def survival_shared(
+        self, features: pd.DataFrame, inputs: lgbm.SharedInputs | None
+    ) -> np.ndarray:
+        """:meth:`survival` with the LightGBM input read from ``inputs`` (the shared matrices
+        of ``features``)."""
+        return self.survival(features)
+
     def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame:
         """The six next-purchase columns (see :func:`survival_summary`) per customer."""
+        return self.predict_shared(features, None)
+
+    def predict_shared(
+        self, features: pd.DataFrame, inputs: lgbm.SharedInputs | None
+    ) -> pd.DataFrame:
+        """:meth:`predict_frame` with the LightGBM input read from ``inputs``."""
         out = survival_summary(
-            self.survival(features), period_days=self.period_days, horizon_days=self.horizon_days
+            self.survival_shared(features, inputs),
+            period_days=self.period_days,
+            horizon_days=self.horizon_days,
         )
         return pd.DataFrame(out, index=index_of(features))[list(OUTPUTS[self.task])]
 
@@ -160,16 +175,29 @@ class HazardNextPurchase(NextPurchaseModel):
         self.hazard_shift = hazard_shift  # logit shift of every hazard (level recalibration)
 
     def survival(self, features: pd.DataFrame) -> np.ndarray:
-        Xm = self.model_input(features)[self.model_columns]
-        caster = self.estimator.named_steps["cast"]
-        booster = self.estimator.named_steps["model"]
-        Xc = caster.transform(Xm)
+        return self.survival_shared(features, None)
+
+    def survival_shared(
+        self, features: pd.DataFrame, inputs: lgbm.SharedInputs | None
+    ) -> np.ndarray:
+        _, shared = self._shared(features, inputs)
+        columns = self.model_columns
         m = self.n_out_periods
         n_train_periods = self.metadata.get("n_periods", m)
+        # one matrix for every period: only its last column (the period) changes
+        matrix = shared.matrix(self.estimator, columns, constants={PERIOD_COLUMN: 0})
         hazards = []
         for k in range(m):
-            Xc[PERIOD_COLUMN] = min(k, n_train_periods - 1)
-            hazards.append(booster.predict_proba(Xc, **lgbm.threads(len(Xc)))[:, 1])
+            period = min(k, n_train_periods - 1)
+            if matrix is None:
+                hazards.append(
+                    lgbm.predict_shared_p(
+                        self.estimator, shared, columns, constants={PERIOD_COLUMN: period}
+                    )
+                )
+            else:
+                matrix[:, -1] = period
+                hazards.append(lgbm.predict_matrix(self.estimator, matrix))
         return survival_from_hazards(np.column_stack(hazards), getattr(self, "hazard_shift", 0.0))
 
     def raw_scores(self, features: pd.DataFrame) -> np.ndarray:

@@ -24,13 +24,16 @@ when ``half_window_days`` after it are before the scoring date too).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from retentio.features.schema import AS_OF
 from retentio.training.task_model import ModelParams, TaskModel
+
+if TYPE_CHECKING:
+    from retentio.training.lgbm import SharedInputs
 
 __all__ = [
     "SeasonalLevel",
@@ -180,7 +183,11 @@ class SeasonalLtvModel(TaskModel):
 
     def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame:
         """The base model's outputs, revenue columns times the factor of each row's date."""
-        out = self.base.predict_frame(features)
+        return self.predict_shared(features, None)
+
+    def predict_shared(self, features: pd.DataFrame, inputs: SharedInputs | None) -> pd.DataFrame:
+        """:meth:`predict_frame`, the base model reading ``inputs``."""
+        out = self.base.predict_shared(features, inputs)
         if AS_OF not in features.columns:
             return out
         dates = pd.to_datetime(features[AS_OF]).dt.normalize()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from retentio.configs.settings import Settings
 from retentio.errors import ContractError
 from retentio.features.schema import AS_OF, ENTITY
 from retentio.training.btyd import BtydBaseline
+
+if TYPE_CHECKING:
+    from retentio.training.lgbm import SharedInputs
 
 __all__ = [
     "BTYD_COLUMNS",
@@ -207,6 +210,33 @@ class TaskModel:
     def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame:
         """The task's output columns, indexed by ``customer_id`` (or the input's index)."""
         raise NotImplementedError
+
+    def predict_shared(self, features: pd.DataFrame, inputs: SharedInputs | None) -> pd.DataFrame:
+        """:meth:`predict_frame`, reading LightGBM inputs from ``inputs``.
+
+        ``inputs`` holds the LightGBM input matrices of ``features``, built once for every
+        model that scores that frame (batch scoring); a model without LightGBM ignores them,
+        and None (or the matrices of another frame) means matrices of its own.
+        """
+        return self.predict_frame(features)
+
+    def _shared(
+        self, features: pd.DataFrame, inputs: SharedInputs | None = None
+    ) -> tuple[pd.DataFrame, SharedInputs]:
+        """A frame with the model's input columns and its shared LightGBM matrices.
+
+        ``features`` itself when it holds them all (``btyd_*`` included), with ``inputs`` when
+        they are that frame's; else :meth:`model_input` with matrices of its own.
+        """
+        from retentio.training.lgbm import SharedInputs
+
+        self._check(features)
+        if all(c in features.columns for c in BTYD_COLUMNS):
+            if inputs is None or inputs.frame is not features:
+                inputs = SharedInputs(features)
+            return features, inputs
+        frame = self.model_input(features)
+        return frame, SharedInputs(frame)
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame | None:
         """Per-feature contributions of the main LightGBM model (raw score scale), or None."""

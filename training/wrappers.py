@@ -16,13 +16,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from retentio.training.task_model import BTYD_COLUMNS, ModelParams, TaskModel, risk_band
 from retentio.training.tasks import OUTPUTS
+
+if TYPE_CHECKING:
+    from retentio.training.lgbm import SharedInputs
 
 __all__ = ["ExtendedLtvModel", "FoldEnsemble", "extension_factor"]
 
@@ -58,8 +61,12 @@ class FoldEnsemble(TaskModel):
 
     def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame:
         """Mean of the members' numeric outputs; the churn risk band from the mean."""
-        X = self.model_input(features)
-        preds = [m.predict_frame(X) for m in self.members]
+        return self.predict_shared(features, None)
+
+    def predict_shared(self, features: pd.DataFrame, inputs: SharedInputs | None) -> pd.DataFrame:
+        """:meth:`predict_frame`; the members read one set of shared input matrices."""
+        X, shared = self._shared(features, inputs)
+        preds = [m.predict_shared(X, shared) for m in self.members]
         columns = [c for c in OUTPUTS[self.task] if c != "risk_band"]
         mean = np.mean([p[columns].to_numpy(float) for p in preds], axis=0)
         out = pd.DataFrame(mean, columns=columns, index=_index(features))

@@ -258,3 +258,106 @@ def test_lightgbm_parameters_do_not_depend_on_the_machine(settings, monkeypatch)
         assert idle["deterministic"] and idle["force_row_wise"]
     assert params(0.0, 500_000)["n_jobs"] == settings.training.n_threads
     assert params(0.0, 1_000)["n_jobs"] == 1
+
+
+@pytest.fixture(scope="module")
+def served(frames, settings):
+    """The LightGBM candidates of the three tasks, fitted on the same snapshots."""
+    churn = _fit(fit_churn_candidates, frames, settings)
+    hazard = _fit(fit_next_purchase_candidates, frames, settings)["lightgbm_hazard"]
+    ltv = _fit(fit_ltv_candidates, frames, settings)["lightgbm_two_part"]
+    return {"lightgbm": churn["lightgbm"], "blend": churn["blend"], "hazard": hazard, "ltv": ltv}
+
+
+def _odd_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with an unseen category, missing ones and a category column as plain text."""
+    out = frame.copy()
+    segment = out["rfm_segment"].astype(object).to_numpy()
+    segment[::7] = "never seen in training"
+    segment[3::11] = None
+    out["rfm_segment"] = segment  # object dtype, not category
+    return out
+
+
+def test_shared_matrices_predict_exactly_like_the_pipelines(served, frames) -> None:
+    from retentio.training.next_purchase import PERIOD_COLUMN, survival_from_hazards
+
+    for frame in (frames[2], _odd_categories(frames[2])):
+        for name in ("lightgbm", "blend"):
+            model = served[name]
+            X = model.model_input(frame)
+            trees = model.estimator.predict_proba(X[model.model_columns])[:, 1]
+            expected = model._stack(trees, X) if name == "blend" else trees
+            if model.calibrator is not None:
+                expected = model.calibrator.predict(expected)
+            got = model.predict_frame(frame)["churn_probability"].to_numpy()
+            assert got.tobytes() == np.clip(expected, 0.0, 1.0).tobytes(), name
+        hazard = served["hazard"]
+        Xc = hazard.estimator.named_steps["cast"].transform(
+            hazard.model_input(frame)[hazard.model_columns]
+        )
+        rates = []
+        for k in range(hazard.n_out_periods):
+            Xc[PERIOD_COLUMN] = min(k, hazard.metadata.get("n_periods", 99) - 1)
+            rates.append(hazard.estimator.named_steps["model"].predict_proba(Xc)[:, 1])
+        expected = survival_from_hazards(np.column_stack(rates), hazard.hazard_shift)
+        assert hazard.survival(frame).tobytes() == expected.tobytes()
+        ltv = served["ltv"]
+        Xm = ltv.model_input(frame)[ltv.model_columns]
+        retained = ltv.scale * ltv._revenue_of(ltv.revenue.predict(Xm))
+        pred = ltv.predict_frame(frame)
+        assert pred["ltv_if_retained"].to_numpy().tobytes() == retained.tobytes()
+        p_any = ltv.p_any.predict_proba(Xm)[:, 1]
+        assert pred["predicted_ltv"].to_numpy().tobytes() == (p_any * retained).tobytes()
+        orders = np.maximum(ltv.orders.predict(Xm), 0.0)
+        assert pred["expected_orders"].to_numpy().tobytes() == orders.tobytes()
+
+
+def test_the_unseen_category_is_missing_in_the_shared_matrix(served, frames) -> None:
+    from retentio.training.lgbm import SharedInputs
+
+    model = served["lightgbm"]
+    frame = _odd_categories(frames[2])
+    X = model.model_input(frame)
+    matrix = SharedInputs(X).matrix(model.estimator, model.model_columns)
+    j = model.model_columns.index("rfm_segment")
+    assert np.isnan(matrix[::7, j]).all() and np.isnan(matrix[3::11, j]).all()
+    cats = list(model.estimator.named_steps["cast"].categories_["rfm_segment"])
+    known = ~pd.isna(frame["rfm_segment"]) & frame["rfm_segment"].isin(cats)
+    codes = [cats.index(v) for v in frame.loc[known, "rfm_segment"]]
+    assert matrix[known.to_numpy(), j].tolist() == codes
+    assert not matrix.flags.writeable  # shared between models: nobody changes it
+
+
+def test_batch_scoring_builds_one_matrix_for_every_model_of_the_same_columns(
+    served, frames, settings, monkeypatch
+) -> None:
+    from retentio.serving.scoring import score_all
+    from retentio.training.lgbm import SharedInputs
+
+    built: list[tuple[str, ...]] = []
+    original = SharedInputs._build
+
+    def counted(self, caster, columns, cats):
+        built.append(tuple(columns))
+        return original(self, caster, columns, cats)
+
+    models = {"churn": served["blend"], "next-purchase": served["hazard"], "ltv": served["ltv"]}
+    frame = frames[2]
+    alone = {task: m.predict_frame(frame) for task, m in models.items()}
+    monkeypatch.setattr(SharedInputs, "_build", counted)
+    scores = score_all(models, frame, settings)
+
+    # one matrix per distinct (columns, categories): the churn trees learn on active customers
+    # only, so they may know fewer lifecycle stages than the others; the hazard model (the
+    # same columns plus the period) and the three LTV models share theirs
+    def categories(pipe):
+        return {c: list(v) for c, v in pipe.named_steps["cast"].categories_.items()}
+
+    churn_pipe, ltv_pipe = models["churn"].estimator, models["ltv"].p_any
+    assert models["churn"].model_columns == models["ltv"].model_columns
+    same = categories(churn_pipe) == categories(ltv_pipe)
+    assert built == [tuple(models["churn"].model_columns)] * (1 if same else 2)
+    for pred in alone.values():
+        for col in pred.columns:
+            np.testing.assert_array_equal(scores[col].to_numpy(), pred[col].to_numpy(), col)
