@@ -99,7 +99,8 @@ def at_risk_from_population(
     ``filters`` is a :class:`serving.atrisk.AtRiskFilters` (default: medium and high risk), the
     rule ``POST /at_risk`` and the pages apply. Reasons not precomputed are computed for the
     returned rows only (the churn champion is loaded when needed and ``models`` does not hold
-    it).
+    it: from the files kept by the service or ``retentio score`` when the registry still names
+    them, else through MLflow).
     """
     import numpy as np
 
@@ -114,11 +115,7 @@ def at_risk_from_population(
         reasons = pop.stored_reasons(positions) if len(positions) else []
         missing = [i for i, r in enumerate(reasons) if r is None]
         if missing and pop.x is not None:
-            churn = (models or {}).get("churn")
-            if churn is None:
-                from retentio.training.registry import load_task_model
-
-                churn, _ = load_task_model("churn", "champion", settings=settings)
+            churn = (models or {}).get("churn") or _churn_champion(settings)
             explainer = ReasonExplainer.from_model(churn)
             if explainer is not None:
                 for i, why in zip(
@@ -129,3 +126,17 @@ def at_risk_from_population(
         return frame
     finally:
         pop.close()
+
+
+def _churn_champion(settings: Settings) -> Any:
+    """The churn champion: its kept file when the registry still names it
+    (:func:`retentio.serving.champion_cache.load_cached`, no MLflow), else the registry's."""
+    from retentio.serving.champion_cache import load_cached
+
+    kept = load_cached(settings)
+    if kept is not None:
+        return kept[0]["churn"]
+    from retentio.training.registry import load_task_model
+
+    churn, _ = load_task_model("churn", "champion", settings=settings)
+    return churn

@@ -164,6 +164,36 @@ def test_reasons_on_demand_equal_the_model_contributions_and_the_precomputed_one
     assert pop.stored_reasons(pop.rank[50:60]) == [None] * 10
 
 
+def test_at_risk_rows_beyond_the_precomputed_reasons_get_theirs_from_the_kept_champion(
+    tmp_path: Path, models: dict[str, Any], features: pd.DataFrame, monkeypatch: Any
+) -> None:
+    from retentio.serving import champion_cache
+    from retentio.shell.persisted import at_risk_from_population
+    from retentio.training import registry
+
+    settings = _settings(tmp_path)  # reasons precomputed for the top 50 only
+    built = build_population(
+        models, VERSIONS, features, settings, feature_date=features["as_of"].iloc[0]
+    )
+    path = write_population(built.table, population_dir(settings))
+    monkeypatch.setattr(champion_cache, "load_cached", lambda _: (dict(models), dict(VERSIONS)))
+
+    def no_mlflow(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the kept champion answers: no registry load")
+
+    monkeypatch.setattr(registry, "load_task_model", no_mlflow)
+    frame = at_risk_from_population(path, settings, top=120, filters=AtRiskFilters(min_risk="low"))
+    pop = PersistedPopulation(path)
+    positions = pop.positions(list(frame[ENTITY]))
+    stored = pop.stored_reasons(positions)
+    assert 0 < sum(r is None for r in stored) < len(frame)  # both kinds of rows are listed
+    explainer = ReasonExplainer.from_model(models["churn"])
+    assert explainer is not None and pop.x is not None
+    expected = ["; ".join(r) for r in explainer.reasons(pop.x[positions])]
+    assert list(frame["reasons"]) == expected
+    assert sum(bool(r) for r in expected) > len(frame) // 2
+
+
 def test_stale_populations_are_never_found(
     tmp_path: Path, models: dict[str, Any], features: pd.DataFrame
 ) -> None:
