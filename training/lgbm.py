@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "MAX_ROWS_PER_SNAPSHOT",
     "PARALLEL_MIN_ROWS",
     "SharedInputs",
+    "TreeSplit",
     "contributions",
     "fit_lgbm",
     "lgbm_params",
@@ -300,11 +302,92 @@ def predict_matrix(pipe: Any, matrix: np.ndarray) -> np.ndarray:
     (binary) gives for the frame whose :meth:`SharedInputs.matrix` is ``matrix``, with the
     thread rule of :func:`threads` (else the model's own ``n_jobs``)."""
     model = pipe.steps[-1][1]
-    n_threads = threads(len(matrix)).get("num_threads")
+    n_threads = _threads_of(model, len(matrix))
+    return np.asarray(model.booster_.predict(matrix, num_threads=n_threads, verbose=-1))
+
+
+def _threads_of(model: lgb.LGBMModel, n_rows: int) -> int:
+    n_threads = threads(n_rows).get("num_threads")
     if n_threads is None:
         n_jobs = model.get_params().get("n_jobs")
         n_threads = n_jobs if isinstance(n_jobs, int) and n_jobs > 0 else 0
-    return np.asarray(model.booster_.predict(matrix, num_threads=n_threads, verbose=-1))
+    return int(n_threads)
+
+
+class TreeSplit:
+    """A binary LightGBM model's trees in two boosters: those that never split on one feature
+    and those that do.
+
+    Predicting a matrix for several values of that feature (the hazard model's period) then
+    walks the first trees once: ``sigmoid * (raw_without + raw_with)`` through the logistic
+    function is the model's probability, up to the order of the floating-point sum (a few
+    units in the last place).
+
+    Parameters
+    ----------
+    pipe
+        A cast + binary LightGBM pipeline.
+    feature
+        The feature whose value changes between predictions.
+    """
+
+    def __init__(self, without: lgb.Booster, with_: lgb.Booster, sigmoid: float) -> None:
+        self.without, self.with_, self.sigmoid = without, with_, sigmoid
+
+    @classmethod
+    def of(cls, pipe: Any, feature: str) -> TreeSplit | None:
+        """The split of ``pipe``'s trees (the iterations its ``predict`` uses), or None when
+        it is not a binary model with the logistic output, or no tree (or every tree) splits
+        on ``feature``."""
+        steps = _lgbm_steps(pipe)
+        if steps is None or not isinstance(steps[1], lgb.LGBMClassifier):
+            return None
+        booster = steps[1].booster_
+        names = booster.feature_name()
+        if feature not in names:
+            return None
+        text = booster.model_to_string()  # the best iteration's trees, like predict
+        start, end = text.find("Tree=0\n"), text.find("end of trees")
+        header = text[:start] if start >= 0 else ""
+        sigmoid = re.search(r"(?m)^objective=binary sigmoid:(\S+)$", header)
+        if start < 0 or end < 0 or sigmoid is None or "num_tree_per_iteration=1\n" not in header:
+            return None
+        trees = [t for t in re.split(r"(?m)^(?=Tree=\d+\n)", text[start:end]) if t]
+        column = str(names.index(feature))
+
+        def splits_on(tree: str) -> bool:
+            found = re.search(r"(?m)^split_feature=(.*)$", tree)
+            return found is not None and column in found.group(1).split()
+
+        uses = [splits_on(t) for t in trees]
+        if not any(uses) or all(uses):
+            return None
+        header = re.sub(r"(?m)^tree_sizes=.*\n", "", header)  # sizes of the whole model's trees
+
+        def booster_of(kept: list[str]) -> lgb.Booster:
+            body = "".join(re.sub(r"^Tree=\d+\n", f"Tree={i}\n", t) for i, t in enumerate(kept))
+            return lgb.Booster(model_str=header + body + text[end:])
+
+        without = booster_of([t for t, u in zip(trees, uses, strict=True) if not u])
+        with_ = booster_of([t for t, u in zip(trees, uses, strict=True) if u])
+        return cls(without, with_, float(sigmoid.group(1)))
+
+    def base(self, matrix: np.ndarray, n_threads: int) -> np.ndarray:
+        """The raw score of the trees that do not split on the feature."""
+        return np.asarray(
+            self.without.predict(
+                matrix, raw_score=True, num_iteration=-1, num_threads=n_threads, verbose=-1
+            )
+        )
+
+    def proba(self, base: np.ndarray, matrix: np.ndarray, n_threads: int) -> np.ndarray:
+        """The model's probability: ``base`` (:meth:`base`) plus the other trees on ``matrix``."""
+        raw = base + np.asarray(
+            self.with_.predict(
+                matrix, raw_score=True, num_iteration=-1, num_threads=n_threads, verbose=-1
+            )
+        )
+        return 1.0 / (1.0 + np.exp(-self.sigmoid * raw))
 
 
 def predict_shared(

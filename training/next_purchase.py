@@ -186,6 +186,9 @@ class HazardNextPurchase(NextPurchaseModel):
         n_train_periods = self.metadata.get("n_periods", m)
         # one matrix for every period: only its last column (the period) changes
         matrix = shared.matrix(self.estimator, columns, constants={PERIOD_COLUMN: 0})
+        split = self._period_split() if matrix is not None else None
+        n_threads = lgbm._threads_of(self.estimator.steps[-1][1], len(shared))
+        base = split.base(matrix, n_threads) if split is not None else None
         hazards = []
         for k in range(m):
             period = min(k, n_train_periods - 1)
@@ -195,10 +198,26 @@ class HazardNextPurchase(NextPurchaseModel):
                         self.estimator, shared, columns, constants={PERIOD_COLUMN: period}
                     )
                 )
+                continue
+            matrix[:, -1] = period
+            if split is not None and base is not None:  # the trees without the period: once
+                hazards.append(split.proba(base, matrix, n_threads))
             else:
-                matrix[:, -1] = period
                 hazards.append(lgbm.predict_matrix(self.estimator, matrix))
         return survival_from_hazards(np.column_stack(hazards), getattr(self, "hazard_shift", 0.0))
+
+    def _period_split(self) -> lgbm.TreeSplit | None:
+        """The estimator's trees split by whether they read the period (built once, not
+        pickled); None when splitting saves nothing (see :class:`training.lgbm.TreeSplit`)."""
+        if "_split" not in self.__dict__:
+            self.__dict__["_split"] = lgbm.TreeSplit.of(self.estimator, PERIOD_COLUMN)
+        split: lgbm.TreeSplit | None = self.__dict__["_split"]
+        return split
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_split", None)  # rebuilt from the estimator after unpickling
+        return state
 
     def raw_scores(self, features: pd.DataFrame) -> np.ndarray:
         """Unshifted hazards of the whole periods of the horizon, one column per period."""

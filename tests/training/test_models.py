@@ -301,7 +301,9 @@ def test_shared_matrices_predict_exactly_like_the_pipelines(served, frames) -> N
             Xc[PERIOD_COLUMN] = min(k, hazard.metadata.get("n_periods", 99) - 1)
             rates.append(hazard.estimator.named_steps["model"].predict_proba(Xc)[:, 1])
         expected = survival_from_hazards(np.column_stack(rates), hazard.hazard_shift)
-        assert hazard.survival(frame).tobytes() == expected.tobytes()
+        # the trees that do not read the period are summed apart (TreeSplit): the same
+        # probabilities up to the order of the floating-point sum
+        np.testing.assert_allclose(hazard.survival(frame), expected, rtol=1e-12, atol=1e-15)
         ltv = served["ltv"]
         Xm = ltv.model_input(frame)[ltv.model_columns]
         retained = ltv.scale * ltv._revenue_of(ltv.revenue.predict(Xm))
@@ -361,3 +363,44 @@ def test_batch_scoring_builds_one_matrix_for_every_model_of_the_same_columns(
     for pred in alone.values():
         for col in pred.columns:
             np.testing.assert_array_equal(scores[col].to_numpy(), pred[col].to_numpy(), col)
+
+
+def test_the_hazard_trees_without_the_period_are_walked_once(served, frames) -> None:
+    from retentio.training.lgbm import SharedInputs, TreeSplit
+    from retentio.training.next_purchase import PERIOD_COLUMN
+
+    hazard = served["hazard"]
+    split = TreeSplit.of(hazard.estimator, PERIOD_COLUMN)
+    assert split is not None
+    model = hazard.estimator.named_steps["model"]
+    n_trees = split.without.num_trees() + split.with_.num_trees()
+    assert n_trees == lgbm_trees(hazard.estimator) and split.without.num_trees() > 0
+    assert PERIOD_COLUMN not in {
+        split.without.feature_name()[j]
+        for j, imp in enumerate(split.without.feature_importance())
+        if imp > 0
+    }
+    frame = hazard.model_input(frames[2])
+    matrix = SharedInputs(frame).matrix(
+        hazard.estimator, hazard.model_columns, constants={PERIOD_COLUMN: 0}
+    )
+    Xc = hazard.estimator.named_steps["cast"].transform(frame[hazard.model_columns])
+    base = split.base(matrix, 1)
+    for period in (0, 1, 2, 5):
+        matrix[:, -1] = period
+        Xc[PERIOD_COLUMN] = period
+        np.testing.assert_allclose(
+            split.proba(base, matrix, 1), model.predict_proba(Xc)[:, 1], rtol=1e-12, atol=1e-15
+        )
+    # the split is rebuilt after unpickling, never stored with the model
+    hazard.survival(frames[2].head(5))
+    assert "_split" in hazard.__dict__
+    assert "_split" not in pickle.loads(pickle.dumps(hazard)).__dict__
+    # a feature no tree reads (or a model that is not a binary LightGBM) is not split
+    assert TreeSplit.of(served["ltv"].revenue, PERIOD_COLUMN) is None
+
+
+def lgbm_trees(pipe) -> int:
+    from retentio.training.lgbm import n_trees
+
+    return n_trees(pipe)
