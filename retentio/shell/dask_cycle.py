@@ -277,6 +277,8 @@ class DaskCycle:
             champion_cutoff=None if champion_cutoff is None else as_cutoff(champion_cutoff),
         )
         logger.info("drift reference: %s", reference.note)
+        for stale in [*root.glob(".work-*"), *root.glob(_PREDICTIONS_DIR.format("*.tmp-*"))]:
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed cycle (the lock: not ours)
         work = root / f".work-{os.getpid()}"
         active_days, n = settings.labels.active_days, self.sample_size
         try:

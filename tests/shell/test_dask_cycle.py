@@ -80,8 +80,13 @@ def test_the_dask_cycle_decides_and_promotes_as_the_local_cycle(world) -> None:
     local_settings, dask_settings = _copy(world, "local"), _copy(world, "dask")
     tables = load_and_validate(root / "drifted", local_settings.data)
     local = cycle_job(tables, local_settings, quality=False)
+    stored = Path(dask_settings.paths.artifacts) / "monitoring" / dataset.name
+    stale = [stored / ".work-1", stored / "predictions_2025-06-30.tmp-1"]  # a killed cycle's
+    for folder in stale:
+        folder.mkdir(parents=True)
     with dask_client(n_workers=2) as client:
         dask = cycle_dask(dask_settings, dataset.root, client=client, quality=False)
+    assert not any(folder.exists() for folder in stale)
     lm, dm = local.monitor, dask.monitor
     assert lm is not None and dm is not None
     # the same decision, for the same reasons, from the same figures
@@ -127,7 +132,6 @@ def test_the_dask_cycle_decides_and_promotes_as_the_local_cycle(world) -> None:
     # the champions after the gate scored every customer, partition by partition
     scored = pd.concat(pd.read_parquet(f) for f in sorted(dask.population.glob("part-*.parquet")))
     assert len(scored) == read_meta(local.population)["n_customers"] == N_CUSTOMERS
-    stored = Path(dask_settings.paths.artifacts) / "monitoring" / dataset.name
     assert len(pd.read_parquet(stored / f"predictions_{dask.cutoff.date()}")) == N_CUSTOMERS
 
 
