@@ -401,9 +401,13 @@ class BtydBaseline(BaseEstimator):
         aa, bb, cc = r + x, b + x, a + b + x - 1
         z = t / (alpha + T + t)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            ln_hyp = np.log(hyp2f1(aa, bb, cc, z))
-            ln_alt = np.log(hyp2f1(cc - aa, cc - bb, cc, z)) + (cc - aa - bb) * np.log1p(-z)
-        ln_hyp = np.where(np.isfinite(ln_hyp), ln_hyp, ln_alt)
+            ln_hyp = np.array(np.log(hyp2f1(aa, bb, cc, z)), dtype=float)
+            bad = ~np.isfinite(ln_hyp)  # the other form only where this one overflowed
+            if bad.any():
+                a2, b2, c2, z2 = (np.broadcast_to(v, ln_hyp.shape)[bad] for v in (aa, bb, cc, z))
+                ln_hyp[bad] = np.log(hyp2f1(c2 - a2, c2 - b2, c2, z2)) + (c2 - a2 - b2) * np.log1p(
+                    -z2
+                )
         first = (a + b + x - 1) / (a - 1)
         second = 1 - np.exp(ln_hyp + (r + x) * np.log((alpha + T) / (alpha + t + T)))
         denom = 1 + (x > 0) * (a / (b + np.maximum(x, 1) - 1)) * ((alpha + T) / (alpha + t_x)) ** (

@@ -311,3 +311,33 @@ def test_expected_purchases_stay_bounded_when_a_is_below_one() -> None:
     bound = (0.5 + x) / (10.0 + T) * 90.0
     assert np.isfinite(got).all() and (got >= 0).all()
     assert (got <= bound + 1e-12).all()
+
+
+def test_expected_purchases_switch_to_the_other_2f1_form_only_where_it_overflows() -> None:
+    from scipy.special import hyp2f1
+
+    model = BtydBaseline()
+    model.params_ = pd.Series(TRUE)
+    x = np.array([0.0, 1.0, 3.0, 40.0, 300.0, 1000.0, 3000.0])  # 2F1 overflows from ~1000
+    t_x = np.full_like(x, 650.0)
+    T = np.full_like(x, 700.0)
+    t = 365.0
+    r, alpha, a, b = (TRUE[k] for k in ("r", "alpha", "a", "b"))
+    aa, bb, cc = r + x, b + x, a + b + x - 1
+    z = t / (alpha + T + t)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        direct = np.log(hyp2f1(aa, bb, cc, z))
+        other = np.log(hyp2f1(cc - aa, cc - bb, cc, z)) + (cc - aa - bb) * np.log1p(-z)
+    assert not np.isfinite(direct).all() and np.isfinite(direct).any()  # both forms are used
+    ln_hyp = np.where(np.isfinite(direct), direct, other)  # both forms on every row
+    first = (a + b + x - 1) / (a - 1)
+    second = 1 - np.exp(ln_hyp + (r + x) * np.log((alpha + T) / (alpha + t + T)))
+    denom = 1 + (x > 0) * (a / (b + np.maximum(x, 1) - 1)) * ((alpha + T) / (alpha + t_x)) ** (
+        r + x
+    )
+    bound = (r + x) / (alpha + T) * t
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        value = first * second / denom
+    expected = np.minimum(np.where(np.isfinite(value) & (value >= 0), value, bound), bound)
+    got = model._expected_purchases(t, x, t_x, T)
+    assert got.tobytes() == expected.tobytes()
