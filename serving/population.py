@@ -212,25 +212,30 @@ class ReasonExplainer:
                 out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
         return out
 
-    def contributions(self, x: np.ndarray) -> np.ndarray:
-        """TreeSHAP values per column (log-odds), without the bias column."""
-        # one thread for a few rows: OpenMP start-up and spinning cost more than the work
-        # (one row: ~40 ms with the default threads on a busy machine, ~1 ms with one)
-        threads = min(2, os.cpu_count() or 1) if len(x) >= 10_000 else 1
+    def contributions(self, x: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+        """TreeSHAP values per column (log-odds), without the bias column.
+
+        ``threads``: default one below 10,000 rows (OpenMP start-up and spinning cost more
+        than a few rows' work: one row ~40 ms with the default threads on a busy machine,
+        ~1 ms with one; and the background candidates stay on one core), two above.
+        """
+        if threads is None:
+            threads = min(2, os.cpu_count() or 1) if len(x) >= 10_000 else 1
         values = self.booster.predict(x, pred_contrib=True, num_threads=threads)
         return np.asarray(values)[:, : len(self.columns)]
 
-    def reasons(self, x: np.ndarray) -> list[list[str]]:
-        """The phrased top reasons of each row of ``x`` (risk-raising contributions only)."""
+    def reasons(self, x: np.ndarray, *, threads: int | None = None) -> list[list[str]]:
+        """The phrased top reasons of each row of ``x`` (risk-raising contributions only);
+        ``threads`` as in :meth:`contributions`."""
         if len(x) == 0:
             return []
-        return self.phrase(x, self.candidates(x))
+        return self.phrase(x, self.candidates(x, threads=threads))
 
-    def candidates(self, x: np.ndarray) -> np.ndarray:
+    def candidates(self, x: np.ndarray, *, threads: int | None = None) -> np.ndarray:
         """Each row's strongest risk-raising columns (positions, strongest first, -1 after the
         last), from which :meth:`phrase` words the reasons: what a row's reasons need from
         TreeSHAP, small enough to keep for every customer (:class:`ReasonCandidates`)."""
-        contrib = self.contributions(x)
+        contrib = self.contributions(x, threads=threads)
         k = min(self.n_reasons * 3, contrib.shape[1])  # room for merged phrases
         order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
         positive = np.take_along_axis(contrib, order, axis=1) >= MIN_CONTRIBUTION
@@ -379,7 +384,9 @@ def build_population(
         arrays["_x"] = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1])
         top = rank[: settings.serving.precomputed_reasons]
         step(f"population: reasons of the top {len(top):,}")
-        for pos, why in zip(top, explainer.reasons(x[top]), strict=True):
+        # ~1 ms of TreeSHAP a row: the batch job's rows on both cores
+        both = min(2, os.cpu_count() or 1)
+        for pos, why in zip(top, explainer.reasons(x[top], threads=both), strict=True):
             reasons[pos] = why
         n_reasons = len(top)
         meta = {"reason_columns": explainer.columns, "categories": explainer.categories}
