@@ -94,7 +94,7 @@ def _start(settings: Settings, models: Any, versions: dict[str, str]) -> tuple[S
     return scorer, time.perf_counter() - t
 
 
-def restart_only(root: Path, label: str) -> None:
+def restart_only(root: Path, label: str, profile_to: Path | None = None) -> None:
     """Restart the scorer over ``root`` (a folder a full run kept with ``--keep``): its start
     time and work counts, then the first ``score`` and ``at_risk`` and their p50; one JSON line.
 
@@ -107,7 +107,13 @@ def restart_only(root: Path, label: str) -> None:
     with (root / "models.pkl").open("rb") as fh:
         models, versions = pickle.load(fh)
     load = _uptime()
+    profile = cProfile.Profile() if profile_to else None
+    if profile is not None:
+        profile.enable()
     scorer, start_s = _start(settings, models, versions)
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(profile_to)
     figures: dict[str, Any] = {"label": label, "start_s": round(start_s, 3), "load": load}
     figures["counts"] = asdict(scorer.counts)
     live = sorted(scorer.live_customers)
@@ -148,7 +154,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="a label for --restart-only's line")
     args = parser.parse_args()
     if args.restart_only is not None:
-        restart_only(args.restart_only, args.label)
+        restart_only(args.restart_only, args.label, args.profile)
         return
     logging.basicConfig(level=logging.WARNING)
     root = args.out / f"c{args.customers}"

@@ -254,7 +254,9 @@ class Overlay(MutableMapping[str, V], Generic[V]):
         return len(saved) - overlap + len(self._set)
 
     def __bool__(self) -> bool:
-        return bool(self._set) or (self._saved is not None and len(self) > 0)
+        if self._set or (self._saved is not None and not self._gone):
+            return True
+        return self._saved is not None and len(self) > 0
 
     # -- what a save writes ---------------------------------------------------------------------
 

@@ -828,9 +828,18 @@ class PersistedPopulation:
         pos = np.searchsorted(self._keys, keys)
         out = np.full(len(ids), -1, dtype=np.int64)
         n = len(self._keys)
-        for i, (cid, key, p) in enumerate(zip(ids, keys, pos, strict=True)):
-            while p < n and self._keys[p] == key:  # equal keys: compare the ids themselves
-                if self._ids[p].as_py() == cid:
+        first = np.minimum(pos, n - 1)
+        where = np.flatnonzero((pos < n) & (self._keys[first] == keys))
+        if not len(where):
+            return out
+        # the first row of each key: its id compared with the one asked, all at once
+        found = np.asarray(self._ids.take(pa.array(first[where])).to_pylist(), dtype=object)
+        same = found == np.asarray([ids[i] for i in where], dtype=object)
+        out[where[same]] = first[where[same]]
+        for i in where[~same]:  # equal keys of other ids (a collision): the next rows
+            p = int(pos[i]) + 1
+            while p < n and self._keys[p] == keys[i]:
+                if self._ids[p].as_py() == ids[i]:
                     out[i] = p
                     break
                 p += 1

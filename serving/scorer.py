@@ -91,7 +91,7 @@ from retentio.features.privacy import id_hash_key
 from retentio.features.schema import AS_OF, ENTITY, FEATURES, STATIC_PREFIX, TIME_DEPENDENT
 from retentio.features.scores import rfm_segments
 from retentio.features.store import OnlineStore, read_offline
-from retentio.serving.atrisk import AtRiskFilters, filter_mask
+from retentio.serving.atrisk import SEGMENT_COLUMNS, AtRiskFilters, filter_mask
 from retentio.serving.live import (
     EventLedger,
     LiveCustomer,
@@ -649,18 +649,38 @@ def _with_fresh(
     return {**settled, **fresh}
 
 
+_LISTED = (
+    ENTITY,
+    "risk_band",
+    *SEGMENT_COLUMNS,
+    "recommended_action",
+    "ltv_if_retained",
+    "value_at_risk",
+)
+"""The score columns the at-risk list reads (:func:`serving.atrisk.keep_mask`, the ranking)."""
+
+
 def _score_frame_of(scores: Overlay[LiveScore]) -> pd.DataFrame:
-    """The score rows of live scores over saved ones, index customer_id (vectorised for the
-    saved part)."""
+    """The columns the at-risk list reads (:data:`_LISTED`) of live scores over saved ones,
+    index customer_id (vectorised for the saved part)."""
     parts = []
     rest = scores.saved_rest()
-    if rest is not None and rest.num_rows:
-        parts.append(rest.drop_columns(list(_SCORE_EXTRAS)).to_pandas())
+    if rest is not None and rest.num_rows:  # the columns lists read; text as categories
+        columns = {c: rest.column(c) for c in _LISTED if c in rest.column_names}
+        text = [c for c, col in columns.items() if pa.types.is_string(col.type) and c != ENTITY]
+        columns.update({c: columns[c].dictionary_encode() for c in text})
+        parts.append(pa.table(columns).to_pandas())
     changed = scores.changed()
     if changed:
-        parts.append(pd.DataFrame.from_records([sc.record for sc in changed.values()]))
+        records = [{c: sc.record.get(c) for c in _LISTED} for sc in changed.values()]
+        parts.append(pd.DataFrame.from_records(records, columns=list(_LISTED)))
     if not parts:
-        return pd.DataFrame(columns=list(SCORE_COLUMNS)).set_index(ENTITY)
+        return pd.DataFrame(columns=list(_LISTED)).set_index(ENTITY)
+    if len(parts) > 1:  # categories and text: one object column
+        saved = parts[0]
+        parts[0] = saved.astype(
+            {c: object for c in saved.columns if isinstance(saved[c].dtype, pd.CategoricalDtype)}
+        )
     frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     return frame.set_index(ENTITY)
 
