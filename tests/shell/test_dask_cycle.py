@@ -189,3 +189,54 @@ def test_cli_cycle_on_the_dask_engine_needs_a_partitioned_dataset(world, tmp_pat
     )
     assert result.exit_code == 2, result.output
     assert "not a partitioned dataset" in result.output
+
+
+def test_realised_performance_on_the_dask_engine_equals_the_local_one(
+    world, tmp_path: Path
+) -> None:
+    """Stored predictions whose labels matured: the Dask engine's labels (partition by
+    partition, on the sampled customers: here every one) give the local engine's figures."""
+    from retentio.shell.cycle import _matured_performance
+    from retentio.shell.dask_cycle import DaskCycle
+
+    root, _, dataset = world
+    settings = _copy(world, "performance")
+    tables = load_and_validate(root / "drifted", settings.data)
+    day = pd.Timestamp("2024-05-31")
+    known = tables.transactions.loc[tables.transactions["timestamp"] <= day, "customer_id"]
+    ids = pd.Series(sorted(set(known.astype(str))), name="customer_id")
+    rng = np.random.default_rng(0)
+    preds = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "churn_probability": rng.uniform(0, 1, len(ids)),
+            "predicted_ltv": rng.gamma(2.0, 50.0, len(ids)),
+        }
+    )
+    local_dir, dask_dir = tmp_path / "local", tmp_path / "dask"
+    local_dir.mkdir()
+    preds.to_parquet(local_dir / "predictions_2024-05-31.parquet", index=False)
+    (dask_dir / "predictions_2024-05-31").mkdir(parents=True)
+    for i, part in enumerate(np.array_split(preds.sample(frac=1.0, random_state=1), 3)):
+        part.to_parquet(dask_dir / "predictions_2024-05-31" / f"part-{i:05d}.parquet")
+    end = pd.Timestamp(END)
+    local = _matured_performance(
+        tables, settings, folder=local_dir, history_path=local_dir / "h.csv", data_end=end
+    )
+    with dask_client(n_workers=2) as client:
+        dask = DaskCycle(client, dataset.root, settings)._matured_performance(
+            settings, dask_dir, end
+        )
+        few = DaskCycle(client, dataset.root, settings, performance_sample_size=200)
+        sampled = few._matured_performance(settings, dask_dir, end)[0]
+    assert [p["cutoff"] for p in dask] == [p["cutoff"] for p in local] == ["2024-05-31"]
+    assert local[0]["n_matched"] > 300 and local[0]["auc"] is not None
+    assert dask[0].keys() == local[0].keys()
+    for key, value in local[0].items():
+        if isinstance(value, float):
+            assert dask[0][key] == pytest.approx(value, rel=1e-9), key
+        else:
+            assert dask[0][key] == value, key
+    assert len(pd.read_csv(dask_dir / "performance_history.csv")) == 1
+    # 200 of the labelled customers: those known at the cutoff with a churn label among them
+    assert 50 < sampled["n_matched"] <= 200 < local[0]["n_matched"]
