@@ -80,7 +80,7 @@ from retentio.training.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DaskCycle", "cycle_dask", "sample_keys"]
+__all__ = ["DaskCycle", "Population", "active_population", "cycle_dask", "sample_keys"]
 
 Progress = Callable[[str], None]
 SAMPLE_SEED = 0
@@ -93,7 +93,20 @@ _PREDICTIONS_DIR = "predictions_{}"
 
 def sample_keys(ids: pd.Series, seed: int = SAMPLE_SEED) -> np.ndarray:
     """A uniform 64-bit key per customer id, fixed by ``seed``: the same id has the same key in
-    every partition, frame and run, so the smallest keys are a reproducible random sample."""
+    every partition, frame and run, so the smallest keys are a reproducible random sample.
+
+    Parameters
+    ----------
+    ids
+        Customer ids (compared as text).
+    seed
+        The hash's key.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint64`` keys, one per id, in order.
+    """
     return pd.util.hash_pandas_object(
         ids.astype(str), index=False, hash_key=f"{seed:016d}"[-16:]
     ).to_numpy()
@@ -153,7 +166,28 @@ def active_population(
     client: Any, features: DistributedFeatures, *, active_days: int, sample_size: int
 ) -> Population:
     """The active customers of ``features`` measured partition by partition, and the
-    ``sample_size`` of them with the smallest :func:`sample_keys` (sorted by customer)."""
+    ``sample_size`` of them with the smallest :func:`sample_keys` (sorted by customer).
+
+    Two passes over the feature files: each partition's count, missing values, category values
+    and ``sample_size`` smallest keys; then the rows whose key is at most the population's
+    ``sample_size``-th smallest. This process holds the sample and the figures, never the
+    population.
+
+    Parameters
+    ----------
+    client
+        A ``distributed.Client``.
+    features
+        A feature dataset (:func:`features.distributed.build_features_dask`).
+    active_days
+        ``labels.active_days`` (:func:`monitoring.population.active_customers`).
+    sample_size
+        Customers in the sample (every active customer when there are fewer).
+
+    Returns
+    -------
+    Population
+    """
     files = [str(f) for f in features.files]
     parts = client.gather(
         client.map(_population_part, files, active_days=active_days, n=sample_size)
