@@ -217,8 +217,11 @@ def test_realised_performance_on_the_dask_engine_equals_the_local_one(
     local_dir.mkdir()
     preds.to_parquet(local_dir / "predictions_2024-05-31.parquet", index=False)
     (dask_dir / "predictions_2024-05-31").mkdir(parents=True)
-    for i, part in enumerate(np.array_split(preds.sample(frac=1.0, random_state=1), 3)):
-        part.to_parquet(dask_dir / "predictions_2024-05-31" / f"part-{i:05d}.parquet")
+    shuffled = preds.sample(frac=1.0, random_state=1)
+    for i in range(3):
+        shuffled.iloc[i::3].to_parquet(
+            dask_dir / "predictions_2024-05-31" / f"part-{i:05d}.parquet"
+        )
     end = pd.Timestamp(END)
     local = _matured_performance(
         tables, settings, folder=local_dir, history_path=local_dir / "h.csv", data_end=end
