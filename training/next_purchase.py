@@ -188,7 +188,7 @@ class HazardNextPurchase(NextPurchaseModel):
         matrix = shared.matrix(self.estimator, columns, constants={PERIOD_COLUMN: 0})
         split = self._period_split() if matrix is not None else None
         n_threads = lgbm._threads_of(self.estimator.steps[-1][1], len(shared))
-        base = split.base(matrix, n_threads) if split is not None else None
+        base = split.base(matrix, n_threads) if split is not None and matrix is not None else None
         hazards = []
         for k in range(m):
             period = min(k, n_train_periods - 1)

@@ -350,7 +350,8 @@ def current_scores(
         n_customers=int(feature_stamp["n_customers"]), files=feature_files,
     )  # fmt: skip
     return ScoredDataset(
-        path=target, n_customers=int(stamp["n_customers"]), versions=dict(now),
+        path=target, n_customers=int(stamp["n_customers"]),
+        versions={t: str(v) for t, v in now.items()},
         thresholds=dict(stamp["thresholds"]), features=features,
     )  # fmt: skip
 

@@ -186,13 +186,15 @@ def test_cli_trains_on_the_dask_engine(trained, tmp_path: Path) -> None:
 
 
 def test_current_features_and_scores_are_reused_and_stale_ones_never(
-    trained, monkeypatch: pytest.MonkeyPatch
+    trained, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """score reuses a current feature dataset and at-risk a current scored dataset (counted);
     another cutoff or a changed data file makes them compute afresh."""
     import retentio.shell.dask_jobs as jobs
 
     root, settings, dataset = trained
+    paths = settings.paths.model_copy(update={"artifacts": str(tmp_path / "artifacts")})
+    settings = settings.model_copy(update={"paths": paths})  # no outputs of the other tests
     calls: dict[str, int] = {"score": 0, "features": 0}
     real_score, real_build = jobs.score_dask, jobs.build_features_dask
 
