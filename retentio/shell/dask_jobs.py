@@ -356,26 +356,23 @@ def current_scores(
     )  # fmt: skip
 
 
-def _top_part(
-    scores_path: str,
-    features_path: str,
-    *,
-    top: int,
-    filters: Any,
-    models: dict,
-) -> pd.DataFrame:
+def _best_part(scores_path: str, *, top: int, filters: Any) -> pd.DataFrame:
+    """One partition's best ``top`` rows by value at risk that pass ``filters``."""
     from retentio.serving.atrisk import filter_mask  # the shell may use serving's rules
-    from retentio.serving.reasons import top_reasons
 
     scores = pd.read_parquet(scores_path)
-    scores = scores[filter_mask(scores, filters)]
-    best = scores.nlargest(top, "value_at_risk", keep="first")
-    if best.empty:
-        return best.assign(reasons=pd.Series(dtype=object))
-    features = pd.read_parquet(features_path).set_index(ENTITY).loc[best[ENTITY]].reset_index()
+    best = scores[filter_mask(scores, filters)].nlargest(top, "value_at_risk", keep="first")
+    return best.assign(_part=scores_path)
+
+
+def _reasons_part(features_path: str, ids: list[Any], *, models: dict) -> list[str]:
+    """The churn champion's top reasons for the customers ``ids`` of one partition, in order."""
+    from retentio.serving.reasons import top_reasons
+
+    features = pd.read_parquet(features_path).set_index(ENTITY).loc[ids].reset_index()
     churn = models["churn"]
     reasons = top_reasons(churn.model_input(features), churn.contributions(features))
-    return best.assign(reasons=["; ".join(r) for r in reasons])
+    return ["; ".join(r) for r in reasons]
 
 
 def at_risk_dask(
@@ -394,7 +391,8 @@ def at_risk_dask(
 
     Reads the scored dataset when it is current (:func:`current_scores`), else scores the
     dataset (:func:`score_dask`); then takes each partition's best ``top`` rows and the best
-    ``top`` of those (ties by customer id, as the local list).
+    ``top`` of those (ties by customer id, as the local list), and computes the reasons of
+    those rows only, each in its partition.
     """
     from retentio.serving.atrisk import AtRiskFilters
 
@@ -411,20 +409,28 @@ def at_risk_dask(
     with client_for(settings) as client:
         if scored is None:
             scored = score_dask(settings, data, cutoff=cutoff, client=client, progress=progress)
-        step("ranking and reasons")
+        step("ranking")
+        score_files = [str(f) for f in sorted(scored.path.glob("part-*.parquet"))]
+        parts = client.gather(client.map(_best_part, score_files, top=top, filters=filters))
+        ranked = pd.concat([p for p in parts if len(p)], ignore_index=True) if parts else None
+        if ranked is None or ranked.empty:
+            return pd.DataFrame()
+        ranked = ranked.sort_values(
+            ["value_at_risk", ENTITY], ascending=[False, True], kind="stable"
+        ).head(top)
+        # reasons (TreeSHAP, ~2 ms a row) for the list's rows only, in their partitions
+        step("reasons")
         models_f = client.scatter(models, broadcast=True)
-        score_files = sorted(scored.path.glob("part-*.parquet"))
-        feature_files = [scored.features.path / f.name for f in score_files]
-        parts = client.gather(
-            client.map(
-                _top_part, [str(f) for f in score_files], [str(f) for f in feature_files],
-                top=top, filters=filters, models=models_f,
+        groups = list(ranked.groupby("_part", sort=False).groups.items())
+        futures = [
+            client.submit(
+                _reasons_part, str(scored.features.path / Path(part).name),
+                ranked.loc[index, ENTITY].tolist(), models=models_f,
             )
-        )  # fmt: skip
-    ranked = pd.concat([p for p in parts if len(p)], ignore_index=True) if parts else None
-    if ranked is None or ranked.empty:
-        return pd.DataFrame()
-    ranked = ranked.sort_values(
-        ["value_at_risk", ENTITY], ascending=[False, True], kind="stable"
-    ).head(top)
+            for part, index in groups
+        ]  # fmt: skip
+        reasons = pd.Series(index=ranked.index, dtype=object)
+        for (_, index), found in zip(groups, client.gather(futures), strict=True):
+            reasons.loc[index] = found
+    ranked = ranked.drop(columns="_part").assign(reasons=reasons)
     return ranked.reset_index(drop=True)
