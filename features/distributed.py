@@ -9,6 +9,10 @@ attributes — is computed once from every partition's small summary and broadca
 partition then finishes its rows (:func:`features.build.finish_features`). The result equals
 the local engine's frame for the same data, row for row.
 
+Customers erased earlier (``retentio data erase``) are left out of every partition as they are
+of a folder (:func:`load_partition` with the record of :func:`erasure_watch`, which warns once
+per job with their number).
+
 The feature frame is written as a Parquet dataset, one file per partition, into a temporary
 folder renamed when every partition is done: a job that fails (a worker killed more often than
 the scheduler retries) leaves no half-written output visible.
@@ -17,6 +21,7 @@ the scheduler retries) leaves no half-written output visible.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import shutil
@@ -40,16 +45,19 @@ from retentio.features.build import (
 from retentio.features.cutoff import as_cutoff
 from retentio.features.io import _plan, _reader_sql, find_table_files, load_and_validate
 from retentio.features.partition import PartitionedDataset, partition_config
+from retentio.features.privacy import ErasedIds, load_erased, remove_erased, warn_erased
 from retentio.features.schema import ENTITY, Tables
 from retentio.features.scores import PopulationStats, population_stats
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ERASED_TOPIC",
     "DistributedError",
     "DistributedFeatures",
     "build_features_dask",
     "dask_client",
+    "erasure_watch",
     "first_timestamp",
     "last_timestamp",
     "load_partition",
@@ -201,13 +209,75 @@ def partition_summary(
     return buyers[cols], static_categories(partial.static), likert
 
 
-def load_partition(part_dir: str, data_cfg: DataConfig) -> Tables | None:
+ERASED_TOPIC = "retentio-erased"
+"""The Dask event topic of erased customers found in partitions (counts, never ids)."""
+
+
+def load_partition(
+    part_dir: str, data_cfg: DataConfig, erased: ErasedIds | None = None
+) -> Tables | None:
     """One partition's tables, validated as a folder; ``None`` for a partition without
-    customers."""
+    customers.
+
+    With ``erased`` (:func:`features.privacy.load_erased`), the customers erased earlier are
+    left out as the local engine's loader does (:func:`features.privacy.remove_erased`); on a
+    worker, how many were found is reported to the scheduler (:data:`ERASED_TOPIC`) for the
+    job's one warning (:func:`erasure_watch`).
+    """
     folder = Path(part_dir)
     if not (folder / "transactions").is_dir():
         return None
-    return load_and_validate(folder, partition_config(data_cfg, folder))
+    tables = load_and_validate(folder, partition_config(data_cfg, folder))
+    if erased is None:
+        return tables
+    tables, n_found = remove_erased(tables, erased)
+    if n_found:
+        _report_erased(part_dir, n_found, erased.job)
+    return tables
+
+
+def _report_erased(part_dir: str, n_found: int, job: str) -> None:
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a worker (called in-process): nobody collects the count
+        return
+    worker.log_event(ERASED_TOPIC, {"job": job, "partition": part_dir, "n": n_found})
+
+
+_UNSET: Any = object()
+_WATCHED: contextvars.ContextVar[ErasedIds | None] = contextvars.ContextVar("_WATCHED")
+
+
+@contextlib.contextmanager
+def erasure_watch(client: Any, artifacts: Path) -> Iterator[ErasedIds | None]:
+    """The erasure record for one job's workers, and the job's one warning.
+
+    Yields the record of ``artifacts`` (:func:`features.privacy.load_erased`; ``None`` when
+    nobody was erased) to pass to every :func:`load_partition` of the job. On a normal exit,
+    warns once with the number of erased customers the partitions still hold (each partition
+    counted once however often it was loaded). Reentrant: a watch opened inside another (a
+    job calling another job) yields the outer record and leaves the warning to the outer one.
+    """
+    outer = _WATCHED.get(_UNSET)
+    if outer is not _UNSET:
+        yield outer  # type: ignore[misc]
+        return
+    erased = load_erased(Path(artifacts))
+    token = _WATCHED.set(erased)
+    try:
+        yield erased
+    finally:
+        _WATCHED.reset(token)
+    if erased is None:
+        return
+    found: dict[str, int] = {}
+    for _, msg in client.get_events(ERASED_TOPIC):
+        if isinstance(msg, dict) and msg.get("job") == erased.job:
+            found[msg["partition"]] = max(found.get(msg["partition"], 0), int(msg["n"]))
+    if found:
+        warn_erased(sum(found.values()), "(the partitioned dataset's partitions)")
 
 
 def _partial_task(
@@ -216,8 +286,9 @@ def _partial_task(
     cfg: FeaturesConfig,
     cutoff: pd.Timestamp,
     restrict: Callable[[Tables, pd.Timestamp], Tables] | None = None,
+    erased: ErasedIds | None = None,
 ) -> PartialFeatures | None:
-    tables = load_partition(part_dir, data_cfg)
+    tables = load_partition(part_dir, data_cfg, erased)
     if tables is None:
         return None
     if restrict is not None:
@@ -255,6 +326,7 @@ def build_features_dask(
     cutoff: Any | None = None,
     progress: Callable[[str], None] | None = None,
     restrict: Callable[[Tables, pd.Timestamp], Tables] | None = None,
+    erased: ErasedIds | None = None,
 ) -> DistributedFeatures:
     """Build the feature frame of a partitioned dataset on a Dask cluster.
 
@@ -299,8 +371,9 @@ def build_features_dask(
     try:
         step("per-customer features, partition by partition")
         partials = client.map(
-            _partial_task, dirs, data_cfg=data_cfg, cfg=cfg, cutoff=cut, restrict=restrict
-        )
+            _partial_task, dirs, data_cfg=data_cfg, cfg=cfg, cutoff=cut, restrict=restrict,
+            erased=erased,
+        )  # fmt: skip
         summaries = client.gather(client.map(_summary_task, partials, cfg=cfg))
         step("population statistics (quintiles, ABC, medians, categories)")
         present = [s for s in summaries if s is not None]

@@ -11,7 +11,9 @@ another key match nothing.
 
 Erasures are recorded in ``<artifacts>/erasures.jsonl`` as hashes only. :func:`drop_erased`
 removes erased customers from freshly loaded source data, with a warning saying that the source
-still holds them, so a rebuild from an old export never brings an erased customer back.
+still holds them, so a rebuild from an old export never brings an erased customer back. The
+Dask engine does the same on its workers with :func:`remove_erased` (the record handed to them
+as :class:`ErasedIds`) and warns once per job.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 import os
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -105,6 +108,80 @@ def erased_hashes(artifacts: Path) -> set[str]:
         return {json.loads(line)["customer_id_hash"] for line in fh if line.strip()}
 
 
+@dataclass(frozen=True, repr=False)
+class ErasedIds:
+    """The erasure record as a job needs it: the hash key and the erased customers' hashes.
+
+    Small and picklable, so that a distributed job hands it to its workers (which may not see
+    the artifacts folder); it never holds a raw id, and its ``repr`` shows neither the key nor
+    the hashes.
+
+    Attributes
+    ----------
+    key
+        The key of customer-id hashes (:func:`id_hash_key`).
+    hashes
+        The keyed hashes of every erased customer.
+    job
+        A random token naming the job that loaded the record (it tells the job's reports of
+        erased customers found in the data from another job's).
+    """
+
+    key: bytes
+    hashes: frozenset[str]
+    job: str = ""
+
+    def __repr__(self) -> str:
+        return f"ErasedIds({len(self.hashes)} erased customer(s), job {self.job!r})"
+
+
+def load_erased(artifacts: Path) -> ErasedIds | None:
+    """The erasure record of ``artifacts`` with its key, or ``None`` when nobody was erased."""
+    erased = erased_hashes(artifacts)
+    if not erased:
+        return None
+    return ErasedIds(id_hash_key(artifacts), frozenset(erased), secrets.token_hex(8))
+
+
+def erasure_state(artifacts: Path) -> int:
+    """How many customers were erased so far (0 when none): changes with every erasure, so a
+    stamp that holds it makes outputs built before an erasure stale."""
+    return len(erased_hashes(artifacts))
+
+
+def remove_erased(tables: Tables, erased: ErasedIds) -> tuple[Tables, int]:
+    """``tables`` without the rows of the customers in ``erased``, and how many were found.
+
+    Quiet: :func:`drop_erased` and the Dask engine's jobs (once per job) warn.
+
+    Returns
+    -------
+    tables : Tables
+        ``tables`` without the rows of erased customers (``tables`` itself when none is there).
+    n_found : int
+        How many erased customers ``tables`` held.
+    """
+    ids = pd.concat([frame[ENTITY] for _, frame in tables.items()]).dropna().astype(str).unique()
+    found = {c for c, h in zip(ids, hash_ids(ids, erased.key), strict=True) if h in erased.hashes}
+    if not found:
+        return tables, 0
+    kept = {
+        name: frame[~frame[ENTITY].astype(str).isin(found)].reset_index(drop=True)
+        for name, frame in tables.items()
+    }
+    return Tables(**kept, name=tables.name), len(found)
+
+
+def warn_erased(n_found: int, source: object) -> None:
+    """Warn that the source data ``source`` still hold ``n_found`` erased customers (no id)."""
+    logger.warning(
+        "%d customer(s) erased earlier (retentio data erase) are still in the source data %s: "
+        "they are left out of everything built from it; delete them from the source",
+        n_found,
+        source,
+    )
+
+
 def drop_erased(tables: Tables, artifacts: Path) -> tuple[Tables, int]:
     """Leave erased customers out of source tables, warning that the source still holds them.
 
@@ -122,22 +199,10 @@ def drop_erased(tables: Tables, artifacts: Path) -> tuple[Tables, int]:
     n_found : int
         How many erased customers the source still holds.
     """
-    erased = erased_hashes(artifacts)
-    if not erased:
+    erased = load_erased(artifacts)
+    if erased is None:
         return tables, 0
-    key = id_hash_key(artifacts)
-    ids = pd.concat([frame[ENTITY] for _, frame in tables.items()]).dropna().astype(str).unique()
-    found = {c for c, h in zip(ids, hash_ids(ids, key), strict=True) if h in erased}
-    if not found:
-        return tables, 0
-    logger.warning(
-        "%d customer(s) erased earlier (retentio data erase) are still in the source data %s: "
-        "they are left out of everything built from it; delete them from the source",
-        len(found),
-        tables.name,
-    )
-    kept = {
-        name: frame[~frame[ENTITY].astype(str).isin(found)].reset_index(drop=True)
-        for name, frame in tables.items()
-    }
-    return Tables(**kept, name=tables.name), len(found)
+    tables, n_found = remove_erased(tables, erased)
+    if n_found:
+        warn_erased(n_found, tables.name)
+    return tables, n_found

@@ -43,12 +43,14 @@ from retentio.features.cutoff import as_cutoff
 from retentio.features.distributed import (
     DistributedFeatures,
     build_features_dask,
+    erasure_watch,
     first_timestamp,
     last_timestamp,
     load_partition,
 )
 from retentio.features.labels import build_labels, max_label_cutoff
 from retentio.features.partition import PartitionedDataset, read_manifest
+from retentio.features.privacy import ErasedIds
 from retentio.features.schema import AS_OF, ENTITY
 from retentio.monitoring.drift import check_drift, column_roles, with_population
 from retentio.monitoring.performance import (
@@ -211,9 +213,14 @@ def active_population(
 
 
 def _labels_part(
-    part_dir: str, *, data_cfg: DataConfig, labels: LabelsConfig, cutoff: pd.Timestamp
+    part_dir: str,
+    *,
+    data_cfg: DataConfig,
+    labels: LabelsConfig,
+    cutoff: pd.Timestamp,
+    erased: ErasedIds | None = None,
 ) -> pd.DataFrame:
-    tables = load_partition(part_dir, data_cfg)
+    tables = load_partition(part_dir, data_cfg, erased)
     if tables is None:
         return pd.DataFrame(columns=[ENTITY, "churned", "future_revenue"])
     frame = build_labels(tables.transactions, cutoff, labels).reset_index()
@@ -250,6 +257,9 @@ class DaskCycle:
         Active customers per population compared by Evidently.
     performance_sample_size
         Customers compared with their stored predictions once their labels matured.
+    erased
+        The erasure record (:func:`features.distributed.erasure_watch`): erased customers are
+        left out of every pass over the partitions.
     """
 
     def __init__(
@@ -260,8 +270,10 @@ class DaskCycle:
         *,
         sample_size: int = DEFAULT_SAMPLE_SIZE,
         performance_sample_size: int = PERFORMANCE_SAMPLE_SIZE,
+        erased: ErasedIds | None = None,
     ) -> None:
         self.client, self.data, self.settings = client, Path(data), settings
+        self.erased = erased
         self.dataset: PartitionedDataset = read_manifest(self.data)
         self.name = self.dataset.name
         self.sample_size = sample_size
@@ -288,7 +300,7 @@ class DaskCycle:
             target = Path(settings.paths.artifacts) / "features" / self.name
             self.features = build_features_dask(
                 self.client, self.dataset, settings.data, settings.features, target,
-                cutoff=cutoff,
+                cutoff=cutoff, erased=self.erased,
             )  # fmt: skip
 
     def monitor(self, settings: Settings, cutoff: pd.Timestamp, *, quality: bool) -> MonitorResult:
@@ -322,11 +334,11 @@ class DaskCycle:
                 restrict = partial(history_window, days=reference.history_days)
                 current = build_features_dask(
                     c, self.dataset, settings.data, f, work / "current", cutoff=cutoff,
-                    restrict=restrict,
+                    restrict=restrict, erased=self.erased,
                 )  # fmt: skip
             ref_features = build_features_dask(
                 c, self.dataset, settings.data, f, work / "reference", cutoff=reference.cutoff,
-                restrict=restrict,
+                restrict=restrict, erased=self.erased,
             )  # fmt: skip
             now = active_population(c, current, active_days=active_days, sample_size=n)
             ref = active_population(c, ref_features, active_days=active_days, sample_size=n)
@@ -426,8 +438,9 @@ class DaskCycle:
                 continue
             cutoff = as_cutoff(day)
             labels = c.map(
-                _labels_part, dirs, data_cfg=settings.data, labels=settings.labels, cutoff=cutoff
-            )
+                _labels_part, dirs, data_cfg=settings.data, labels=settings.labels,
+                cutoff=cutoff, erased=self.erased,
+            )  # fmt: skip
             threshold = _threshold(c.gather(c.map(_label_keys, labels, n=n)), n)
             sampled = pd.concat(c.gather(c.map(_below, labels, threshold=threshold)))
             files = [str(p) for p in sorted(folder.glob("part-*.parquet"))]
@@ -442,7 +455,9 @@ class DaskCycle:
         self, settings: Settings, tasks: list[str], cutoff: pd.Timestamp, progress: Progress
     ) -> tuple[TrainJob, list[PromotionDecision]]:
         """Train on the Dask engine, then the promotion gate on the candidate's snapshots."""
-        source = DaskSnapshots(self.client, self.dataset, settings, cutoff=cutoff, step=progress)
+        source = DaskSnapshots(
+            self.client, self.dataset, settings, cutoff=cutoff, step=progress, erased=self.erased
+        )
         result = train_dask(
             self.client, self.dataset, settings, tasks=tasks, cutoff=cutoff, progress=progress,
             source=source,
@@ -490,8 +505,8 @@ def cycle_dask(
     """
     read_manifest(data)  # not a partitioned dataset: say so before starting a cluster
     own = contextlib.nullcontext(client) if client is not None else client_for(settings)
-    with own as c:
-        engine = DaskCycle(c, data, settings, sample_size=sample_size)
+    with own as c, erasure_watch(c, Path(settings.paths.artifacts)) as erased:
+        engine = DaskCycle(c, data, settings, sample_size=sample_size, erased=erased)
         return run_cycle(
             engine,
             settings,

@@ -15,7 +15,10 @@ dataset's fingerprint (file names, sizes, modification times), the cutoff, the s
 shape it and, for scores, the champion versions. ``score`` reuses a feature dataset whose stamp
 matches and ``at-risk`` a scored dataset whose stamp matches, so a population too large for one
 process is featurised and scored once, not again by every command that reads it; any change of
-data, cutoff, settings or champion makes them compute afresh.
+data, cutoff, settings, champion or erasure record makes them compute afresh.
+
+Customers erased earlier (``retentio data erase``) are left out on the workers as the local
+engine's loader leaves them out (:func:`features.distributed.erasure_watch`).
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ from retentio.features.distributed import (
     DistributedFeatures,
     build_features_dask,
     dask_client,
+    erasure_watch,
     last_timestamp,
 )
 from retentio.features.partition import PartitionedDataset, read_manifest
+from retentio.features.privacy import erasure_state
 from retentio.features.schema import ENTITY
 from retentio.serving.scoring import assign_actions, score_all
 from retentio.shell.jobs import TrainJob, record_training
@@ -106,10 +111,13 @@ def _feature_key(
     settings: Settings, dataset: PartitionedDataset, cutoff: Any, previous: dict | None
 ) -> dict[str, Any]:
     """What a feature dataset of ``dataset`` at ``cutoff`` (None: the data's last day) depends
-    on. The last day is read from the data unless ``previous`` was stamped on the same data."""
+    on. The last day is read from the data unless ``previous`` was stamped on the same data.
+    The number of customers erased so far is part of it: an erasure makes the feature dataset,
+    and the scores computed from it, stale."""
     key: dict[str, Any] = {
         "data": data_fingerprint(dataset.root),
         "settings": _digest(settings.data, settings.features),
+        "erasures": erasure_state(Path(settings.paths.artifacts)),
     }
     if previous and all(previous.get(k) == v for k, v in key.items()):
         data_end = previous["data_end"]
@@ -146,10 +154,13 @@ def features_dask(
             path=target, cutoff=as_cutoff(key["cutoff"]),
             n_customers=int(previous["n_customers"]), files=files,
         )  # fmt: skip
-    with _client(settings, client) as c:
+    with (
+        _client(settings, client) as c,
+        erasure_watch(c, Path(settings.paths.artifacts)) as erased,
+    ):
         built = build_features_dask(
             c, dataset, settings.data, settings.features, target, cutoff=key["cutoff"],
-            progress=progress,
+            progress=progress, erased=erased,
         )  # fmt: skip
     _write_stamp(target, {**key, "n_customers": built.n_customers})
     return built
@@ -169,8 +180,13 @@ def train_dask_job(
     from retentio.shell.dask_train import train_dask
 
     dataset = read_manifest(data)
-    with _client(settings, client) as c:
-        result = train_dask(c, dataset, settings, tasks=tasks, cutoff=cutoff, progress=progress)
+    with (
+        _client(settings, client) as c,
+        erasure_watch(c, Path(settings.paths.artifacts)) as erased,
+    ):
+        result = train_dask(
+            c, dataset, settings, tasks=tasks, cutoff=cutoff, progress=progress, erased=erased
+        )
     return record_training(result, settings, dataset.name, tasks=tasks, progress=progress)
 
 

@@ -39,6 +39,7 @@ from retentio.features.distributed import (
     partition_summary,
 )
 from retentio.features.partition import PartitionedDataset
+from retentio.features.privacy import ErasedIds
 from retentio.features.schema import AS_OF, ENTITY
 from retentio.training.pipeline import (
     BtydPerSnapshot,
@@ -62,10 +63,11 @@ def _summaries_task(
     cfg: FeaturesConfig,
     cutoffs: list[pd.Timestamp],
     revenue_until: pd.Timestamp | None = None,
+    erased: ErasedIds | None = None,
 ) -> tuple[dict[pd.Timestamp, Any], pd.Series | None]:
     """Per cutoff: the partition's population summary and its number of customers; with
     ``revenue_until``, also the partition's revenue per day of the history up to that day."""
-    tables = load_partition(part_dir, data_cfg)
+    tables = load_partition(part_dir, data_cfg, erased)
     out: dict[pd.Timestamp, Any] = {}
     if tables is None:
         return out, None
@@ -85,9 +87,10 @@ def _sample_task(
     cfg: FeaturesConfig,
     context: dict[pd.Timestamp, Any],
     seed: int,
+    erased: ErasedIds | None = None,
 ) -> dict[pd.Timestamp, pd.DataFrame]:
     """Per cutoff: the partition's finished features, a seeded sample of its customers."""
-    tables = load_partition(part_dir, data_cfg)
+    tables = load_partition(part_dir, data_cfg, erased)
     out: dict[pd.Timestamp, pd.DataFrame] = {}
     if tables is None:
         return out
@@ -108,9 +111,10 @@ def _labels_task(
     data_cfg: DataConfig,
     settings: Settings,
     cutoffs: list[pd.Timestamp],
+    erased: ErasedIds | None = None,
 ) -> list[pd.DataFrame]:
     """The sampled customers' labelled snapshots of one partition, one frame per cutoff."""
-    tables = load_partition(part_dir, data_cfg)
+    tables = load_partition(part_dir, data_cfg, erased)
     if tables is None:
         return []
     sampled = {cut: frame for one in passes for cut, frame in one.items()}
@@ -143,6 +147,9 @@ class DaskSnapshots(BtydPerSnapshot):
         Treat the data as ending on this day; default: the newest transaction's day.
     step
         Called with a short description before each distributed pass.
+    erased
+        The erasure record (:func:`features.distributed.erasure_watch`): erased customers are
+        left out of every snapshot.
     """
 
     def __init__(
@@ -153,8 +160,10 @@ class DaskSnapshots(BtydPerSnapshot):
         *,
         cutoff: Any = None,
         step: Callable[[str], None] = lambda _: None,
+        erased: ErasedIds | None = None,
     ) -> None:
         self.client, self.dataset, self.settings, self.step = client, dataset, settings, step
+        self.erased = erased
         self.dirs = [str(d) for d in dataset.partition_dirs()]
         self.features: dict[pd.Timestamp, pd.DataFrame] = {}
         self.btyd: dict[pd.Timestamp, Any] = {}
@@ -176,6 +185,8 @@ class DaskSnapshots(BtydPerSnapshot):
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             digest.update(f"{path.relative_to(root)}\x1f{path.stat().st_size}\n".encode())
         digest.update(str(self.last).encode())
+        if self.erased is not None:  # an erasure changes the snapshots
+            digest.update(f"erased {len(self.erased.hashes)}".encode())
         return digest.hexdigest()[:16]
 
     def check_fittable(self, settings: Settings) -> int:
@@ -200,7 +211,7 @@ class DaskSnapshots(BtydPerSnapshot):
             passes = c.gather(
                 c.map(
                     _summaries_task, self.dirs, data_cfg=s.data, cfg=s.features, cutoffs=missing,
-                    revenue_until=revenue_until,
+                    revenue_until=revenue_until, erased=self.erased,
                 )
             )  # fmt: skip
             parts = [summary for summary, _ in passes]
@@ -222,7 +233,7 @@ class DaskSnapshots(BtydPerSnapshot):
             shared = c.scatter(context, broadcast=True)
             futures = c.map(
                 _sample_task, self.dirs, range(len(self.dirs)), data_cfg=s.data, cfg=s.features,
-                context=shared, seed=s.training.random_state,
+                context=shared, seed=s.training.random_state, erased=self.erased,
             )  # fmt: skip
             sampled = c.gather(futures)
         except KilledWorker as exc:
@@ -268,7 +279,7 @@ class DaskSnapshots(BtydPerSnapshot):
             futures.append(
                 c.submit(
                     _labels_task, part_dir, passes, data_cfg=settings.data, settings=settings,
-                    cutoffs=cuts, pure=False,
+                    cutoffs=cuts, erased=self.erased, pure=False,
                 )
             )  # fmt: skip
         labelled = c.gather(futures)
@@ -289,11 +300,13 @@ def train_dask(
     cutoff: Any = None,
     progress: Callable[[str], None] | None = None,
     source: DaskSnapshots | None = None,
+    erased: ErasedIds | None = None,
 ) -> TrainingResult:
     """:func:`training.pipeline.train_all` with the snapshots built on a Dask cluster.
 
     ``source``, when given, is the snapshot source to train from (the caller keeps it to
-    evaluate other models on the same sampled snapshots, e.g. the promotion gate).
+    evaluate other models on the same sampled snapshots, e.g. the promotion gate). ``erased``
+    (:func:`features.distributed.erasure_watch`) leaves erased customers out.
 
     Raises
     ------
@@ -304,8 +317,9 @@ def train_dask(
     """
     if source is None:
         source = DaskSnapshots(
-            client, dataset, settings, cutoff=cutoff, step=progress or (lambda _: None)
-        )
+            client, dataset, settings, cutoff=cutoff, step=progress or (lambda _: None),
+            erased=erased,
+        )  # fmt: skip
     result = train_from_source(source, settings, tasks=tasks, progress=progress)
     result.sample = {
         str(cut.date()): (len(frame), source.population[cut])

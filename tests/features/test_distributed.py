@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import duckdb
@@ -15,10 +16,12 @@ from retentio.features.build import build_features
 from retentio.features.distributed import (
     build_features_dask,
     dask_client,
+    erasure_watch,
     read_features_dataset,
 )
 from retentio.features.io import load_and_validate
 from retentio.features.partition import partition_dataset, read_manifest
+from retentio.features.privacy import drop_erased, id_hash_key, record_erasures
 from retentio.features.scores import build_score_features, population_stats
 from retentio.features.synth import generate_crm, write_tables
 
@@ -64,16 +67,7 @@ def test_partitions_hold_every_event_of_their_customers(folder: Path, tmp_path: 
     assert wrong == 0
 
 
-def test_dask_features_equal_local(folder: Path, tmp_path: Path, client) -> None:
-    settings = Settings()
-    local = build_features(load_and_validate(folder, settings.data), CUTOFF, settings.features)
-    dataset = partition_dataset(folder, settings.data, tmp_path / "ds", n_partitions=4)
-    result = build_features_dask(
-        client, dataset, settings.data, settings.features, tmp_path / "feat", cutoff=CUTOFF
-    )
-    dask = read_features_dataset(result.path)
-    assert result.n_customers == len(local) == len(dask)
-    assert not list(tmp_path.glob("feat.tmp-*"))
+def _assert_frames_equal(local: pd.DataFrame, dask: pd.DataFrame) -> None:
     local = local.sort_values("customer_id", kind="stable").reset_index(drop=True)
     assert list(dask.columns) == list(local.columns)
     for col in local.columns:
@@ -92,6 +86,57 @@ def test_dask_features_equal_local(folder: Path, tmp_path: Path, client) -> None
             )
         else:
             assert (a.astype(str) == b.astype(str)).all(), col
+
+
+def test_dask_features_equal_local(folder: Path, tmp_path: Path, client) -> None:
+    settings = Settings()
+    local = build_features(load_and_validate(folder, settings.data), CUTOFF, settings.features)
+    dataset = partition_dataset(folder, settings.data, tmp_path / "ds", n_partitions=4)
+    result = build_features_dask(
+        client, dataset, settings.data, settings.features, tmp_path / "feat", cutoff=CUTOFF
+    )
+    dask = read_features_dataset(result.path)
+    assert result.n_customers == len(local) == len(dask)
+    assert not list(tmp_path.glob("feat.tmp-*"))
+    _assert_frames_equal(local, dask)
+
+
+def test_dask_features_leave_erased_customers_out_as_the_local_loader(
+    folder: Path, tmp_path: Path, client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Erased customers are left out on the workers exactly as the local loader leaves them
+    out (same frame, the population's quintiles without them), with one warning per job that
+    counts them and names none."""
+    settings = Settings()
+    artifacts = tmp_path / "artifacts"
+    tables = load_and_validate(folder, settings.data)
+    tx = tables.transactions
+    ids = sorted(tx.loc[tx["timestamp"] <= CUTOFF, "customer_id"].astype(str).unique())
+    gone = [ids[3], ids[200], ids[777]]  # customers known at the cutoff
+    record_erasures(artifacts, gone, id_hash_key(artifacts))
+    kept, n_found = drop_erased(tables, artifacts)
+    assert n_found == 3
+    local = build_features(kept, CUTOFF, settings.features)
+    dataset = partition_dataset(folder, settings.data, tmp_path / "ds", n_partitions=4)
+    caplog.set_level(logging.WARNING)
+    caplog.clear()
+    with erasure_watch(client, artifacts) as erased:
+        assert erased is not None and not any(g in repr(erased) for g in gone)
+        with erasure_watch(client, artifacts) as inner:  # a job inside the job: same record
+            assert inner is erased
+        result = build_features_dask(
+            client, dataset, settings.data, settings.features, tmp_path / "feat", cutoff=CUTOFF,
+            erased=erased,
+        )  # fmt: skip
+    dask = read_features_dataset(result.path)
+    assert not dask["customer_id"].astype(str).isin(gone).any()
+    everyone = build_features(tables, CUTOFF, settings.features)
+    assert result.n_customers == len(local) == len(dask) == len(everyone) - 3
+    _assert_frames_equal(local, dask)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    erased_warnings = [w for w in warnings if "erased earlier" in w]
+    assert len(erased_warnings) == 1 and "3 customer(s) erased earlier" in erased_warnings[0]
+    assert not any(g in w for g in gone for w in warnings)
 
 
 def test_population_stats_reproduce_whole_population_scores(folder: Path) -> None:
