@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -232,3 +233,70 @@ def test_current_features_and_scores_are_reused_and_stale_ones_never(
     assert jobs.current_scores(settings, dataset.root, cutoff="2025-06-30") is None
     stale = {task: "999" for task in first.versions}
     assert jobs.current_scores(settings, dataset.root, cutoff="2025-05-31", versions=stale) is None
+
+
+def test_erased_customers_stay_out_of_every_dask_output(
+    trained, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After ``retentio data erase``, the Dask feature and scored datasets written before hold
+    no row of the customer and are stale; the next score leaves the customer out (one warning,
+    counted, without the id), the at-risk list never shows them, and neither do the training
+    snapshots nor the cycle's labels built on the workers."""
+    from retentio.features.cutoff import as_cutoff
+    from retentio.features.distributed import erasure_watch, read_features_dataset
+    from retentio.shell.dask_cycle import _labels_part
+    from retentio.shell.dask_jobs import current_scores
+    from retentio.shell.dask_train import DaskSnapshots
+    from retentio.shell.erase import erase_customers
+
+    root, settings, dataset = trained
+    artifacts = tmp_path / "artifacts"  # the module's own artifacts stay as they are
+    own = settings.model_copy(
+        update={"paths": settings.paths.model_copy(update={"artifacts": str(artifacts)})}
+    )
+    cutoff = "2025-06-30"
+    with dask_client(n_workers=2) as client:
+        before = score_dask(own, dataset.root, cutoff=cutoff, client=client)
+    assert before.n_customers == 1200
+    top = at_risk_dask(own, dataset.root, top=10, cutoff=cutoff)
+    gone = str(top["customer_id"].iloc[0])  # the first of the at-risk list
+    assert current_scores(own, dataset.root, cutoff=cutoff) is not None
+
+    erase_customers(own, [gone])
+    # the datasets written before lost the customer's rows, and are stale
+    assert gone not in set(read_features_dataset(before.features.path)["customer_id"])
+    old_scores = pd.concat([pd.read_parquet(f) for f in before.path.glob("part-*.parquet")])
+    assert gone not in set(old_scores["customer_id"].astype(str))
+    assert current_scores(own, dataset.root, cutoff=cutoff) is None
+
+    caplog.set_level(logging.WARNING)
+    caplog.clear()
+    with dask_client(n_workers=2) as client:
+        scored = score_dask(own, dataset.root, cutoff=cutoff, client=client)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        features = read_features_dataset(scored.features.path)
+        scores = pd.concat([pd.read_parquet(f) for f in scored.path.glob("part-*.parquet")])
+        assert scored.n_customers == scored.features.n_customers == 1199
+        assert len(features) == len(scores) == 1199
+        assert gone not in set(features["customer_id"].astype(str))
+        assert gone not in set(scores["customer_id"].astype(str))
+        with erasure_watch(client, artifacts) as erased:
+            snapshots = DaskSnapshots(client, dataset, own, erased=erased)
+            sampled = snapshots.features_at(as_cutoff(cutoff))
+            assert len(sampled) == 1199 and gone not in set(sampled["customer_id"].astype(str))
+            labels = client.gather(
+                client.map(
+                    _labels_part, [str(d) for d in dataset.partition_dirs()],
+                    data_cfg=own.data, labels=own.labels, cutoff=as_cutoff("2025-01-31"),
+                    erased=erased,
+                )
+            )  # fmt: skip
+        labelled = pd.concat(labels)
+        assert len(labelled) > 0 and gone not in set(labelled["customer_id"].astype(str))
+    erased_warnings = [w for w in warnings if "erased earlier" in w]
+    assert len(erased_warnings) == 1 and "1 customer(s) erased earlier" in erased_warnings[0]
+    assert not any(gone in r.getMessage() for r in caplog.records)
+
+    assert current_scores(own, dataset.root, cutoff=cutoff) is not None  # current again
+    after = at_risk_dask(own, dataset.root, top=10, cutoff=cutoff)
+    assert len(after) == 10 and gone not in set(after["customer_id"].astype(str))
