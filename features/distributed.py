@@ -262,7 +262,7 @@ def erasure_watch(client: Any, artifacts: Path) -> Iterator[ErasedIds | None]:
     """
     outer = _WATCHED.get(_UNSET)
     if outer is not _UNSET:
-        yield outer  # type: ignore[misc]
+        yield outer
         return
     erased = load_erased(Path(artifacts))
     token = _WATCHED.set(erased)
