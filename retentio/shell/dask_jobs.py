@@ -7,8 +7,8 @@ to every worker. The value x potential thresholds need the whole population's qu
 partitions are scored first, the quantiles computed from their two value columns, then each
 partition's quadrant and action set (``serving.scoring.assign_actions``). Outputs are Parquet
 datasets written to a temporary folder and renamed when complete. The at-risk list is a
-distributed top-k: each partition's best ``k`` rows (with their reasons), then the best ``k``
-of those.
+distributed top-k: each partition's best ``k`` rows, then the best ``k`` of those, whose
+reasons are then computed in their partitions.
 
 Each output folder gets a stamp (``_retentio.json``) naming what it was computed from: the
 dataset's fingerprint (file names, sizes, modification times), the cutoff, the settings that
