@@ -64,6 +64,7 @@ __all__ = [
     "merge_summaries",
     "partition_summary",
     "read_features_dataset",
+    "staged_folder",
 ]
 
 
@@ -132,6 +133,25 @@ def dask_client(
 
 def _quiet_shutdown() -> None:
     logging.getLogger("distributed.worker").setLevel(logging.CRITICAL)
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A fresh temporary folder beside ``target`` (``<target>.tmp-<pid>``) to write an output
+    into; renamed to ``target`` (replacing it) when the block completes, removed when it raises:
+    a failed or killed job never leaves a half-written ``target`` visible."""
+    target = Path(target)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
 
 
 @dataclass(frozen=True)
@@ -364,49 +384,40 @@ def build_features_dask(
     step = progress or (lambda _: None)
     cut = as_cutoff(cutoff if cutoff is not None else last_timestamp(dataset, data_cfg))
     out = Path(out)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     dirs = [str(d) for d in dataset.partition_dirs()]
     try:
-        step("per-customer features, partition by partition")
-        partials = client.map(
-            _partial_task, dirs, data_cfg=data_cfg, cfg=cfg, cutoff=cut, restrict=restrict,
-            erased=erased,
-        )  # fmt: skip
-        summaries = client.gather(client.map(_summary_task, partials, cfg=cfg))
-        step("population statistics (quintiles, ABC, medians, categories)")
-        present = [s for s in summaries if s is not None]
-        if not present:
-            raise RetentioError(f"the dataset at {dataset.root} holds no transactions")
-        stats, merged, likert = merge_summaries(present, cfg)
-        stats_f, cats_f, likert_f = client.scatter([stats, merged, likert], broadcast=True)
-        step("scores and segments, partition by partition")
-        files = [tmp / f"part-{i:05d}.parquet" for i in range(len(dirs))]
-        counts = client.gather(
-            client.map(
-                _finish_task, partials, [str(f) for f in files], cfg=cfg, stats=stats_f,
-                categories=cats_f, likert=likert_f,
-            )
-        )  # fmt: skip
-        del partials
+        with staged_folder(out) as tmp:
+            step("per-customer features, partition by partition")
+            partials = client.map(
+                _partial_task, dirs, data_cfg=data_cfg, cfg=cfg, cutoff=cut, restrict=restrict,
+                erased=erased,
+            )  # fmt: skip
+            summaries = client.gather(client.map(_summary_task, partials, cfg=cfg))
+            step("population statistics (quintiles, ABC, medians, categories)")
+            present = [s for s in summaries if s is not None]
+            if not present:
+                raise RetentioError(f"the dataset at {dataset.root} holds no transactions")
+            stats, merged, likert = merge_summaries(present, cfg)
+            stats_f, cats_f, likert_f = client.scatter([stats, merged, likert], broadcast=True)
+            step("scores and segments, partition by partition")
+            files = [tmp / f"part-{i:05d}.parquet" for i in range(len(dirs))]
+            counts = client.gather(
+                client.map(
+                    _finish_task, partials, [str(f) for f in files], cfg=cfg, stats=stats_f,
+                    categories=cats_f, likert=likert_f,
+                )
+            )  # fmt: skip
+            del partials
+            written = [f for f, n in zip(files, counts, strict=True) if n > 0]
+            for f, n in zip(files, counts, strict=True):
+                if n == 0 and f.exists():
+                    f.unlink()
     except KilledWorker as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise DistributedError(
             f"a Dask worker died on every retry while computing {exc.task} (out of memory?); "
             "write more, smaller partitions (`retentio data partition --partitions N`) or give "
             f"the workers more memory. Nothing was written to {out}"
         ) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    written = [f for f, n in zip(files, counts, strict=True) if n > 0]
-    for f, n in zip(files, counts, strict=True):
-        if n == 0 and f.exists():
-            f.unlink()
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
     written = [out / f.name for f in written]
     total = int(sum(counts))
     logger.info("features at %s: %d customers in %d files -> %s", cut.date(), total,

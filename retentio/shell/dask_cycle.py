@@ -47,6 +47,7 @@ from retentio.features.distributed import (
     first_timestamp,
     last_timestamp,
     load_partition,
+    staged_folder,
 )
 from retentio.features.labels import build_labels, max_label_cutoff
 from retentio.features.partition import PartitionedDataset, read_manifest
@@ -406,22 +407,13 @@ class DaskCycle:
         compare with the outcomes: ``predictions_<date>/part-*.parquet``."""
         assert self.scored is not None
         target = root / _PREDICTIONS_DIR.format(cutoff.date().isoformat())
-        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         files = sorted(self.scored.path.glob("part-*.parquet"))
-        try:
+        with staged_folder(target) as tmp:
             self.client.gather(
                 self.client.map(
                     _keep_predictions, [str(p) for p in files], [str(tmp / p.name) for p in files]
                 )
             )
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
 
     def _matured_performance(
         self, settings: Settings, root: Path, data_end: pd.Timestamp

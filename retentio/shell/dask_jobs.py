@@ -27,8 +27,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,7 @@ from retentio.features.distributed import (
     dask_client,
     erasure_watch,
     last_timestamp,
+    staged_folder,
 )
 from retentio.features.partition import PartitionedDataset, read_manifest
 from retentio.features.privacy import erasure_state
@@ -289,46 +288,39 @@ def score_dask(
         step("scoring every partition")
         files = [str(f) for f in feats.files]
         models_f = client.scatter(models, broadcast=True)
-        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         try:
-            acts = settings.actions
-            high_value = _quantile(
-                client.gather(client.map(_read_column, files, column="total_revenue")),
-                acts.high_value_quantile,
-            )
-            scored = client.map(
-                _score_part, files, models=models_f, settings=settings, high_value=high_value
-            )
-            kept = client.gather(client.map(_column, scored, column="ltv_if_retained"))
-            limits = {  # as serving.scoring.score_thresholds over the whole population
-                "high_value": high_value,
-                "high_potential": _quantile(kept, acts.high_potential_quantile),
-                "median_if_retained": _quantile(kept, 0.5),
-            }
-            step("value x potential and actions")
-            names = [str(tmp / Path(f).name) for f in files]
-            counts = client.gather(
-                client.map(_finish_part, scored, names, limits=limits, settings=settings)
-            )
-            del scored
-            stamp = _score_key(settings, read_stamp(feats.path) or {}, versions)
-            _write_stamp(tmp, {**stamp, "features_path": str(feats.path),
-                               "n_customers": int(sum(counts)), "thresholds": limits})  # fmt: skip
+            with staged_folder(target) as tmp:
+                acts = settings.actions
+                high_value = _quantile(
+                    client.gather(client.map(_read_column, files, column="total_revenue")),
+                    acts.high_value_quantile,
+                )
+                scored = client.map(
+                    _score_part, files, models=models_f, settings=settings, high_value=high_value
+                )
+                kept = client.gather(client.map(_column, scored, column="ltv_if_retained"))
+                limits = {  # as serving.scoring.score_thresholds over the whole population
+                    "high_value": high_value,
+                    "high_potential": _quantile(kept, acts.high_potential_quantile),
+                    "median_if_retained": _quantile(kept, 0.5),
+                }
+                step("value x potential and actions")
+                names = [str(tmp / Path(f).name) for f in files]
+                counts = client.gather(
+                    client.map(_finish_part, scored, names, limits=limits, settings=settings)
+                )
+                del scored
+                stamp = _score_key(settings, read_stamp(feats.path) or {}, versions)
+                stamp.update(
+                    features_path=str(feats.path), n_customers=int(sum(counts)), thresholds=limits
+                )
+                _write_stamp(tmp, stamp)
         except KilledWorker as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise DistributedError(
                 f"a Dask worker died on every retry while computing {exc.task} (out of "
                 "memory?); write more, smaller partitions or give the workers more memory. "
                 f"Nothing was written to {target}"
             ) from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
     return ScoredDataset(
         path=target,
         n_customers=int(sum(counts)),
