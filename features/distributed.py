@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from retentio.configs.settings import DataConfig, FeaturesConfig
@@ -63,7 +64,9 @@ __all__ = [
     "load_partition",
     "merge_summaries",
     "partition_summary",
+    "keep_customers",
     "read_features_dataset",
+    "sample_keys",
     "staged_folder",
 ]
 
@@ -254,6 +257,37 @@ def load_partition(
     if n_found:
         _report_erased(part_dir, n_found, erased.job)
     return tables
+
+
+def sample_keys(ids: pd.Series, seed: int = 0) -> np.ndarray:
+    """A uniform 64-bit key per customer id, fixed by ``seed``: the same id has the same key in
+    every partition, frame and run, so the smallest keys (or the keys below a threshold) are a
+    reproducible random sample.
+
+    Parameters
+    ----------
+    ids
+        Customer ids (compared as text).
+    seed
+        The hash's key.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint64`` keys, one per id, in order.
+    """
+    return pd.util.hash_pandas_object(
+        ids.astype(str), index=False, hash_key=f"{seed:016d}"[-16:]
+    ).to_numpy()
+
+
+def keep_customers(tables: Tables, ids: pd.Series) -> Tables:
+    """``tables`` with only the rows of the customers ``ids``, in their order."""
+    kept = {
+        name: frame[frame[ENTITY].isin(ids)].reset_index(drop=True)
+        for name, frame in tables.items()
+    }
+    return Tables(**kept, name=tables.name)
 
 
 def _report_erased(part_dir: str, n_found: int, job: str) -> None:

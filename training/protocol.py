@@ -56,6 +56,7 @@ __all__ = [
     "gate_mismatch",
     "labelable_days",
     "plan_task",
+    "repeat_customers",
     "require_repeat_customers",
     "task_horizons",
 ]
@@ -354,9 +355,17 @@ def check_btyd_fittable(transactions: pd.DataFrame, settings: Settings) -> int:
     InsufficientDataError
         Fewer than the minimum: even BG/NBD has nothing to learn from.
     """
+    return require_repeat_customers(repeat_customers(transactions), settings)
+
+
+def repeat_customers(transactions: pd.DataFrame) -> int:
+    """The number of customers with purchases (``amount > 0``) on at least two distinct days.
+
+    A sum over any split of the customers (e.g. the Dask engine's partitions) gives the total.
+    """
     buys = transactions.loc[transactions["amount"] > 0, ["customer_id", "timestamp"]]
     days = buys.assign(day=buys["timestamp"].dt.normalize()).drop_duplicates(["customer_id", "day"])
-    return require_repeat_customers(int((days["customer_id"].value_counts() >= 2).sum()), settings)
+    return int((days["customer_id"].value_counts() >= 2).sum())
 
 
 def require_repeat_customers(repeat: int, settings: Settings) -> int:

@@ -47,6 +47,7 @@ from retentio.features.distributed import (
     first_timestamp,
     last_timestamp,
     load_partition,
+    sample_keys,
     staged_folder,
 )
 from retentio.features.labels import build_labels, max_label_cutoff
@@ -72,18 +73,16 @@ from retentio.shell.cycle import (
     warn_unwatched,
 )
 from retentio.shell.dask_jobs import ScoredDataset, client_for, score_dask
-from retentio.shell.dask_train import DaskSnapshots, train_dask
+from retentio.shell.dask_train import DaskSnapshots, sampled_evaluation, train_dask
 from retentio.shell.jobs import TrainJob, promote_job, record_training
 from retentio.training.gate import PromotionDecision
-from retentio.training.pipeline import evaluate_task
 from retentio.training.registry import load_champions, version_tags
 from retentio.training.snapshots import task_horizon_days
-from retentio.training.task_model import BTYD_COLUMNS
 from retentio.training.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DaskCycle", "Population", "active_population", "cycle_dask", "sample_keys"]
+__all__ = ["DaskCycle", "Population", "active_population", "cycle_dask"]
 
 Progress = Callable[[str], None]
 SAMPLE_SEED = 0
@@ -92,27 +91,6 @@ PERFORMANCE_SAMPLE_SIZE = 100_000
 """Customers whose realised outcomes are compared with their stored predictions."""
 _KEY = "_sample_key"
 _PREDICTIONS_DIR = "predictions_{}"
-
-
-def sample_keys(ids: pd.Series, seed: int = SAMPLE_SEED) -> np.ndarray:
-    """A uniform 64-bit key per customer id, fixed by ``seed``: the same id has the same key in
-    every partition, frame and run, so the smallest keys are a reproducible random sample.
-
-    Parameters
-    ----------
-    ids
-        Customer ids (compared as text).
-    seed
-        The hash's key.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``uint64`` keys, one per id, in order.
-    """
-    return pd.util.hash_pandas_object(
-        ids.astype(str), index=False, hash_key=f"{seed:016d}"[-16:]
-    ).to_numpy()
 
 
 def _smallest(keys: np.ndarray, n: int) -> np.ndarray:
@@ -455,15 +433,7 @@ class DaskCycle:
             source=source,
         )  # fmt: skip
         job = record_training(result, settings, self.name, tasks=tasks, progress=progress)
-
-        def evaluate_at(model: Any, eval_cutoff: Any) -> dict[str, float]:
-            # the sampled labelled snapshot the candidate was evaluated on; the champion's own
-            # BTYD fit supplies its btyd_* inputs, as the local gate's
-            frame = source.frame([as_cutoff(eval_cutoff)], settings)
-            frame = frame.drop(columns=list(BTYD_COLUMNS))
-            scores, _, _, _ = evaluate_task(model.task, {"model": model}, frame, settings)
-            return scores["model"]
-
+        evaluate_at = sampled_evaluation(source, settings)
         return job, promote_job(tasks, settings, tables=None, evaluate_at=evaluate_at)
 
     def persist(

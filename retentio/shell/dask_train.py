@@ -8,9 +8,12 @@ with the local engine's functions (per-customer features per partition, the popu
 statistics broadcast, :func:`features.build.finish_features`, then
 :func:`training.snapshots.build_snapshot` for the labels) and brings back to this process a
 seeded Bernoulli sample of ``engine.train_sample_rows`` customers per snapshot (every customer
-when the population is smaller). :func:`training.pipeline.train_from_source` then runs the same
-plans, protocol ladder, candidates, evaluation and served models as the local engine: below the
-sample size both engines train on the same rows, in the same order, and fit the same models.
+when the population is smaller). The population's statistics need every customer's features;
+the sample is then drawn by a seeded hash of the customer id before its features and labels are
+built, so the second pass and the labels cost what the sample costs.
+:func:`training.pipeline.train_from_source` then runs the same plans, protocol ladder,
+candidates, evaluation and served models as the local engine: below the sample size both
+engines train on the same rows, in the same order, and fit the same models.
 
 The evaluation snapshot is the same sample: metrics describe a random sample of the evaluation
 snapshot's customers (the report and the run say how many).
@@ -18,9 +21,10 @@ snapshot's customers (the report and the run say how many).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,28 +37,44 @@ from retentio.features.cutoff import as_cutoff
 from retentio.features.distributed import (
     DistributedError,
     first_timestamp,
+    keep_customers,
     last_timestamp,
     load_partition,
     merge_summaries,
     partition_summary,
+    sample_keys,
 )
 from retentio.features.partition import PartitionedDataset
 from retentio.features.privacy import ErasedIds
-from retentio.features.schema import AS_OF, ENTITY
+from retentio.features.schema import AS_OF, ENTITY, Tables
 from retentio.training.pipeline import (
     BtydPerSnapshot,
     TrainingResult,
+    evaluate_task,
     train_from_source,
     with_btyd_columns,
 )
-from retentio.training.protocol import require_repeat_customers
+from retentio.training.protocol import repeat_customers, require_repeat_customers
 from retentio.training.seasonal import combine_daily_revenue, revenue_by_day
 from retentio.training.snapshots import build_snapshot, history_tables
+from retentio.training.task_model import BTYD_COLUMNS
 from retentio.training.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DaskSnapshots", "train_dask"]
+__all__ = ["DaskSnapshots", "sampled_customers", "sampled_evaluation", "train_dask"]
+
+
+def _fittable_task(
+    part_dir: str, data_cfg: DataConfig, last: pd.Timestamp, erased: ErasedIds | None = None
+) -> tuple[int, pd.Series] | None:
+    """The partition's customers with a repeat purchase day and its revenue per day, in the
+    history up to ``last``."""
+    tables = load_partition(part_dir, data_cfg, erased)
+    if tables is None:
+        return None
+    history = history_tables(tables, last).transactions
+    return repeat_customers(history), revenue_by_day(history)
 
 
 def _summaries_task(
@@ -62,26 +82,32 @@ def _summaries_task(
     data_cfg: DataConfig,
     cfg: FeaturesConfig,
     cutoffs: list[pd.Timestamp],
-    revenue_until: pd.Timestamp | None = None,
     erased: ErasedIds | None = None,
-) -> tuple[dict[pd.Timestamp, Any], pd.Series | None]:
-    """Per cutoff: the partition's population summary and its number of customers; with
-    ``revenue_until``, also the partition's revenue per day of the history up to that day."""
+) -> dict[pd.Timestamp, Any]:
+    """Per cutoff: the partition's population summary and its number of customers."""
     tables = load_partition(part_dir, data_cfg, erased)
     out: dict[pd.Timestamp, Any] = {}
     if tables is None:
-        return out, None
+        return out
     for cut in cutoffs:
         partial = build_partial_features(history_tables(tables, cut), cut, cfg)
         out[cut] = (*partition_summary(partial, cfg), len(partial.rfm))
-    if revenue_until is None:
-        return out, None
-    return out, revenue_by_day(history_tables(tables, revenue_until).transactions)
+    return out
+
+
+def sampled_customers(tables: Tables, keep_p: float, seed: int) -> pd.Series:
+    """The customers of ``tables`` whose :func:`features.distributed.sample_keys` key (hashed with
+    ``seed``) lies in the lowest ``keep_p`` of the key range: each customer is drawn with
+    probability ``keep_p``, the same one in every run and in whichever partition it lives."""
+    ids = pd.Series(
+        pd.concat([frame[ENTITY] for name, frame in tables.items() if name != "surveys"]).unique()
+    )
+    below = min(int(keep_p * 2.0**64), 2**64 - 1)
+    return ids[sample_keys(ids, seed) < np.uint64(below)]
 
 
 def _sample_task(
     part_dir: str,
-    index: int,
     *,
     data_cfg: DataConfig,
     cfg: FeaturesConfig,
@@ -89,19 +115,27 @@ def _sample_task(
     seed: int,
     erased: ErasedIds | None = None,
 ) -> dict[pd.Timestamp, pd.DataFrame]:
-    """Per cutoff: the partition's finished features, a seeded sample of its customers."""
+    """Per cutoff: the finished features of the partition's sampled customers.
+
+    The customers are drawn before their features are built (a customer's features depend on
+    its own rows only), so the cost follows the sample, not the partition.
+    """
     tables = load_partition(part_dir, data_cfg, erased)
     out: dict[pd.Timestamp, pd.DataFrame] = {}
     if tables is None:
         return out
     for cut, (stats, categories, likert, keep_p) in context.items():
-        partial = build_partial_features(history_tables(tables, cut), cut, cfg)
-        frame = finish_features(partial, cfg, stats=stats, categories=categories, likert=likert)
+        own = tables
         if keep_p < 1.0:
-            rng = np.random.default_rng([seed, index, cut.toordinal()])
-            frame = frame[rng.random(len(frame)) < keep_p].reset_index(drop=True)
-        out[cut] = frame
+            own = keep_customers(tables, sampled_customers(tables, keep_p, _cut_seed(seed, cut)))
+        partial = build_partial_features(history_tables(own, cut), cut, cfg)
+        out[cut] = finish_features(partial, cfg, stats=stats, categories=categories, likert=likert)
     return out
+
+
+def _cut_seed(seed: int, cut: pd.Timestamp) -> int:
+    """Each snapshot draws its own customers."""
+    return seed * 1_000_003 + cut.toordinal()
 
 
 def _labels_task(
@@ -118,11 +152,30 @@ def _labels_task(
     if tables is None:
         return []
     sampled = {cut: frame for one in passes for cut, frame in one.items()}
-    return [
-        build_snapshot(tables, cut, settings, features=sampled[cut])
-        for cut in cutoffs
-        if cut in sampled and len(sampled[cut])
-    ]
+    out = []
+    for cut in cutoffs:
+        frame = sampled.get(cut)
+        if frame is None or not len(frame):
+            continue
+        # the labels of the sampled customers only: the rest of the partition is not read
+        own = keep_customers(tables, frame[ENTITY])
+        out.append(build_snapshot(own, cut, settings, features=frame))
+    return out
+
+
+@contextlib.contextmanager
+def _killed_worker_message() -> Iterator[None]:
+    """A worker that died on every retry: a :class:`DistributedError` that says what to do."""
+    from distributed import KilledWorker
+
+    try:
+        yield
+    except KilledWorker as exc:
+        raise DistributedError(
+            f"a Dask worker died on every retry while computing {exc.task} (out of "
+            "memory?); write more, smaller partitions (`retentio data partition "
+            "--partitions N`) or give the workers more memory"
+        ) from None
 
 
 def _sorted(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -170,8 +223,7 @@ class DaskSnapshots(BtydPerSnapshot):
         self.frames: dict[tuple[Any, ...], pd.DataFrame] = {}
         self.population: dict[pd.Timestamp, int] = {}
         self._sampled: dict[pd.Timestamp, list[Any]] = {}  # futures: per partition, per cutoff
-        self._repeat: dict[pd.Timestamp, int] = {}
-        self._revenue: list[pd.Series] | None = None  # per partition, up to the last day
+        self._fittable: tuple[int, list[pd.Series]] | None = None  # at the last day
         newest = last_timestamp(dataset, settings.data)
         self.last = as_cutoff(cutoff) if cutoff is not None else newest
         self.first = first_timestamp(dataset, settings.data)
@@ -190,33 +242,41 @@ class DaskSnapshots(BtydPerSnapshot):
         return digest.hexdigest()[:16]
 
     def check_fittable(self, settings: Settings) -> int:
-        """Customers with a repeat purchase at the last day (BG/NBD's ``frequency > 0``)."""
-        last = as_cutoff(self.last)
-        self._ensure([last])
-        return require_repeat_customers(int(self._repeat[last]), settings)
+        """Customers with a repeat purchase day up to the last day (as the local engine's
+        :func:`training.protocol.check_btyd_fittable`)."""
+        return require_repeat_customers(self._check()[0], settings)
+
+    def _check(self) -> tuple[int, list[pd.Series]]:
+        """One light pass at the last day: repeat customers and revenue per day, per partition."""
+        if self._fittable is None:
+            self.step("repeat customers and daily revenue (Dask)")
+            c = self.client
+            with _killed_worker_message():
+                parts = c.gather(
+                    c.map(
+                        _fittable_task, self.dirs, data_cfg=self.settings.data,
+                        last=as_cutoff(self.last), erased=self.erased,
+                    )
+                )  # fmt: skip
+            present = [p for p in parts if p is not None]
+            self._fittable = (sum(n for n, _ in present), [rev for _, rev in present])
+        return self._fittable
 
     def _ensure(self, cutoffs: Sequence[pd.Timestamp]) -> None:
         """Build the sampled features of the cutoffs not built yet: two passes over the data."""
-        from distributed import KilledWorker
-
         missing = sorted({as_cutoff(c) for c in cutoffs} - set(self.features))
         if not missing:
             return
         s, c = self.settings, self.client
         days = ", ".join(str(m.date()) for m in missing)
-        try:
+        with _killed_worker_message():
             self.step(f"population statistics at {days} (Dask)")
-            last = as_cutoff(self.last)
-            revenue_until = last if self._revenue is None and last in missing else None
-            passes = c.gather(
+            parts = c.gather(
                 c.map(
                     _summaries_task, self.dirs, data_cfg=s.data, cfg=s.features, cutoffs=missing,
-                    revenue_until=revenue_until, erased=self.erased,
+                    erased=self.erased,
                 )
             )  # fmt: skip
-            parts = [summary for summary, _ in passes]
-            if revenue_until is not None:
-                self._revenue = [rev for _, rev in passes if rev is not None]
             context: dict[pd.Timestamp, Any] = {}
             for cut in missing:
                 present = [p[cut] for p in parts if cut in p]
@@ -226,22 +286,15 @@ class DaskSnapshots(BtydPerSnapshot):
                 stats, categories, likert = merge_summaries(summaries, s.features)
                 n = int(sum(x[3] for x in present))
                 self.population[cut] = n
-                self._repeat[cut] = int(sum((x[0]["frequency"] > 0).sum() for x in present))
                 keep_p = min(1.0, s.engine.train_sample_rows / n)
                 context[cut] = (stats, categories, likert, keep_p)
             self.step(f"features of a sample of customers at {days} (Dask)")
             shared = c.scatter(context, broadcast=True)
             futures = c.map(
-                _sample_task, self.dirs, range(len(self.dirs)), data_cfg=s.data, cfg=s.features,
-                context=shared, seed=s.training.random_state, erased=self.erased,
+                _sample_task, self.dirs, data_cfg=s.data, cfg=s.features, context=shared,
+                seed=s.training.random_state, erased=self.erased,
             )  # fmt: skip
             sampled = c.gather(futures)
-        except KilledWorker as exc:
-            raise DistributedError(
-                f"a Dask worker died on every retry while computing {exc.task} (out of "
-                "memory?); write more, smaller partitions (`retentio data partition "
-                "--partitions N`) or give the workers more memory"
-            ) from None
         for cut in missing:
             self.features[cut] = _sorted([p[cut] for p in sampled if cut in p])
             self._sampled[cut] = futures  # each partition's sampled frames stay on its worker
@@ -254,10 +307,8 @@ class DaskSnapshots(BtydPerSnapshot):
 
     def daily_revenue(self) -> pd.Series:
         """Revenue per day of the history up to the last day, summed over the partitions on
-        this process (the calendar index of the seasonal LTV level, as the local engine's);
-        gathered in the first pass over the last day's snapshot."""
-        self._ensure([as_cutoff(self.last)])
-        return combine_daily_revenue(self._revenue or [])
+        this process (the calendar index of the seasonal LTV level, as the local engine's)."""
+        return combine_daily_revenue(self._check()[1])
 
     def features_at(self, cutoff: pd.Timestamp) -> pd.DataFrame:
         self._ensure([cutoff])
@@ -326,3 +377,23 @@ def train_dask(
         for cut, frame in sorted(source.features.items())
     }
     return result
+
+
+def sampled_evaluation(
+    source: DaskSnapshots, settings: Settings
+) -> Callable[[Any, Any], dict[str, float]]:
+    """The promotion gate's ``evaluate_at`` on the Dask engine: a model's metrics on the sampled
+    labelled snapshot the candidate was evaluated on.
+
+    The model's own BTYD fit supplies its ``btyd_*`` inputs, as in the local engine's gate, so a
+    champion trained elsewhere (on the local engine, at another size) is scored on the same rows
+    as the candidate.
+    """
+
+    def evaluate_at(model: Any, eval_cutoff: Any) -> dict[str, float]:
+        frame = source.frame([as_cutoff(eval_cutoff)], settings)
+        frame = frame.drop(columns=list(BTYD_COLUMNS))
+        scores, _, _, _ = evaluate_task(model.task, {"model": model}, frame, settings)
+        return dict(scores["model"])
+
+    return evaluate_at
