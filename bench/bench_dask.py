@@ -15,6 +15,10 @@ served candidates' evaluation metrics read back from the MLflow run):
 
     python bench/bench_dask.py --train --customers 200000 --config path/config.yaml --local
 
+With ``--promote`` each training ends with the promotion gate, which re-scores the champion
+(e.g. one the other engine trained at another size) on the new candidate's evaluation snapshot:
+the two models' quality on the same rows. ``--local-only`` trains on the local engine only.
+
 Prints one JSON line per stage and appends them to ``bench/out/dask.jsonl``.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -92,6 +97,15 @@ def main() -> None:
     parser.add_argument("--config", type=Path, required=True, help="a trained project's config")
     parser.add_argument("--local", action="store_true", help="also the local engine")
     parser.add_argument("--train", action="store_true", help="training stages instead")
+    parser.add_argument(
+        "--local-only", action="store_true", help="with --train: the local engine only"
+    )
+    parser.add_argument(
+        "--promote",
+        action="store_true",
+        help="train with --promote: the gate re-scores the config's champion (trained on the "
+        "other engine or size) on the new candidate's evaluation snapshot",
+    )
     parser.add_argument(
         "--stages",
         default="synth,features,score,at-risk",
@@ -172,6 +186,13 @@ def _emit(name: str, args: list[str], ns: argparse.Namespace) -> None:
     output = figures.pop("output")
     if name.startswith("train"):
         figures.update(_served_metrics(ns.config, output))
+        # the gate's lines: the champion re-scored on this candidate's evaluation snapshot
+        text = " ".join(output.split())
+        figures["gate"] = re.findall(
+            r"\b(?:churn|next-purchase|ltv): (?:promoted|kept champion) \(.*?\)"
+            r"(?=\s+(?:churn|next-purchase|ltv): |\s*$)",
+            text,
+        )
     print(json.dumps(figures), flush=True)
     with (OUT / "dask.jsonl").open("a") as fh:
         fh.write(json.dumps(figures) + "\n")
@@ -187,11 +208,13 @@ def train_stages(ns: argparse.Namespace) -> None:
             [*synth, "--partitions", str(ns.partitions), "--out", str(ds)],
             ns,
         )
-    dask = ["--engine", "dask", "--config", str(ns.config)]
-    _emit("train (dask)", ["train", "--data", str(ds), *dask], ns)
-    if ns.local:
+    promote = ["--promote"] if ns.promote else []
+    dask = ["--engine", "dask", "--config", str(ns.config), *promote]
+    if not ns.local_only:
+        _emit("train (dask)", ["train", "--data", str(ds), *dask], ns)
+    if ns.local or ns.local_only:
         local = _local_config(ns.config, ds)
-        _emit("train (local)", ["train", "--data", str(ds), "--config", str(local)], ns)
+        _emit("train (local)", ["train", "--data", str(ds), "--config", str(local), *promote], ns)
 
 
 if __name__ == "__main__":

@@ -554,7 +554,10 @@ def train(
     if settings.engine.kind == "dask":
         from retentio.shell.dask_jobs import train_dask_job
 
-        job = _on_dask(train_dask_job, settings, data, None, "train", tasks=tasks, cutoff=cutoff)
+        job = _on_dask(
+            train_dask_job, settings, data, None, "train", tasks=tasks, cutoff=cutoff,
+            promote=promote_now,
+        )  # fmt: skip
     else:
         tables = _load(settings, data)
         with progress_steps(None, "train") as step:
@@ -584,7 +587,9 @@ def train(
     out.print(f"report: {job.report_path}")
     out.print(f"MLflow run {job.run_id}; @candidate versions: {job.versions}")
     if promote_now:
-        for d in _run(lambda: promote_job(tasks, settings, tables=tables)):
+        # the Dask engine's job ran the gate on its cluster (the champion re-scored there)
+        decisions = job.decisions or _run(lambda: promote_job(tasks, settings, tables=tables))
+        for d in decisions:
             verdict = "promoted" if d.promoted else "kept champion"
             out.print(f"{d.task}: {verdict} ({d.reason})", markup=False)
     else:

@@ -173,20 +173,34 @@ def train_dask_job(
     cutoff: Any = None,
     client: Any = None,
     progress: Progress | None = None,
+    promote: bool = False,
 ) -> TrainJob:
     """Train on the partitioned dataset ``data`` (:func:`retentio.shell.dask_train.train_dask`),
-    then report, track and register as the local engine's ``train_job`` does."""
-    from retentio.shell.dask_train import train_dask
+    then report, track and register as the local engine's ``train_job`` does.
+
+    With ``promote``, the promotion gate runs while the cluster is up: the champion, wherever it
+    was trained, is re-scored on the candidate's sampled evaluation snapshot
+    (:func:`retentio.shell.dask_train.sampled_evaluation`); the decisions are in
+    ``TrainJob.decisions``.
+    """
+    from retentio.shell.dask_train import DaskSnapshots, sampled_evaluation, train_dask
+    from retentio.shell.jobs import promote_job
 
     dataset = read_manifest(data)
+    step = progress or (lambda _: None)
     with (
         _client(settings, client) as c,
         erasure_watch(c, Path(settings.paths.artifacts)) as erased,
     ):
+        source = DaskSnapshots(c, dataset, settings, cutoff=cutoff, step=step, erased=erased)
         result = train_dask(
-            c, dataset, settings, tasks=tasks, cutoff=cutoff, progress=progress, erased=erased
+            c, dataset, settings, tasks=tasks, cutoff=cutoff, progress=progress, source=source
         )
-    return record_training(result, settings, dataset.name, tasks=tasks, progress=progress)
+        job = record_training(result, settings, dataset.name, tasks=tasks, progress=progress)
+        if promote:
+            evaluate_at = sampled_evaluation(source, settings)
+            job.decisions = promote_job(tasks, settings, tables=None, evaluate_at=evaluate_at)
+    return job
 
 
 @dataclass(frozen=True)

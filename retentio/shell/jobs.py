@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ class TrainJob:
     run_id: str
     versions: dict[str, str]
     report_path: Path
+    decisions: list[PromotionDecision] = field(default_factory=list)
+    """The promotion gate's, when the job ran it (``retentio train --engine dask --promote``)."""
 
 
 def _importances(result: TrainingResult, n_rows: int = 20_000) -> dict[str, pd.Series]:

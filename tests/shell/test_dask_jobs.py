@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -126,9 +127,12 @@ def test_a_killed_worker_is_retried_or_fails_cleanly(trained, tmp_path: Path) ->
 
 
 def test_training_on_dask_fits_the_local_engines_models(trained) -> None:
+    from retentio.features.build import build_features
     from retentio.features.cutoff import as_cutoff
     from retentio.shell.dask_train import DaskSnapshots, train_dask
     from retentio.training.pipeline import train_all
+    from retentio.training.snapshots import build_snapshot, history_tables
+    from retentio.training.task_model import BTYD_COLUMNS
 
     root, settings, dataset = trained
     tables = load_and_validate(root / "folder", settings.data)
@@ -152,38 +156,75 @@ def test_training_on_dask_fits_the_local_engines_models(trained) -> None:
             update={"engine": settings.engine.model_copy(update={"train_sample_rows": 600})}
         )
         last = as_cutoff(tables.transactions["timestamp"].max())
-        one = DaskSnapshots(client, dataset, small).features_at(last)
+        source = DaskSnapshots(client, dataset, small)
+        one = source.features_at(last)
         two = DaskSnapshots(client, dataset, small).features_at(last)
+        cut = dask.eval_cutoff
+        labelled = source.frame([cut], small).drop(columns=list(BTYD_COLUMNS))
     assert 450 < len(one) < 750
     assert list(one["customer_id"]) == list(two["customer_id"])
     assert one["customer_id"].is_monotonic_increasing
+    # the sample is drawn before the features are built: each sampled customer's row is its row
+    # in the whole population's frame (with the whole population's statistics)
+    whole = build_features(history_tables(tables, last), last, settings.features)
+    whole = whole[whole["customer_id"].isin(one["customer_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(one, whole)
+    # and so are its labels, on another snapshot with its own draw
+    assert 0 < len(set(labelled["customer_id"]) & set(one["customer_id"])) < len(one)
+    local = build_snapshot(tables, cut, settings)
+    local = local[local["customer_id"].isin(labelled["customer_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(labelled[local.columns], local)
 
 
 def test_cli_trains_on_the_dask_engine(trained, tmp_path: Path) -> None:
-    import shutil
-
+    """``train --engine dask --promote`` registers a candidate and runs the gate on the cluster:
+    the champion the local engine trained is re-scored on the candidate's snapshot."""
     import yaml
     from mlflow.tracking import MlflowClient
+
+    from retentio.shell.jobs import evaluate_on_snapshot
+    from retentio.training.registry import load_task_model
 
     root, settings, dataset = trained
     raw = yaml.safe_load((root / "config.yaml").read_text())
     db = tmp_path / "mlflow.db"  # a private registry: the module's champions stay as they are
-    shutil.copyfile(raw["mlflow"]["tracking_uri"].removeprefix("sqlite:///"), db)
     raw["mlflow"]["tracking_uri"] = f"sqlite:///{db}"
+    raw["mlflow"]["artifact_location"] = str(tmp_path / "mlartifacts")
+    raw["paths"]["artifacts"] = str(tmp_path / "artifacts")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(
-        app, ["train", "--engine", "dask", "--data", str(dataset.root), "--task", "churn",
+    own = load_settings(config)
+    local = CliRunner().invoke(
+        app, ["train", "--data", str(root / "folder"), "--task", "churn", "--promote",
               "--config", str(config)],
     )  # fmt: skip
+    assert local.exit_code == 0 and "churn: promoted" in local.output, local.output
+    champion, _ = load_task_model("churn", "champion", settings=own)
+    result = CliRunner().invoke(
+        app, ["train", "--engine", "dask", "--data", str(dataset.root), "--task", "churn",
+              "--promote", "--config", str(config)],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "snapshots sampled on the Dask cluster: 1,200 of 1,200 customers" in result.output
+    text = " ".join(result.output.split())
+    where = re.search(r"champion re-scored on snapshot (\d{4}-\d\d-\d\d)", text)
+    assert where, text
+    figures = re.search(
+        r"churn: (?:promoted|kept champion) \(auc (?:[\d.]+ vs champion |tied \()([\d.]+)", text
+    )
+    assert figures, text
+    tables = load_and_validate(root / "folder", settings.data)
+    expected = evaluate_on_snapshot(champion, tables, where.group(1), own)["auc"]
+    assert float(figures.group(1)) == pytest.approx(expected, abs=1e-4)
+    # below engine.train_sample_rows every customer known at the newest snapshot is used
+    assert re.search(
+        r"snapshots sampled on the Dask cluster: ([\d,]+) of \1 customers", result.output
+    )
     run_id = result.output.split("MLflow run ")[1].split(";")[0].strip()
     params = MlflowClient(f"sqlite:///{db}").get_run(run_id).data.params
     assert params["protocol.churn"] == "time_split"
     sample = {k: v for k, v in params.items() if k.startswith("snapshot_sample.")}
     assert sample and all(v.split(" of ")[0] == v.split(" of ")[1] for v in sample.values())
-    assert max(sample.values(), key=lambda v: int(v.split()[0])) == "1200 of 1200"
+    assert 1000 < max(int(v.split()[0]) for v in sample.values()) <= 1200
 
 
 def test_current_features_and_scores_are_reused_and_stale_ones_never(
