@@ -301,7 +301,7 @@ def score_dask(
         )
         step("scoring every partition")
         files = [str(f) for f in feats.files]
-        models_f = client.scatter(models, broadcast=True)
+        models_f = client.scatter([models], broadcast=True)[0]  # a dict's keys would name the data
         try:
             with staged_folder(target) as tmp:
                 acts = settings.actions
@@ -442,7 +442,7 @@ def at_risk_dask(
         ).head(top)
         # reasons (TreeSHAP, ~2 ms a row) for the list's rows only, in their partitions
         step("reasons")
-        models_f = client.scatter(models, broadcast=True)
+        models_f = client.scatter([models], broadcast=True)[0]  # a dict's keys would name the data
         groups = list(ranked.groupby("_part", sort=False).groups.items())
         futures = [
             client.submit(
