@@ -472,6 +472,14 @@ class EngineConfig(_Section):
             "every customer below this size, so both engines fit the same models)"
         ),
     )
+    train_rows: Literal["sample", "all"] = Field(
+        "sample",
+        description=(
+            "training on dask: 'all' fits the churn LightGBM model with lightgbm.dask on every "
+            "active customer of the training snapshots, on the workers (as many trees as early "
+            "stopping chose on the sample); 'sample' fits it on the sample, in this process"
+        ),
+    )
 
 
 class Settings(_Section):

@@ -11,7 +11,7 @@ snapshot: stacking and calibration in one; it costs one LightGBM pass like ``lig
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -295,6 +295,7 @@ def fit_churn_candidates(
     settings: Settings,
     feature_columns: Sequence[str],
     iterations: Mapping[str, int] | None = None,
+    fit_trees: Callable[..., Pipeline] | None = None,
 ) -> dict[str, ChurnModel]:
     """Fit the churn candidates on active customers of ``train``, calibrate on ``calib``.
 
@@ -311,6 +312,10 @@ def fit_churn_candidates(
     iterations
         Tree count of the LightGBM model (``{"trees": n}``) instead of early stopping on
         ``calib`` (a refit on every labelled row).
+    fit_trees
+        Fits the LightGBM model, with :func:`training.lgbm.fit_lgbm`'s arguments; default that
+        function. The Dask engine passes one that fits on every training row of the cluster
+        (:meth:`retentio.shell.dask_train.DaskSnapshots.tree_fitter`).
 
     Returns
     -------
@@ -329,7 +334,7 @@ def fit_churn_candidates(
     cols = [*feature_columns, *BTYD_COLUMNS]
     meta = {"n_train_rows": len(tr), "n_calibration_rows": len(ca)}
 
-    trees = lgbm.fit_lgbm(
+    trees = (fit_trees or lgbm.fit_lgbm)(
         tr[cols],
         y_tr,
         ca[cols],

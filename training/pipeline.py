@@ -485,8 +485,16 @@ def _fit_time_split(
     btyd = cache.btyd[cutoffs[-1]]
     train, calib, eval_frame = _split(snapshots, cutoffs, settings.training.random_state)
     eval_frame = eval_frame.reset_index(drop=True)
+    extra: dict[str, Any] = {}
+    tree_fitter = getattr(cache, "tree_fitter", None)  # the Dask engine's, for every row
+    if tree_fitter is not None:
+        fit_trees = tree_fitter(task, sorted(train[AS_OF].unique()), settings)
+        if fit_trees is not None:
+            extra["fit_trees"] = fit_trees
     candidates = dict(
-        _FITTERS[task](train, calib, btyd=btyd, settings=settings, feature_columns=columns)
+        _FITTERS[task](
+            train, calib, btyd=btyd, settings=settings, feature_columns=columns, **extra
+        )
     )
     preds = {name: m.predict_frame(eval_frame) for name, m in candidates.items()}
     scores, boot, best = _evaluate_predictions(

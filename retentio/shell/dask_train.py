@@ -178,6 +178,38 @@ def _killed_worker_message() -> Iterator[None]:
         ) from None
 
 
+def _all_rows_task(
+    part_dir: str,
+    *,
+    data_cfg: DataConfig,
+    settings: Settings,
+    context: dict[pd.Timestamp, Any],
+    btyd: dict[pd.Timestamp, Any],
+    columns: list[str],
+    caster: Any,
+    seed: int,
+    erased: ErasedIds | None = None,
+) -> pd.DataFrame:
+    """Every active customer's row of the partition at each training cutoff: the LightGBM
+    inputs (cast with the sample's categories), the ``churned`` label, rows shuffled."""
+    tables = load_partition(part_dir, data_cfg, erased)
+    if tables is None:
+        return pd.DataFrame(columns=[*columns, "churned"])
+    frames = []
+    for cut, (stats, categories, likert, _) in context.items():
+        cfg = settings.features
+        partial = build_partial_features(history_tables(tables, cut), cut, cfg)
+        feats = finish_features(partial, cfg, stats=stats, categories=categories, likert=likert)
+        snap = build_snapshot(tables, cut, settings, features=feats)
+        snap = with_btyd_columns(snap, btyd[cut], settings)
+        frames.append(snap.loc[snap["is_active"], [*columns, "churned"]])
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    out = caster.transform(rows[columns])
+    out["churned"] = rows["churned"].to_numpy(float)
+    return out
+
+
 def _sorted(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     frame = pd.concat(frames, ignore_index=True)
     return frame.sort_values(ENTITY, kind="stable").reset_index(drop=True)
@@ -224,6 +256,8 @@ class DaskSnapshots(BtydPerSnapshot):
         self.population: dict[pd.Timestamp, int] = {}
         self._sampled: dict[pd.Timestamp, list[Any]] = {}  # futures: per partition, per cutoff
         self._fittable: tuple[int, list[pd.Series]] | None = None  # at the last day
+        self._context: dict[pd.Timestamp, Any] = {}  # per cutoff: the population's statistics
+        self.distributed_rows: dict[str, int] = {}  # per task: rows lightgbm.dask trained on
         newest = last_timestamp(dataset, settings.data)
         self.last = as_cutoff(cutoff) if cutoff is not None else newest
         self.first = first_timestamp(dataset, settings.data)
@@ -288,8 +322,9 @@ class DaskSnapshots(BtydPerSnapshot):
                 self.population[cut] = n
                 keep_p = min(1.0, s.engine.train_sample_rows / n)
                 context[cut] = (stats, categories, likert, keep_p)
+                self._context[cut] = context[cut]
             self.step(f"features of a sample of customers at {days} (Dask)")
-            shared = c.scatter(context, broadcast=True)
+            shared = c.scatter([context], broadcast=True)[0]  # one future for the dict
             futures = c.map(
                 _sample_task, self.dirs, data_cfg=s.data, cfg=s.features, context=shared,
                 seed=s.training.random_state, erased=self.erased,
@@ -340,6 +375,72 @@ class DaskSnapshots(BtydPerSnapshot):
             parts.append(with_btyd_columns(part, self.btyd_at(cut, part), settings))
         self.frames[key] = pd.concat(parts, ignore_index=True)
         return self.frames[key]
+
+    def tree_fitter(
+        self, task: str, cutoffs: Sequence[pd.Timestamp], settings: Settings
+    ) -> Callable[..., Any] | None:
+        """With ``engine.train_rows: all``, the churn LightGBM fitter on every row
+        (:func:`training.churn.fit_churn_candidates`' ``fit_trees``); else ``None``.
+
+        The returned function first fits :func:`training.lgbm.fit_lgbm` on the sample, early
+        stopped on the calibration rows (``lightgbm.dask`` has no early stopping): its tree
+        count and its categories are kept. Then every active customer of the training cutoffs
+        ``cutoffs`` is built on the workers (features with the population's statistics,
+        labels, the snapshot's BTYD columns), shuffled, and ``lightgbm.dask`` grows that many
+        trees on them, partition by partition where the rows are. The model comes back as an
+        ordinary LightGBM model behind the sample's caster.
+        """
+        if task != "churn" or self.settings.engine.train_rows != "all":
+            return None
+        cuts = [as_cutoff(c) for c in cutoffs]
+
+        def fit_trees(X: pd.DataFrame, y: np.ndarray, X_cal: Any, y_cal: Any, **kw: Any) -> Any:
+            import lightgbm as lgb
+            from dask import dataframe as dd
+            from sklearn.pipeline import Pipeline
+
+            from retentio.training import lgbm
+
+            sample = lgbm.fit_lgbm(X, y, X_cal, y_cal, **kw)
+            n_trees = lgbm.n_trees(sample)
+            caster = sample.named_steps["cast"]
+            self._ensure(cuts)
+            c, s = self.client, self.settings
+            context = c.scatter([{cut: self._context[cut] for cut in cuts}], broadcast=True)[0]
+            btyd = c.scatter([{cut: self.btyd[cut] for cut in cuts}], broadcast=True)[0]
+            self.step(f"every active customer at {len(cuts)} training snapshot(s) (Dask)")
+            with _killed_worker_message():
+                parts = c.map(
+                    _all_rows_task, self.dirs, data_cfg=s.data, settings=settings,
+                    context=context, btyd=btyd,
+                    columns=list(X.columns), caster=caster, seed=s.training.random_state,
+                    erased=self.erased, pure=False,
+                )  # fmt: skip
+                sizes = c.gather(c.map(len, parts))
+                parts = [p for p, n in zip(parts, sizes, strict=True) if n]
+                meta = caster.transform(X.iloc[:0]).assign(churned=np.zeros(0))
+                rows = dd.from_delayed(parts, meta=meta)
+                params = lgbm.lgbm_params(kw["settings"], "binary", sum(sizes))
+                params.pop("n_jobs", None)  # one thread per worker core, as the cluster has
+                params["n_estimators"] = n_trees
+                monotone = kw.get("monotone") or {}
+                if monotone and "monotone_constraints" not in params:
+                    signs = [int(monotone.get(col, 0)) for col in X.columns]
+                    if any(signs):
+                        params["monotone_constraints"] = signs
+                        params.setdefault("monotone_constraints_method", "basic")
+                model = lgb.DaskLGBMClassifier(client=c, **params)
+                self.step(f"lightgbm.dask: {n_trees} trees on {sum(sizes):,} rows")
+                model.fit(rows[list(X.columns)], rows["churned"])
+            self.distributed_rows[task] = int(sum(sizes))
+            logger.info(
+                "%s: LightGBM grown with lightgbm.dask on %d rows of %d snapshot(s), %d trees "
+                "(early stopping on the %d-row sample)",
+                task, sum(sizes), len(cuts), n_trees, len(X),
+            )  # fmt: skip
+            return Pipeline([("cast", caster), ("model", model.to_local())])
+
+        return fit_trees
 
 
 def train_dask(

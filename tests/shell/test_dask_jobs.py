@@ -341,3 +341,29 @@ def test_erased_customers_stay_out_of_every_dask_output(
     assert current_scores(own, dataset.root, cutoff=cutoff) is not None  # current again
     after = at_risk_dask(own, dataset.root, top=10, cutoff=cutoff)
     assert len(after) == 10 and gone not in set(after["customer_id"].astype(str))
+
+
+def test_churn_trees_grow_on_every_row_with_lightgbm_dask(trained) -> None:
+    """engine.train_rows: all: the churn LightGBM model is grown by lightgbm.dask on every
+    active customer of the training snapshots, not on the sample brought to this process."""
+    from retentio.shell.dask_train import DaskSnapshots, train_dask
+    from retentio.training.snapshots import build_snapshot
+
+    root, settings, dataset = trained
+    tables = load_and_validate(root / "folder", settings.data)
+    engine = settings.engine.model_copy(update={"train_sample_rows": 600, "train_rows": "all"})
+    own = settings.model_copy(update={"engine": engine})
+    with dask_client(None, n_workers=2) as client:
+        source = DaskSnapshots(client, dataset, own)
+        result = train_dask(client, dataset, own, tasks=["churn"], source=source)
+    plan = result.plans["churn"]
+    assert plan.protocol == "time_split" and len(plan.cutoffs) >= 3
+    training = plan.cutoffs[:-2]  # the last two are the calibration and evaluation snapshots
+    every = sum(int(build_snapshot(tables, cut, own)["is_active"].sum()) for cut in training)
+    sampled = sum(int(source.features[cut]["is_active"].sum()) for cut in training)
+    assert source.distributed_rows["churn"] == every > 1.5 * sampled
+    model = result.candidates["churn"]["lightgbm"]
+    booster = model.estimator.named_steps["model"].booster_
+    assert booster.num_trees() == model.metadata["n_trees"] > 1
+    # the rows keep their labels through the shuffle: the model ranks the evaluation snapshot
+    assert result.metrics["churn"]["lightgbm"]["auc"] > 0.8
