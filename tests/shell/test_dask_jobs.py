@@ -356,11 +356,12 @@ def test_churn_trees_grow_on_every_row_with_lightgbm_dask(trained) -> None:
     with dask_client(None, n_workers=2) as client:
         source = DaskSnapshots(client, dataset, own)
         result = train_dask(client, dataset, own, tasks=["churn"], source=source)
-    plan = result.plans["churn"]
+        plan = result.plans["churn"]
+        stack = source.frame(list(plan.cutoffs), own)  # the sample's labelled snapshots
     assert plan.protocol == "time_split" and len(plan.cutoffs) >= 3
     training = plan.cutoffs[:-2]  # the last two are the calibration and evaluation snapshots
     every = sum(int(build_snapshot(tables, cut, own)["is_active"].sum()) for cut in training)
-    sampled = sum(int(source.features[cut]["is_active"].sum()) for cut in training)
+    sampled = int((stack["is_active"] & stack["as_of"].isin(training)).sum())
     assert source.distributed_rows["churn"] == every > 1.5 * sampled
     model = result.candidates["churn"]["lightgbm"]
     booster = model.estimator.named_steps["model"].booster_
