@@ -44,6 +44,7 @@ __all__ = [
     "predict_shared_p",
     "subsample",
     "threads",
+    "with_monotone",
 ]
 
 MAX_ROWS_PER_SNAPSHOT = 300_000
@@ -84,6 +85,19 @@ def lgbm_params(settings: Settings, objective: str, n_rows: int) -> dict[str, An
     return params
 
 
+def with_monotone(
+    params: dict[str, Any], monotone: dict[str, int] | None, columns: Sequence[str]
+) -> dict[str, Any]:
+    """``params`` with the ``monotone`` signs (+1 / -1 by column name) in ``columns``' order,
+    unless ``training.lightgbm`` already sets ``monotone_constraints``."""
+    if monotone and "monotone_constraints" not in params:
+        signs = [int(monotone.get(c, 0)) for c in columns]
+        if any(signs):
+            params["monotone_constraints"] = signs
+            params.setdefault("monotone_constraints_method", "basic")
+    return params
+
+
 def fit_lgbm(
     X: pd.DataFrame,
     y: np.ndarray,
@@ -103,15 +117,10 @@ def fit_lgbm(
     as the fold models early-stopped at); the calibration rows are then not used.
     """
     caster = CategoricalCaster().fit(X)
-    params = lgbm_params(settings, objective, len(X))
+    params = with_monotone(lgbm_params(settings, objective, len(X)), monotone, X.columns)
     if n_estimators is not None:
         params["n_estimators"] = max(1, int(n_estimators))
         X_cal = y_cal = None
-    if monotone and "monotone_constraints" not in params:
-        signs = [int(monotone.get(c, 0)) for c in X.columns]
-        if any(signs):
-            params["monotone_constraints"] = signs
-            params.setdefault("monotone_constraints_method", "basic")
     model = lgb.LGBMClassifier(**params) if objective == "binary" else lgb.LGBMRegressor(**params)
     fit_kw: dict[str, Any] = {}
     if X_cal is not None and y_cal is not None and len(X_cal) and len(np.unique(y_cal)) > 1:

@@ -492,9 +492,7 @@ def _fit_time_split(
         if fit_trees is not None:
             extra["fit_trees"] = fit_trees
     candidates = dict(
-        _FITTERS[task](
-            train, calib, btyd=btyd, settings=settings, feature_columns=columns, **extra
-        )
+        _FITTERS[task](train, calib, btyd=btyd, settings=settings, feature_columns=columns, **extra)
     )
     preds = {name: m.predict_frame(eval_frame) for name, m in candidates.items()}
     scores, boot, best = _evaluate_predictions(

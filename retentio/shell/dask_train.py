@@ -421,14 +421,9 @@ class DaskSnapshots(BtydPerSnapshot):
                 meta = caster.transform(X.iloc[:0]).assign(churned=np.zeros(0))
                 rows = dd.from_delayed(parts, meta=meta)
                 params = lgbm.lgbm_params(kw["settings"], "binary", sum(sizes))
+                params = lgbm.with_monotone(params, kw.get("monotone"), list(X.columns))
                 params.pop("n_jobs", None)  # one thread per worker core, as the cluster has
                 params["n_estimators"] = n_trees
-                monotone = kw.get("monotone") or {}
-                if monotone and "monotone_constraints" not in params:
-                    signs = [int(monotone.get(col, 0)) for col in X.columns]
-                    if any(signs):
-                        params["monotone_constraints"] = signs
-                        params.setdefault("monotone_constraints_method", "basic")
                 model = lgb.DaskLGBMClassifier(client=c, **params)
                 self.step(f"lightgbm.dask: {n_trees} trees on {sum(sizes):,} rows")
                 model.fit(rows[list(X.columns)], rows["churned"])
@@ -473,6 +468,10 @@ def train_dask(
             erased=erased,
         )  # fmt: skip
     result = train_from_source(source, settings, tasks=tasks, progress=progress)
+    for task, n_rows in source.distributed_rows.items():  # the trees' rows, not the sample's
+        for model in result.candidates.get(task, {}).values():
+            if "n_trees" in model.metadata:
+                model.metadata["n_train_rows_lightgbm_dask"] = n_rows
     result.sample = {
         str(cut.date()): (len(frame), source.population[cut])
         for cut, frame in sorted(source.features.items())

@@ -366,5 +366,6 @@ def test_churn_trees_grow_on_every_row_with_lightgbm_dask(trained) -> None:
     model = result.candidates["churn"]["lightgbm"]
     booster = model.estimator.named_steps["model"].booster_
     assert booster.num_trees() == model.metadata["n_trees"] > 1
+    assert model.metadata["n_train_rows_lightgbm_dask"] == every
     # the rows keep their labels through the shuffle: the model ranks the evaluation snapshot
     assert result.metrics["churn"]["lightgbm"]["auc"] > 0.8
