@@ -487,8 +487,12 @@ def _fit_time_split(
     eval_frame = eval_frame.reset_index(drop=True)
     extra: dict[str, Any] = {}
     tree_fitter = getattr(cache, "tree_fitter", None)  # the Dask engine's, for every row
-    if tree_fitter is not None:
-        fit_trees = tree_fitter(task, sorted(train[AS_OF].unique()), settings)
+    train_cutoffs = [pd.Timestamp(c) for c in sorted(train[AS_OF].unique())]
+    # every row of the training cutoffs, only when no calibration row shares their cutoff (with
+    # two snapshots the calibration customers are held out of the first one)
+    calib_cutoffs = {pd.Timestamp(c) for c in calib[AS_OF].unique()}
+    if tree_fitter is not None and not calib_cutoffs & set(train_cutoffs):
+        fit_trees = tree_fitter(task, train_cutoffs, settings)
         if fit_trees is not None:
             extra["fit_trees"] = fit_trees
     candidates = dict(
