@@ -25,6 +25,7 @@ import contextvars
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ __all__ = [
     "ERASED_TOPIC",
     "DistributedError",
     "DistributedFeatures",
+    "broadcast",
     "build_features_dask",
     "dask_client",
     "erasure_watch",
@@ -259,6 +261,27 @@ def load_partition(
     return tables
 
 
+def broadcast(client: Any, *values: Any, attempts: int = 3) -> list[Any]:
+    """One future per value, copied to every worker (``scatter`` of a list: a dict's keys would
+    name the data on the cluster, and a second dict with the same keys would get the first's).
+
+    A worker that dies during the copy (its nanny restarts it) breaks the connection: the copy
+    starts again, up to ``attempts`` times, then :class:`DistributedError`.
+    """
+    last: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            return list(client.scatter(list(values), broadcast=True))
+        except OSError as exc:  # distributed's CommClosedError is one
+            last = exc
+            logger.warning("copying the job's shared data to the workers failed (%s); again", exc)
+            time.sleep(1.0 + attempt)
+    raise DistributedError(
+        f"could not copy the job's shared data to the Dask workers {attempts} times ({last}); "
+        "check that the workers are running (`retentio ... --scheduler` address, worker logs)"
+    )
+
+
 def sample_keys(ids: pd.Series, seed: int = 0) -> np.ndarray:
     """A uniform 64-bit key per customer id, fixed by ``seed``: the same id has the same key in
     every partition, frame and run, so the smallest keys (or the keys below a threshold) are a
@@ -432,7 +455,7 @@ def build_features_dask(
             if not present:
                 raise RetentioError(f"the dataset at {dataset.root} holds no transactions")
             stats, merged, likert = merge_summaries(present, cfg)
-            stats_f, cats_f, likert_f = client.scatter([stats, merged, likert], broadcast=True)
+            stats_f, cats_f, likert_f = broadcast(client, stats, merged, likert)
             step("scores and segments, partition by partition")
             files = [tmp / f"part-{i:05d}.parquet" for i in range(len(dirs))]
             counts = client.gather(
@@ -452,6 +475,8 @@ def build_features_dask(
             "write more, smaller partitions (`retentio data partition --partitions N`) or give "
             f"the workers more memory. Nothing was written to {out}"
         ) from None
+    except DistributedError as exc:
+        raise DistributedError(f"{exc}. Nothing was written to {out}") from None
     written = [out / f.name for f in written]
     total = int(sum(counts))
     logger.info("features at %s: %d customers in %d files -> %s", cut.date(), total,

@@ -41,6 +41,7 @@ from retentio.features.cutoff import as_cutoff
 from retentio.features.distributed import (
     DistributedError,
     DistributedFeatures,
+    broadcast,
     build_features_dask,
     dask_client,
     erasure_watch,
@@ -301,7 +302,7 @@ def score_dask(
         )
         step("scoring every partition")
         files = [str(f) for f in feats.files]
-        models_f = client.scatter([models], broadcast=True)[0]  # a dict's keys would name the data
+        (models_f,) = broadcast(client, models)
         try:
             with staged_folder(target) as tmp:
                 acts = settings.actions
@@ -442,7 +443,7 @@ def at_risk_dask(
         ).head(top)
         # reasons (TreeSHAP, ~2 ms a row) for the list's rows only, in their partitions
         step("reasons")
-        models_f = client.scatter([models], broadcast=True)[0]  # a dict's keys would name the data
+        (models_f,) = broadcast(client, models)
         groups = list(ranked.groupby("_part", sort=False).groups.items())
         futures = [
             client.submit(

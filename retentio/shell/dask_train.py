@@ -36,6 +36,7 @@ from retentio.features.build import build_partial_features, finish_features
 from retentio.features.cutoff import as_cutoff
 from retentio.features.distributed import (
     DistributedError,
+    broadcast,
     first_timestamp,
     keep_customers,
     last_timestamp,
@@ -324,7 +325,7 @@ class DaskSnapshots(BtydPerSnapshot):
                 context[cut] = (stats, categories, likert, keep_p)
                 self._context[cut] = context[cut]
             self.step(f"features of a sample of customers at {days} (Dask)")
-            shared = c.scatter([context], broadcast=True)[0]  # one future for the dict
+            (shared,) = broadcast(c, context)
             futures = c.map(
                 _sample_task, self.dirs, data_cfg=s.data, cfg=s.features, context=shared,
                 seed=s.training.random_state, erased=self.erased,
@@ -406,8 +407,9 @@ class DaskSnapshots(BtydPerSnapshot):
             caster = sample.named_steps["cast"]
             self._ensure(cuts)
             c, s = self.client, self.settings
-            context = c.scatter([{cut: self._context[cut] for cut in cuts}], broadcast=True)[0]
-            btyd = c.scatter([{cut: self.btyd[cut] for cut in cuts}], broadcast=True)[0]
+            context, btyd = broadcast(
+                c, {cut: self._context[cut] for cut in cuts}, {cut: self.btyd[cut] for cut in cuts}
+            )
             self.step(f"every active customer at {len(cuts)} training snapshot(s) (Dask)")
             with _killed_worker_message():
                 parts = c.map(

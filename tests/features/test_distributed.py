@@ -158,3 +158,30 @@ def test_population_stats_reproduce_whole_population_scores(folder: Path) -> Non
     # the split actually differs from scoring each piece alone (the statistic matters)
     alone = build_score_features(rfm[part == 0], settings.features)
     assert (alone["m_score"] != whole.loc[alone.index, "m_score"]).any()
+
+
+class _FlakyClient:
+    """A client whose first ``failures`` scatters lose the connection (a worker died)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls = failures, []
+
+    def scatter(self, data, broadcast=False):
+        from distributed.comm.core import CommClosedError
+
+        self.calls.append((data, broadcast))
+        if len(self.calls) <= self.failures:
+            raise CommClosedError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")
+        return [f"future-{i}" for i, _ in enumerate(data)]
+
+
+def test_broadcast_copies_again_after_a_lost_connection(monkeypatch) -> None:
+    import retentio.features.distributed as distributed
+
+    monkeypatch.setattr(distributed.time, "sleep", lambda _: None)
+    client = _FlakyClient(failures=1)
+    assert distributed.broadcast(client, {"churn": 1}, (2, 3)) == ["future-0", "future-1"]
+    # a list, never a dict (whose keys would name the data), copied to every worker
+    assert client.calls == [([{"churn": 1}, (2, 3)], True)] * 2
+    with pytest.raises(distributed.DistributedError, match="3 times"):
+        distributed.broadcast(_FlakyClient(failures=3), {"churn": 1})
