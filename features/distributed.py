@@ -63,6 +63,7 @@ __all__ = [
     "erasure_watch",
     "first_timestamp",
     "keep_customers",
+    "killed_worker_error",
     "last_timestamp",
     "load_partition",
     "merge_summaries",
@@ -259,6 +260,17 @@ def load_partition(
     if n_found:
         _report_erased(part_dir, n_found, erased.job)
     return tables
+
+
+def killed_worker_error(exc: Any, written_to: Path | None = None) -> DistributedError:
+    """What to do when a Dask task (``exc``: ``distributed.KilledWorker``) killed its worker on
+    every retry; with ``written_to``, the output that was left unwritten."""
+    where = f". Nothing was written to {written_to}" if written_to is not None else ""
+    return DistributedError(
+        f"a Dask worker died on every retry while computing {exc.task} (out of memory?); "
+        "write more, smaller partitions (`retentio data partition --partitions N`) or give "
+        f"the workers more memory{where}"
+    )
 
 
 def broadcast(client: Any, *values: Any, attempts: int = 3) -> list[Any]:
@@ -470,11 +482,7 @@ def build_features_dask(
                 if n == 0 and f.exists():
                     f.unlink()
     except KilledWorker as exc:
-        raise DistributedError(
-            f"a Dask worker died on every retry while computing {exc.task} (out of memory?); "
-            "write more, smaller partitions (`retentio data partition --partitions N`) or give "
-            f"the workers more memory. Nothing was written to {out}"
-        ) from None
+        raise killed_worker_error(exc, out) from None
     except DistributedError as exc:
         raise DistributedError(f"{exc}. Nothing was written to {out}") from None
     written = [out / f.name for f in written]

@@ -39,12 +39,12 @@ from retentio.configs.settings import Settings
 from retentio.errors import RetentioError
 from retentio.features.cutoff import as_cutoff
 from retentio.features.distributed import (
-    DistributedError,
     DistributedFeatures,
     broadcast,
     build_features_dask,
     dask_client,
     erasure_watch,
+    killed_worker_error,
     last_timestamp,
     staged_folder,
 )
@@ -331,11 +331,7 @@ def score_dask(
                 )
                 _write_stamp(tmp, stamp)
         except KilledWorker as exc:
-            raise DistributedError(
-                f"a Dask worker died on every retry while computing {exc.task} (out of "
-                "memory?); write more, smaller partitions or give the workers more memory. "
-                f"Nothing was written to {target}"
-            ) from None
+            raise killed_worker_error(exc, target) from None
     return ScoredDataset(
         path=target,
         n_customers=int(sum(counts)),

@@ -35,10 +35,10 @@ from retentio.errors import InsufficientDataError
 from retentio.features.build import build_partial_features, finish_features
 from retentio.features.cutoff import as_cutoff
 from retentio.features.distributed import (
-    DistributedError,
     broadcast,
     first_timestamp,
     keep_customers,
+    killed_worker_error,
     last_timestamp,
     load_partition,
     merge_summaries,
@@ -172,11 +172,7 @@ def _killed_worker_message() -> Iterator[None]:
     try:
         yield
     except KilledWorker as exc:
-        raise DistributedError(
-            f"a Dask worker died on every retry while computing {exc.task} (out of "
-            "memory?); write more, smaller partitions (`retentio data partition "
-            "--partitions N`) or give the workers more memory"
-        ) from None
+        raise killed_worker_error(exc) from None
 
 
 def _all_rows_task(
