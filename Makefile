@@ -28,7 +28,7 @@ run: setup ## main job on embedded defaults: synthesise -> check -> features -> 
 test: setup ## the whole test suite (what CI runs)
 	@bash scripts/ensure_postgres.sh
 	@bash scripts/ensure_chromium.sh
-	@$(BIN)/python -m pytest
+	@$(BIN)/python -m pytest --durations=25
 
 test-fast: setup ## unit tests only (no slow or e2e suites)
 	@bash scripts/ensure_postgres.sh

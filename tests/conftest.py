@@ -1,5 +1,6 @@
 """Shared fixtures: a migrated empty MLflow store copied per test (creating one costs ~10 s);
-a throwaway PostgreSQL cluster for the session (tests/pg_cluster.py)."""
+a throwaway PostgreSQL cluster for the session (tests/pg_cluster.py); one Dask LocalCluster of
+2 workers for the session's Dask tests."""
 
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ def pg_cluster() -> Iterator[PgCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[Any]:
+    """A client of one real LocalCluster (2 single-threaded worker processes) shared by the
+    session's Dask tests: each start costs its workers' imports, and the models' on first use.
+    Tests that kill a worker, or go through the CLI, start their own."""
+    from retentio.features.distributed import dask_client
+
+    with dask_client(n_workers=2) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -401,12 +401,14 @@ def at_risk_dask(
     top: int,
     filters: Any = None,
     cutoff: Any = None,
+    client: Any = None,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """The ``top`` customers by value at risk over the whole partitioned dataset, with reasons.
 
     ``filters`` (:class:`serving.atrisk.AtRiskFilters`, default: medium and high risk) are the
-    rule of every at-risk list, applied in each partition.
+    rule of every at-risk list, applied in each partition. ``client``, when given, is the
+    cluster to use (left open); else one is started as ``settings.engine`` says.
 
     Reads the scored dataset when it is current (:func:`current_scores`), else scores the
     dataset (:func:`score_dask`); then takes each partition's best ``top`` rows and the best
@@ -425,7 +427,7 @@ def at_risk_dask(
     if scored is not None:
         logger.info("scores at %s are current: read from %s", scored.features.cutoff.date(),
                     scored.path)  # fmt: skip
-    with client_for(settings) as client:
+    with _client(settings, client) as client:
         if scored is None:
             scored = score_dask(settings, data, cutoff=cutoff, client=client, progress=progress)
         step("ranking")

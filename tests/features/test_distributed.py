@@ -15,7 +15,6 @@ from retentio.configs.settings import Settings
 from retentio.features.build import build_features
 from retentio.features.distributed import (
     build_features_dask,
-    dask_client,
     erasure_watch,
     read_features_dataset,
 )
@@ -38,9 +37,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client():
-    with dask_client(n_workers=2) as c:
-        yield c
+def client(dask_cluster):
+    return dask_cluster  # the session's LocalCluster of 2 workers (tests/conftest.py)
 
 
 def test_partitions_hold_every_event_of_their_customers(folder: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import pytest
 from retentio.configs.settings import Settings, load_settings
 from retentio.features.build import build_features
 from retentio.features.cutoff import as_cutoff
-from retentio.features.distributed import build_features_dask, dask_client
+from retentio.features.distributed import build_features_dask
 from retentio.features.io import load_and_validate
 from retentio.features.partition import partition_dataset
 from retentio.features.synth import generate_crm, write_tables
@@ -75,7 +75,7 @@ def _copy(world, name: str) -> Settings:
     return _settings(root / name, copy, root / "mlartifacts")
 
 
-def test_the_dask_cycle_decides_and_promotes_as_the_local_cycle(world) -> None:
+def test_the_dask_cycle_decides_and_promotes_as_the_local_cycle(world, dask_cluster) -> None:
     root, _, dataset = world
     local_settings, dask_settings = _copy(world, "local"), _copy(world, "dask")
     tables = load_and_validate(root / "drifted", local_settings.data)
@@ -84,8 +84,7 @@ def test_the_dask_cycle_decides_and_promotes_as_the_local_cycle(world) -> None:
     stale = [stored / ".work-1", stored / "predictions_2025-06-30.tmp-1"]  # a killed cycle's
     for folder in stale:
         folder.mkdir(parents=True)
-    with dask_client(n_workers=2) as client:
-        dask = cycle_dask(dask_settings, dataset.root, client=client, quality=False)
+    dask = cycle_dask(dask_settings, dataset.root, client=dask_cluster, quality=False)
     assert not any(folder.exists() for folder in stale)
     lm, dm = local.monitor, dask.monitor
     assert lm is not None and dm is not None
@@ -135,7 +134,7 @@ def test_the_dask_cycle_decides_and_promotes_as_the_local_cycle(world) -> None:
     assert len(pd.read_parquet(stored / f"predictions_{dask.cutoff.date()}")) == N_CUSTOMERS
 
 
-def test_the_monitoring_sample_is_the_same_whatever_the_partitioning(world) -> None:
+def test_the_monitoring_sample_is_the_same_whatever_the_partitioning(world, dask_cluster) -> None:
     """Below the population's size the sample has exactly the size asked, the same customers
     for any number of partitions; the counts and missing values are the whole population's.
     The daily revenue of the seasonal LTV level, summed over the partitions, is the local
@@ -148,20 +147,20 @@ def test_the_monitoring_sample_is_the_same_whatever_the_partitioning(world) -> N
     active = active_customers(local, settings.labels.active_days)
     other = partition_dataset(root / "drifted", settings.data, root / "ds2", n_partitions=2)
     samples = []
-    with dask_client(n_workers=2) as client:
-        for ds, out in ((dataset, root / "f3"), (other, root / "f2")):
-            feats = build_features_dask(
-                client, ds, settings.data, settings.features, out, cutoff=cutoff
-            )
-            pop = active_population(
-                client, feats, active_days=settings.labels.active_days, sample_size=250
-            )
-            assert pop.n == len(active)
-            assert pop.missing.reindex(active.columns).to_dict() == active.isna().sum().to_dict()
-            assert len(pop.sample) == 250
-            assert pop.sample["customer_id"].is_monotonic_increasing
-            samples.append(pop.sample)
-        revenue = DaskSnapshots(client, dataset, settings, cutoff=cutoff).daily_revenue()
+    client = dask_cluster
+    for ds, out in ((dataset, root / "f3"), (other, root / "f2")):
+        feats = build_features_dask(
+            client, ds, settings.data, settings.features, out, cutoff=cutoff
+        )
+        pop = active_population(
+            client, feats, active_days=settings.labels.active_days, sample_size=250
+        )
+        assert pop.n == len(active)
+        assert pop.missing.reindex(active.columns).to_dict() == active.isna().sum().to_dict()
+        assert len(pop.sample) == 250
+        assert pop.sample["customer_id"].is_monotonic_increasing
+        samples.append(pop.sample)
+    revenue = DaskSnapshots(client, dataset, settings, cutoff=cutoff).daily_revenue()
     whole = daily_revenue(history_tables(tables, as_cutoff(cutoff)).transactions)
     assert revenue.index.equals(whole.index) and len(whole) > 700
     np.testing.assert_allclose(revenue.to_numpy(), whole.to_numpy(), rtol=1e-12)
@@ -192,7 +191,7 @@ def test_cli_cycle_on_the_dask_engine_needs_a_partitioned_dataset(world, tmp_pat
 
 
 def test_realised_performance_on_the_dask_engine_equals_the_local_one(
-    world, tmp_path: Path
+    world, dask_cluster, tmp_path: Path
 ) -> None:
     """Stored predictions whose labels matured: the Dask engine's labels (partition by
     partition, on the sampled customers: here every one) give the local engine's figures."""
@@ -226,12 +225,10 @@ def test_realised_performance_on_the_dask_engine_equals_the_local_one(
     local = _matured_performance(
         tables, settings, folder=local_dir, history_path=local_dir / "h.csv", data_end=end
     )
-    with dask_client(n_workers=2) as client:
-        dask = DaskCycle(client, dataset.root, settings)._matured_performance(
-            settings, dask_dir, end
-        )
-        few = DaskCycle(client, dataset.root, settings, performance_sample_size=200)
-        sampled = few._matured_performance(settings, dask_dir, end)[0]
+    client = dask_cluster
+    dask = DaskCycle(client, dataset.root, settings)._matured_performance(settings, dask_dir, end)
+    few = DaskCycle(client, dataset.root, settings, performance_sample_size=200)
+    sampled = few._matured_performance(settings, dask_dir, end)[0]
     assert [p["cutoff"] for p in dask] == [p["cutoff"] for p in local] == ["2024-05-31"]
     assert local[0]["n_matched"] > 300 and local[0]["auc"] is not None
     assert dask[0].keys() == local[0].keys()

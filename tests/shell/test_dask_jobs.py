@@ -40,12 +40,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     return root, settings, dataset
 
 
-def test_scores_and_at_risk_equal_the_local_engine(trained) -> None:
+def test_scores_and_at_risk_equal_the_local_engine(trained, dask_cluster) -> None:
     root, settings, dataset = trained
     tables = load_and_validate(root / "folder", settings.data)
     cutoff = tables.transactions["timestamp"].max()
     local = score_job(tables, settings, cutoff=cutoff).scores
-    scored = score_dask(settings, dataset.root, cutoff=cutoff)
+    scored = score_dask(settings, dataset.root, cutoff=cutoff, client=dask_cluster)
     dask = pd.concat(
         [pd.read_parquet(f) for f in sorted(scored.path.glob("part-*.parquet"))]
     ).sort_values("customer_id")
@@ -61,7 +61,7 @@ def test_scores_and_at_risk_equal_the_local_engine(trained) -> None:
         assert (dask[col].astype(str).to_numpy() == local[col].astype(str).to_numpy()).all(), col
 
     top_local = at_risk_job(tables, settings, cutoff=cutoff, top=25)
-    top_dask = at_risk_dask(settings, dataset.root, top=25, cutoff=cutoff)
+    top_dask = at_risk_dask(settings, dataset.root, top=25, cutoff=cutoff, client=dask_cluster)
     assert list(top_dask["customer_id"]) == list(top_local["customer_id"])
     assert list(top_dask["reasons"]) == list(top_local["reasons"])
 
@@ -126,7 +126,7 @@ def test_a_killed_worker_is_retried_or_fails_cleanly(trained, tmp_path: Path) ->
         assert not list(tmp_path.glob("feat.tmp-*"))
 
 
-def test_training_on_dask_fits_the_local_engines_models(trained) -> None:
+def test_training_on_dask_fits_the_local_engines_models(trained, dask_cluster) -> None:
     from retentio.features.build import build_features
     from retentio.features.cutoff import as_cutoff
     from retentio.shell.dask_train import DaskSnapshots, train_dask
@@ -137,30 +137,30 @@ def test_training_on_dask_fits_the_local_engines_models(trained) -> None:
     root, settings, dataset = trained
     tables = load_and_validate(root / "folder", settings.data)
     local = train_all(tables, settings)
-    with dask_client(None, n_workers=2) as client:
-        dask = train_dask(client, dataset, settings)
-        # below engine.train_sample_rows every customer is used: the same rows, the same models
-        assert all(n == total for n, total in dask.sample.values())
-        assert dask.served == local.served
-        assert {t: p.protocol for t, p in dask.plans.items()} == {
-            t: p.protocol for t, p in local.plans.items()
-        }
-        for task, candidates in local.metrics.items():
-            for name, values in candidates.items():
-                for metric, value in values.items():
-                    assert dask.metrics[task][name][metric] == pytest.approx(
-                        value, rel=1e-9, nan_ok=True
-                    ), (task, name, metric)
-        # above it, a seeded sample of the customers, the same on every run
-        small = settings.model_copy(
-            update={"engine": settings.engine.model_copy(update={"train_sample_rows": 600})}
-        )
-        last = as_cutoff(tables.transactions["timestamp"].max())
-        source = DaskSnapshots(client, dataset, small)
-        one = source.features_at(last)
-        two = DaskSnapshots(client, dataset, small).features_at(last)
-        cut = dask.eval_cutoff
-        labelled = source.frame([cut], small).drop(columns=list(BTYD_COLUMNS))
+    client = dask_cluster
+    dask = train_dask(client, dataset, settings)
+    # below engine.train_sample_rows every customer is used: the same rows, the same models
+    assert all(n == total for n, total in dask.sample.values())
+    assert dask.served == local.served
+    assert {t: p.protocol for t, p in dask.plans.items()} == {
+        t: p.protocol for t, p in local.plans.items()
+    }
+    for task, candidates in local.metrics.items():
+        for name, values in candidates.items():
+            for metric, value in values.items():
+                assert dask.metrics[task][name][metric] == pytest.approx(
+                    value, rel=1e-9, nan_ok=True
+                ), (task, name, metric)
+    # above it, a seeded sample of the customers, the same on every run
+    small = settings.model_copy(
+        update={"engine": settings.engine.model_copy(update={"train_sample_rows": 600})}
+    )
+    last = as_cutoff(tables.transactions["timestamp"].max())
+    source = DaskSnapshots(client, dataset, small)
+    one = source.features_at(last)
+    two = DaskSnapshots(client, dataset, small).features_at(last)
+    cut = dask.eval_cutoff
+    labelled = source.frame([cut], small).drop(columns=list(BTYD_COLUMNS))
     assert 450 < len(one) < 750
     assert list(one["customer_id"]) == list(two["customer_id"])
     assert one["customer_id"].is_monotonic_increasing
@@ -228,7 +228,7 @@ def test_cli_trains_on_the_dask_engine(trained, tmp_path: Path) -> None:
 
 
 def test_current_features_and_scores_are_reused_and_stale_ones_never(
-    trained, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    trained, dask_cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """score reuses a current feature dataset and at-risk a current scored dataset (counted);
     another cutoff or a changed data file makes them compute afresh."""
@@ -250,25 +250,26 @@ def test_current_features_and_scores_are_reused_and_stale_ones_never(
 
     monkeypatch.setattr(jobs, "score_dask", score)
     monkeypatch.setattr(jobs, "build_features_dask", build)
-    first = jobs.score_dask(settings, dataset.root, cutoff="2025-06-30")
+    on = {"client": dask_cluster}  # the session's cluster
+    first = jobs.score_dask(settings, dataset.root, cutoff="2025-06-30", **on)
     assert calls == {"score": 1, "features": 1}
     assert jobs.read_stamp(first.path)["versions"] == first.versions
-    again = jobs.score_dask(settings, dataset.root, cutoff="2025-06-30")
+    again = jobs.score_dask(settings, dataset.root, cutoff="2025-06-30", **on)
     assert calls == {"score": 2, "features": 1}  # the features were current
-    top = at_risk_dask(settings, dataset.root, top=5, cutoff="2025-06-30")
+    top = at_risk_dask(settings, dataset.root, top=5, cutoff="2025-06-30", **on)
     assert calls == {"score": 2, "features": 1}  # the scores were current
     assert len(top) == 5
     assert again.n_customers == 1200
 
-    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31")  # another cutoff
+    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31", **on)  # another cutoff
     assert calls == {"score": 3, "features": 2}
-    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31")
+    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31", **on)
     assert calls == {"score": 3, "features": 2}
 
     changed = sorted(dataset.root.glob("part-00000/transactions/*.parquet"))[0]
     stat = changed.stat()
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31")
+    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31", **on)
     assert calls == {"score": 4, "features": 3}
     assert jobs.current_scores(settings, dataset.root, cutoff="2025-05-31") is not None
     assert jobs.current_scores(settings, dataset.root, cutoff="2025-06-30") is None
@@ -277,7 +278,7 @@ def test_current_features_and_scores_are_reused_and_stale_ones_never(
 
 
 def test_erased_customers_stay_out_of_every_dask_output(
-    trained, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    trained, dask_cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """After ``retentio data erase``, the Dask feature and scored datasets written before hold
     no row of the customer and are stale; the next score leaves the customer out (one warning,
@@ -296,10 +297,10 @@ def test_erased_customers_stay_out_of_every_dask_output(
         update={"paths": settings.paths.model_copy(update={"artifacts": str(artifacts)})}
     )
     cutoff = "2025-06-30"
-    with dask_client(n_workers=2) as client:
-        before = score_dask(own, dataset.root, cutoff=cutoff, client=client)
+    client = dask_cluster
+    before = score_dask(own, dataset.root, cutoff=cutoff, client=client)
     assert before.n_customers == 1200
-    top = at_risk_dask(own, dataset.root, top=10, cutoff=cutoff)
+    top = at_risk_dask(own, dataset.root, top=10, cutoff=cutoff, client=client)
     gone = str(top["customer_id"].iloc[0])  # the first of the at-risk list
     assert current_scores(own, dataset.root, cutoff=cutoff) is not None
 
@@ -312,38 +313,37 @@ def test_erased_customers_stay_out_of_every_dask_output(
 
     caplog.set_level(logging.WARNING)
     caplog.clear()
-    with dask_client(n_workers=2) as client:
-        scored = score_dask(own, dataset.root, cutoff=cutoff, client=client)
-        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-        features = read_features_dataset(scored.features.path)
-        scores = pd.concat([pd.read_parquet(f) for f in scored.path.glob("part-*.parquet")])
-        assert scored.n_customers == scored.features.n_customers == 1199
-        assert len(features) == len(scores) == 1199
-        assert gone not in set(features["customer_id"].astype(str))
-        assert gone not in set(scores["customer_id"].astype(str))
-        with erasure_watch(client, artifacts) as erased:
-            snapshots = DaskSnapshots(client, dataset, own, erased=erased)
-            sampled = snapshots.features_at(as_cutoff(cutoff))
-            assert len(sampled) == 1199 and gone not in set(sampled["customer_id"].astype(str))
-            labels = client.gather(
-                client.map(
-                    _labels_part, [str(d) for d in dataset.partition_dirs()],
-                    data_cfg=own.data, labels=own.labels, cutoff=as_cutoff("2025-01-31"),
-                    erased=erased,
-                )
-            )  # fmt: skip
-        labelled = pd.concat(labels)
-        assert len(labelled) > 0 and gone not in set(labelled["customer_id"].astype(str))
+    scored = score_dask(own, dataset.root, cutoff=cutoff, client=client)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    features = read_features_dataset(scored.features.path)
+    scores = pd.concat([pd.read_parquet(f) for f in scored.path.glob("part-*.parquet")])
+    assert scored.n_customers == scored.features.n_customers == 1199
+    assert len(features) == len(scores) == 1199
+    assert gone not in set(features["customer_id"].astype(str))
+    assert gone not in set(scores["customer_id"].astype(str))
+    with erasure_watch(client, artifacts) as erased:
+        snapshots = DaskSnapshots(client, dataset, own, erased=erased)
+        sampled = snapshots.features_at(as_cutoff(cutoff))
+        assert len(sampled) == 1199 and gone not in set(sampled["customer_id"].astype(str))
+        labels = client.gather(
+            client.map(
+                _labels_part, [str(d) for d in dataset.partition_dirs()],
+                data_cfg=own.data, labels=own.labels, cutoff=as_cutoff("2025-01-31"),
+                erased=erased,
+            )
+        )  # fmt: skip
+    labelled = pd.concat(labels)
+    assert len(labelled) > 0 and gone not in set(labelled["customer_id"].astype(str))
     erased_warnings = [w for w in warnings if "erased earlier" in w]
     assert len(erased_warnings) == 1 and "1 customer(s) erased earlier" in erased_warnings[0]
     assert not any(gone in r.getMessage() for r in caplog.records)
 
     assert current_scores(own, dataset.root, cutoff=cutoff) is not None  # current again
-    after = at_risk_dask(own, dataset.root, top=10, cutoff=cutoff)
+    after = at_risk_dask(own, dataset.root, top=10, cutoff=cutoff, client=client)
     assert len(after) == 10 and gone not in set(after["customer_id"].astype(str))
 
 
-def test_churn_trees_grow_on_every_row_with_lightgbm_dask(trained) -> None:
+def test_churn_trees_grow_on_every_row_with_lightgbm_dask(trained, dask_cluster) -> None:
     """engine.train_rows: all: the churn LightGBM model is grown by lightgbm.dask on every
     active customer of the training snapshots, not on the sample brought to this process."""
     from retentio.shell.dask_train import DaskSnapshots, train_dask
@@ -353,11 +353,10 @@ def test_churn_trees_grow_on_every_row_with_lightgbm_dask(trained) -> None:
     tables = load_and_validate(root / "folder", settings.data)
     engine = settings.engine.model_copy(update={"train_sample_rows": 600, "train_rows": "all"})
     own = settings.model_copy(update={"engine": engine})
-    with dask_client(None, n_workers=2) as client:
-        source = DaskSnapshots(client, dataset, own)
-        result = train_dask(client, dataset, own, tasks=["churn"], source=source)
-        plan = result.plans["churn"]
-        stack = source.frame(list(plan.cutoffs), own)  # the sample's labelled snapshots
+    source = DaskSnapshots(dask_cluster, dataset, own)
+    result = train_dask(dask_cluster, dataset, own, tasks=["churn"], source=source)
+    plan = result.plans["churn"]
+    stack = source.frame(list(plan.cutoffs), own)  # the sample's labelled snapshots
     assert plan.protocol == "time_split" and len(plan.cutoffs) >= 3
     training = plan.cutoffs[:-2]  # the last two are the calibration and evaluation snapshots
     every = sum(int(build_snapshot(tables, cut, own)["is_active"].sum()) for cut in training)
