@@ -262,12 +262,17 @@ class DaskSnapshots(BtydPerSnapshot):
 
     def _digest(self) -> str:
         """Of the manifest and every partition file's name and size (reading 10M customers'
-        rows to hash them would cost as much as the features)."""
+        rows to hash them would cost as much as the features), and of the sample's definition:
+        the evaluation rows are the sampled customers, so two runs whose samples differ never
+        share a digest (the promotion gate then re-scores the champion instead of comparing
+        metrics measured on other rows)."""
         digest = hashlib.sha256()
         root = self.dataset.root
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             digest.update(f"{path.relative_to(root)}\x1f{path.stat().st_size}\n".encode())
         digest.update(str(self.last).encode())
+        sample = (self.settings.engine.train_sample_rows, self.settings.training.random_state)
+        digest.update(f"sample {sample[0]} seed {sample[1]}".encode())
         if self.erased is not None:  # an erasure changes the snapshots
             digest.update(f"erased {len(self.erased.hashes)}".encode())
         return digest.hexdigest()[:16]

@@ -163,6 +163,9 @@ def test_training_on_dask_fits_the_local_engines_models(trained, dask_cluster) -
     labelled = source.frame([cut], small).drop(columns=list(BTYD_COLUMNS))
     assert 450 < len(one) < 750
     assert list(one["customer_id"]) == list(two["customer_id"])
+    # another sample is other evaluation rows: never the same data for the promotion gate
+    assert source.digest == DaskSnapshots(client, dataset, small).digest
+    assert source.digest != DaskSnapshots(client, dataset, settings).digest
     assert one["customer_id"].is_monotonic_increasing
     # the sample is drawn before the features are built: each sampled customer's row is its row
     # in the whole population's frame (with the whole population's statistics)
@@ -228,10 +231,12 @@ def test_cli_trains_on_the_dask_engine(trained, tmp_path: Path) -> None:
 
 
 def test_current_features_and_scores_are_reused_and_stale_ones_never(
-    trained, dask_cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    trained, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """score reuses a current feature dataset and at-risk a current scored dataset (counted);
-    another cutoff or a changed data file makes them compute afresh."""
+    another cutoff or a changed data file makes them compute afresh. Each call starts its own
+    cluster, as each command does (on the session's shared cluster this test failed once, a
+    worker unable to fetch a key the previous identical call had just released)."""
     import retentio.shell.dask_jobs as jobs
 
     root, settings, dataset = trained
@@ -250,26 +255,25 @@ def test_current_features_and_scores_are_reused_and_stale_ones_never(
 
     monkeypatch.setattr(jobs, "score_dask", score)
     monkeypatch.setattr(jobs, "build_features_dask", build)
-    on = {"client": dask_cluster}  # the session's cluster
-    first = jobs.score_dask(settings, dataset.root, cutoff="2025-06-30", **on)
+    first = jobs.score_dask(settings, dataset.root, cutoff="2025-06-30")
     assert calls == {"score": 1, "features": 1}
     assert jobs.read_stamp(first.path)["versions"] == first.versions
-    again = jobs.score_dask(settings, dataset.root, cutoff="2025-06-30", **on)
+    again = jobs.score_dask(settings, dataset.root, cutoff="2025-06-30")
     assert calls == {"score": 2, "features": 1}  # the features were current
-    top = at_risk_dask(settings, dataset.root, top=5, cutoff="2025-06-30", **on)
+    top = at_risk_dask(settings, dataset.root, top=5, cutoff="2025-06-30")
     assert calls == {"score": 2, "features": 1}  # the scores were current
     assert len(top) == 5
     assert again.n_customers == 1200
 
-    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31", **on)  # another cutoff
+    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31")  # another cutoff
     assert calls == {"score": 3, "features": 2}
-    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31", **on)
+    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31")
     assert calls == {"score": 3, "features": 2}
 
     changed = sorted(dataset.root.glob("part-00000/transactions/*.parquet"))[0]
     stat = changed.stat()
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31", **on)
+    at_risk_dask(settings, dataset.root, top=5, cutoff="2025-05-31")
     assert calls == {"score": 4, "features": 3}
     assert jobs.current_scores(settings, dataset.root, cutoff="2025-05-31") is not None
     assert jobs.current_scores(settings, dataset.root, cutoff="2025-06-30") is None
