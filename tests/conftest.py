@@ -43,7 +43,8 @@ def pg_cluster() -> Iterator[PgCluster]:
 def dask_cluster() -> Iterator[Any]:
     """A client of one real LocalCluster (2 single-threaded worker processes) shared by the
     session's Dask tests: each start costs its workers' imports, and the models' on first use.
-    Tests that kill a worker, or go through the CLI, start their own."""
+    Tests that kill a worker, go through the CLI, or repeat one job back to back (the
+    reuse test) start their own."""
     from retentio.features.distributed import dask_client
 
     with dask_client(n_workers=2) as client:

@@ -271,8 +271,8 @@ class DaskSnapshots(BtydPerSnapshot):
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             digest.update(f"{path.relative_to(root)}\x1f{path.stat().st_size}\n".encode())
         digest.update(str(self.last).encode())
-        sample = (self.settings.engine.train_sample_rows, self.settings.training.random_state)
-        digest.update(f"sample {sample[0]} seed {sample[1]}".encode())
+        rows, seed = self.settings.engine.train_sample_rows, self.settings.training.random_state
+        digest.update(f"sample {rows} seed {seed}".encode())
         if self.erased is not None:  # an erasure changes the snapshots
             digest.update(f"erased {len(self.erased.hashes)}".encode())
         return digest.hexdigest()[:16]
